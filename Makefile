@@ -1,0 +1,29 @@
+# The two commands of the README. Each bootstraps .venv/ from pyproject.toml by itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+## run: migrate, seed a demo pool, start the Salvy stand-in, worker, beat and a live status view
+run: $(STAMP)
+	$(BIN)/chip-orchestrator demo
+
+## test: the whole test suite (real PostgreSQL, Redis and Celery workers)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .data

@@ -1,0 +1,31 @@
+"""The one exception tree of chip-orchestrator.
+
+Services raise these; adapters translate library exceptions (SQLAlchemy, redis, requests,
+slack-sdk) into them at the boundary, so a task only has to tell "bad input" from "try again".
+"""
+
+
+class OrchestratorError(Exception):
+    """Raised for any failure this package knows about."""
+
+
+class Rejected(OrchestratorError):
+    """Raised when input or state makes a request impossible; never retried, changes nothing."""
+
+    def __init__(self, reason: str, *, code: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class TransientError(OrchestratorError):
+    """Raised when a dependency failed in a way that may pass (database, Redis, Salvy, Slack)."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class ConfigError(OrchestratorError):
+    """Raised when pool_config or the environment is missing or nonsensical."""

@@ -1,0 +1,99 @@
+"""SQLAlchemy Core tables. The migrations in migrations/ are the source of truth."""
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = sa.MetaData()
+
+pool_config = sa.Table(
+    "pool_config",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True),
+    sa.Column("producao_min", sa.Integer),
+    sa.Column("producao_max", sa.Integer),
+    sa.Column("ready_min", sa.Integer),
+    sa.Column("warmup_buffer", sa.Integer),
+    sa.Column("warmup_days", sa.Integer),
+    sa.Column("trust_min_for_ready", sa.Float),
+    sa.Column("trust_degraded_threshold", sa.Float),
+    sa.Column("auto_provision", sa.Boolean),
+    sa.Column("default_ddd", sa.Integer),
+    sa.Column("max_provisions_per_cycle", sa.Integer),
+    sa.Column("disconnect_grace_minutes", sa.Integer),
+    sa.Column("replace_storm_fraction", sa.Float),
+    sa.Column("auto_cancel_banned", sa.Boolean),
+    sa.Column("alert_cooldown_minutes", sa.Integer),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
+
+chips = sa.Table(
+    "chips",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.func.gen_random_uuid()),
+    sa.Column("telefone", sa.Text),
+    sa.Column("instance_name", sa.Text),
+    sa.Column("ddd", sa.Integer),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("trust_score", sa.Float, nullable=False),
+    sa.Column("trust_level", sa.Text),
+    sa.Column("fase_warmup", sa.Text),
+    sa.Column("warming_started_at", sa.DateTime(timezone=True)),
+    sa.Column("ready_at", sa.DateTime(timezone=True)),
+    sa.Column("promoted_to_active_at", sa.DateTime(timezone=True)),
+    sa.Column("degraded_at", sa.DateTime(timezone=True)),
+    sa.Column("evolution_connected", sa.Boolean, nullable=False),
+    sa.Column("evolution_disconnected_at", sa.DateTime(timezone=True)),
+    sa.Column("msgs_enviadas_hoje", sa.Integer),
+    sa.Column("salvy_id", sa.Text),
+    sa.Column("provisioning_name", sa.Text),
+    sa.Column("provisioning_deadline", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
+
+conversation_chips = sa.Table(
+    "conversation_chips",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("conversation_id", sa.Text, nullable=False),
+    sa.Column("chip_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("migrated_at", sa.DateTime(timezone=True)),
+    sa.Column("migrated_from", UUID(as_uuid=False)),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+)
+
+operations = sa.Table(
+    "orchestrator_operations",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.func.gen_random_uuid()),
+    sa.Column("operacao", sa.Text, nullable=False),
+    sa.Column("chip_id", UUID(as_uuid=False)),
+    sa.Column("chip_destino_id", UUID(as_uuid=False)),
+    sa.Column("motivo", sa.Text),
+    sa.Column("metadata", JSONB),
+    sa.Column("sucesso", sa.Boolean),
+    sa.Column("erro", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+)
+
+outbox = sa.Table(
+    "notification_outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("canal", sa.Text, nullable=False),
+    sa.Column("texto", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+    sa.Column("attempts", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.Column("delivered_via", sa.Text),
+)
+
+alert_state = sa.Table(
+    "alert_state",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("last_sent_at", sa.DateTime(timezone=True)),
+    sa.Column("times_sent", sa.Integer),
+)

@@ -1,0 +1,68 @@
+"""Environment -> frozen settings, read once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+#: Repository root (pyproject.toml lives here); .data/ and migrations/ hang off it.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _csv_ints(raw: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the environment can tell us; secrets are kept out of repr()."""
+
+    database_url: str | None
+    redis_url: str | None
+    broker_url: str | None
+    slack_bot_token: str | None = field(repr=False, default=None)
+    slack_channel_alertas: str = "#alertas"
+    slack_channel_operacoes: str = "#operacoes"
+    slack_api_url: str | None = None
+    salvy_api_url: str | None = None
+    salvy_api_token: str | None = field(repr=False, default=None)
+    cycle_seconds: float = 60.0
+    ddd_fallback: tuple[int, ...] = ()
+    provisioning_deadline_minutes: int = 15
+    data_dir: Path = ROOT / ".data"
+
+    @classmethod
+    def from_env(cls, env: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+        """Read the variables of SPEC's configuration table."""
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            broker_url=env.get("CELERY_BROKER_URL") or None,
+            slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            slack_channel_alertas=env.get("SLACK_CHANNEL_ALERTAS") or "#alertas",
+            slack_channel_operacoes=env.get("SLACK_CHANNEL_OPERACOES") or "#operacoes",
+            slack_api_url=env.get("SLACK_API_URL") or None,
+            salvy_api_url=env.get("SALVY_API_URL") or None,
+            salvy_api_token=env.get("SALVY_API_TOKEN") or None,
+            cycle_seconds=float(env.get("ORCHESTRATOR_CYCLE_SECONDS") or 60),
+            ddd_fallback=_csv_ints(env.get("ORCHESTRATOR_DDD_FALLBACK", "")),
+            provisioning_deadline_minutes=int(env.get("ORCHESTRATOR_PROVISIONING_DEADLINE_MINUTES") or 15),
+            data_dir=Path(env.get("ORCHESTRATOR_DATA_DIR") or ROOT / ".data"),
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in a log line, an exception or a task result."""
+        found = [self.slack_bot_token, self.salvy_api_token]
+        if self.database_url and "@" in self.database_url and ":" in self.database_url.split("@")[0]:
+            found.append(self.database_url.split("@")[0].rsplit(":", 1)[1])
+        return tuple(s for s in found if s)
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings (read once)."""
+    return Settings.from_env()
