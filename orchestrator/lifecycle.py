@@ -1,0 +1,209 @@
+"""Lifecycle use cases. Each is ONE transaction that re-checks state and logs its operation.
+
+Candidates are taken with FOR UPDATE SKIP LOCKED and every transition is a compare-and-set, so
+a duplicate delivery, a lost Redis lock or a second beat cannot promote one ready chip twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
+from orchestrator import messages, outbox
+from orchestrator import repository as repo
+from orchestrator.db import transaction
+from orchestrator.errors import Rejected
+from orchestrator.pool import BANNED, ChipView, PoolConfig, is_ready_eligible, warmed_days
+
+#: Longest `reason` accepted from callers; it is stored as data, never interpreted.
+MAX_REASON_LENGTH = 200
+#: Statuses a chip can be replaced from.
+REPLACEABLE = ("active", "banned")
+
+
+def clean_reason(reason: object) -> str | None:
+    """Validate a caller's free-text reason (None, or a short string)."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise Rejected(f"reason must be a string, got {type(reason).__name__}", code="malformed")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise Rejected(f"reason longer than {MAX_REASON_LENGTH} characters", code="malformed")
+    return reason.replace("\x00", "").strip() or None
+
+
+def _view(row: Mapping) -> ChipView:
+    return ChipView(**{k: row[k] for k in ChipView.__dataclass_fields__})
+
+
+def _motivo(old: Mapping, reason: str | None, config: PoolConfig) -> str:
+    if reason == BANNED or old["status"] == "banned":
+        return "Chip banido"
+    if reason == "low_trust":
+        return f"Trust Score {old['trust_score']:g} < {config.trust_degraded_threshold:g}"
+    if reason == "disconnected":
+        return f"Desconectado desde {old['evolution_disconnected_at']:%Y-%m-%d %H:%M} UTC"
+    return f"Solicitado: {reason}" if reason else "Solicitado"
+
+
+def _check_replaceable(conn: sa.Connection, old: Mapping) -> None:
+    if old["status"] not in REPLACEABLE:
+        raise Rejected(
+            f"chip {old['id']} is {old['status']}; only active or banned chips are replaced",
+            code="wrong_state",
+        )
+    handled = old["status"] == "banned" and old["degraded_at"] is not None
+    if handled and repo.active_conversations(conn, old["id"]) == 0:
+        raise Rejected(f"banned chip {old['id']} was already replaced", code="wrong_state")
+
+
+def replace_chip(engine: sa.Engine, chip_id: object, reason: object = None) -> dict:
+    """Swap an active (or banned) chip for the best ready one, moving its conversations."""
+    chip_id, reason = repo.parse_chip_id(chip_id), clean_reason(reason)
+    with transaction(engine) as conn:
+        now = repo.db_now(conn)
+        old = repo.get_chip(conn, chip_id, lock=True)
+        _check_replaceable(conn, old)
+        banned = old["status"] == "banned" or reason == BANNED
+        # Replacing an already-banned chip adds one active chip: serialise it with promotions.
+        grows = old["status"] == "banned"
+        config = repo.load_config(conn, lock=grows)
+        room = not grows or repo.count_active(conn) < config.producao_max
+        new = repo.best_ready(conn, config, exclude=chip_id) if room else None
+        if new is None:
+            return _without_ready(conn, config, old, banned, reason, now)
+        final = "banned" if banned else "degraded"
+        if (
+            repo.transition(conn, new["id"], ["ready"], status="active", promoted_to_active_at=now)
+            is None
+        ):
+            raise Rejected(f"ready chip {new['id']} changed under us", code="conflict")
+        moved = repo.move_conversations(conn, chip_id, new["id"], now)
+        repo.transition(conn, chip_id, [old["status"]], status=final, degraded_at=now)
+        operation = repo.record_operation(
+            conn,
+            "auto_replace",
+            chip_id,
+            _motivo(old, reason, config),
+            destino=new["id"],
+            metadata={
+                "conversas_migradas": moved,
+                "trust_degradado": old["trust_score"],
+                "trust_novo": new["trust_score"],
+                "reason": reason,
+            },
+        )
+        outbox.enqueue(conn, "operacoes", messages.replaced(old, new, moved, reason))
+        outbox.forget_alert(conn, f"no_ready:{chip_id}")
+    return {
+        "status": "replaced",
+        "chip_id": chip_id,
+        "replacement_id": new["id"],
+        "chip_status": final,
+        "conversas_migradas": moved,
+        "operation_id": operation,
+    }
+
+
+def _without_ready(
+    conn: sa.Connection,
+    config: PoolConfig,
+    old: Mapping,
+    banned: bool,
+    reason: str | None,
+    now: object,
+) -> dict:
+    """SPEC's safety rules when no ready chip can be had."""
+    chip_id = old["id"]
+    result = {"status": "no_ready_chip", "chip_id": chip_id, "conversas_migradas": 0}
+    if not banned:
+        outbox.alert_once(
+            conn, f"no_ready:{chip_id}", messages.degraded_without_ready(old, reason), cooldown=None
+        )
+        return {**result, "action": "kept_serving"}
+    target = repo.least_loaded_healthy_active(conn, config, exclude=chip_id)
+    if target is None:
+        if old["status"] != "banned":
+            repo.transition(conn, chip_id, [old["status"]], status="banned")
+            repo.record_operation(conn, "demotion", chip_id, "Chip banido (sem chip ready)")
+        outbox.alert_once(
+            conn, f"no_ready:{chip_id}", messages.banned_without_ready(old, None, 0), cooldown=None
+        )
+        return {**result, "action": "no_healthy_active_chip"}
+    moved = repo.move_conversations(conn, chip_id, target["id"], now)
+    repo.transition(conn, chip_id, [old["status"]], status="banned", degraded_at=now)
+    repo.record_operation(
+        conn,
+        "migration",
+        chip_id,
+        "Chip banido sem chip ready: conversas para o ativo menos carregado",
+        destino=target["id"],
+        metadata={"conversas_migradas": moved, "reason": reason},
+    )
+    outbox.enqueue(conn, "alertas", messages.banned_without_ready(old, target, moved))
+    return {
+        **result,
+        "action": "conversations_moved",
+        "target_id": target["id"],
+        "conversas_migradas": moved,
+    }
+
+
+def promote_warming_to_ready(engine: sa.Engine, chip_id: object) -> dict:
+    """warming -> ready when trust, phase and days allow."""
+    chip_id = repo.parse_chip_id(chip_id)
+    with transaction(engine) as conn:
+        now = repo.db_now(conn)
+        config = repo.load_config(conn)
+        chip = repo.get_chip(conn, chip_id, lock=True)
+        if chip["status"] != "warming":
+            raise Rejected(f"chip {chip_id} is {chip['status']}, not warming", code="wrong_state")
+        if not is_ready_eligible(_view(chip), config, now):
+            raise Rejected(
+                f"chip {chip_id} not eligible: trust {chip['trust_score']:g}"
+                f" (min {config.trust_min_for_ready:g}), fase {chip['fase_warmup']},"
+                f" {warmed_days(_view(chip), now)} of {config.warmup_days} days",
+                code="not_eligible",
+            )
+        days = warmed_days(_view(chip), now)
+        repo.transition(conn, chip_id, ["warming"], status="ready", ready_at=now)
+        repo.record_operation(
+            conn,
+            "promotion_warming_ready",
+            chip_id,
+            f"Trust {chip['trust_score']:g} >= {config.trust_min_for_ready:g}, {days} dias",
+            metadata={"trust": chip["trust_score"], "dias": days},
+        )
+        outbox.enqueue(conn, "operacoes", messages.promoted_ready(chip, days or 0))
+    return {"status": "promoted", "chip_id": chip_id, "to": "ready"}
+
+
+def promote_ready_to_active(engine: sa.Engine, chip_id: object) -> dict:
+    """ready -> active while active < producao_min; never above producao_max."""
+    chip_id = repo.parse_chip_id(chip_id)
+    with transaction(engine) as conn:
+        now = repo.db_now(conn)
+        config = repo.load_config(conn, lock=True)  # serialises every change of the active count
+        chip = repo.get_chip(conn, chip_id, lock=True)
+        if chip["status"] != "ready":
+            raise Rejected(f"chip {chip_id} is {chip['status']}, not ready", code="wrong_state")
+        active = repo.count_active(conn)
+        if active >= min(config.producao_min, config.producao_max):
+            return {
+                "status": "skipped",
+                "chip_id": chip_id,
+                "reason": f"producao {active}/{config.producao_min}: no deficit",
+            }
+        repo.transition(conn, chip_id, ["ready"], status="active", promoted_to_active_at=now)
+        repo.record_operation(
+            conn,
+            "promotion_ready_active",
+            chip_id,
+            f"Deficit de producao: {config.producao_min - active}",
+            metadata={"producao": active + 1, "producao_min": config.producao_min},
+        )
+        outbox.enqueue(
+            conn, "operacoes", messages.promoted_active(chip, active + 1, config.producao_min)
+        )
+    return {"status": "promoted", "chip_id": chip_id, "to": "active"}

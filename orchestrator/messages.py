@@ -1,0 +1,136 @@
+"""Slack messages in pt-BR (mrkdwn), in the seed's spirit. Pure functions returning text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+#: Human words for the degradation reasons (motivo).
+REASON_TEXT = {
+    "banned": "banido",
+    "low_trust": "Trust Score baixo",
+    "disconnected": "desconectado",
+}
+
+
+def phone(number: str | None) -> str:
+    """+5511912345678 -> +55 11 91234-5678 (anything else is returned as it is)."""
+    if not number:
+        return "(sem numero)"
+    match = re.fullmatch(r"\+?55(\d{2})(\d{4,5})(\d{4})", number)
+    if not match:
+        return number
+    ddd, first, last = match.groups()
+    return f"+55 {ddd} {first}-{last}"
+
+
+def reason_text(reason: str | None) -> str:
+    """The motivo as ops read it."""
+    if not reason:
+        return "solicitado"
+    return REASON_TEXT.get(reason, reason)
+
+
+def _trust(score: float) -> str:
+    return f"{score:g}"
+
+
+def replaced(old: Mapping, new: Mapping, moved: int, reason: str | None) -> str:
+    """Auto-replace done (canal operacoes)."""
+    return (
+        ":arrows_counterclockwise: *Auto-Replace executado*\n"
+        f"- Degradado: `{phone(old['telefone'])}` (Trust: {_trust(old['trust_score'])},"
+        f" motivo: {reason_text(reason)})\n"
+        f"- Promovido: `{phone(new['telefone'])}` (Trust: {_trust(new['trust_score'])})\n"
+        f"- Conversas migradas: {moved}"
+    )
+
+
+def banned_without_ready(old: Mapping, target: Mapping | None, moved: int) -> str:
+    """A banned chip had no ready replacement (canal alertas)."""
+    where = (
+        f"{moved} conversa(s) movida(s) para `{phone(target['telefone'])}` (ativo menos carregado)."
+        if target is not None
+        else "*Nenhum chip ativo saudavel para receber as conversas!*"
+    )
+    return (
+        f":rotating_light: *CRITICO*: Chip `{phone(old['telefone'])}` banido e NAO HA CHIPS READY!\n"
+        f"{where}\nPool precisa de atencao imediata."
+    )
+
+
+def degraded_without_ready(old: Mapping, reason: str | None) -> str:
+    """A degraded chip keeps serving because there is no ready chip (canal alertas, once)."""
+    return (
+        f":rotating_light: *CRITICO*: Chip `{phone(old['telefone'])}` degradado"
+        f" ({reason_text(reason)}, Trust: {_trust(old['trust_score'])}) mas NAO HA CHIPS READY!\n"
+        "Ele continua atendendo ate haver substituto. Pool precisa de atencao imediata."
+    )
+
+
+def pool_critical(status: Mapping) -> str:
+    """Pool health is critico (canal alertas, with cool-down)."""
+    return (
+        ":rotating_light: *Pool em estado CRITICO*\n"
+        f"- Producao: {status['producao']['count']}/{status['producao']['min']}\n"
+        f"- Ready: {status['ready']['count']}/{status['ready']['min']}\n"
+        f"- Warming: {status['warming']['count']}/{status['warming']['buffer']}"
+    )
+
+
+def storm(disconnected: int, active: int) -> str:
+    """Storm brake engaged (canal alertas, with cool-down)."""
+    return (
+        f":warning: *Muitos chips desconectados ao mesmo tempo*: {disconnected} de {active} ativos.\n"
+        "Provavel problema no gateway (Evolution): substituicoes por desconexao suspensas;"
+        " banidos e Trust baixo continuam sendo substituidos."
+    )
+
+
+def promoted_ready(chip: Mapping, days: int) -> str:
+    """warming -> ready (canal operacoes)."""
+    return (
+        f":white_check_mark: Chip `{phone(chip['telefone'])}` promovido para *READY*"
+        f" (Trust: {_trust(chip['trust_score'])}, {days} dias de aquecimento)."
+    )
+
+
+def promoted_active(chip: Mapping, active: int, minimum: int) -> str:
+    """ready -> active (canal operacoes)."""
+    return (
+        f":rocket: Chip `{phone(chip['telefone'])}` promovido para *PRODUCAO*"
+        f" (Trust: {_trust(chip['trust_score'])}). Producao: {active}/{minimum}."
+    )
+
+
+def provisioned(telefone: str, ddd: int, requested_ddd: int) -> str:
+    """A number was bought (canal operacoes)."""
+    fallback = f" (DDD {requested_ddd} sem estoque)" if ddd != requested_ddd else ""
+    return f":new: Novo chip `{phone(telefone)}` comprado na Salvy, DDD {ddd}{fallback}. Em aquecimento."
+
+
+def provision_failed(name: str, erro: str) -> str:
+    """A purchase failed for good (canal alertas)."""
+    return f":x: *Erro no auto-provisioning* (`{name}`): {erro}"
+
+
+def cancelled(chip: Mapping, salvy_reason: str) -> str:
+    """A number was released at Salvy (canal operacoes)."""
+    return f":wastebasket: Chip `{phone(chip['telefone'])}` cancelado na Salvy (motivo: {salvy_reason})."
+
+
+def unknown_salvy_numbers(numbers: list[str]) -> str:
+    """Salvy bills numbers we have no chip for (canal alertas)."""
+    listed = ", ".join(f"`{phone(n)}`" for n in numbers[:20])
+    more = f" e mais {len(numbers) - 20}" if len(numbers) > 20 else ""
+    return (
+        f":mag: *{len(numbers)} numero(s) na Salvy sem chip no pool*: {listed}{more}.\n"
+        "Nada foi cancelado automaticamente: verifique e cancele se forem sobras."
+    )
+
+
+def invalid_config(error: str) -> str:
+    """The cycle refuses to plan on an invalid pool_config (canal alertas)."""
+    return (
+        f":no_entry: *pool_config invalida*: {error}. O ciclo nao vai planejar ate ser corrigida."
+    )

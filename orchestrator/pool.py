@@ -1,0 +1,216 @@
+"""Pure pool decisions: health, deficits, degradation, eligibility, the storm brake, the plan.
+
+No database, Redis, Celery or HTTP here: plain data in, plain data out. The repository fetches
+a superset of candidates with indexed SQL; these functions make the final call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+
+#: Every status a chip can have, in lifecycle order.
+STATUSES = ("provisioning", "warming", "ready", "active", "degraded", "banned", "cancelled")
+#: Degradation reasons, strongest first.
+BANNED, LOW_TRUST, DISCONNECTED = "banned", "low_trust", "disconnected"
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The single pool_config row."""
+
+    producao_min: int = 10
+    producao_max: int = 20
+    ready_min: int = 3
+    warmup_buffer: int = 10
+    warmup_days: int = 21
+    trust_min_for_ready: float = 85
+    trust_degraded_threshold: float = 60
+    auto_provision: bool = True
+    default_ddd: int = 11
+    max_provisions_per_cycle: int = 3
+    disconnect_grace_minutes: int = 30
+    replace_storm_fraction: float = 0.5
+    auto_cancel_banned: bool = False
+    alert_cooldown_minutes: int = 30
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, object]) -> PoolConfig:
+        """Build from a database row, ignoring columns we do not model."""
+        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many chips are in each status."""
+
+    provisioning: int = 0
+    warming: int = 0
+    ready: int = 0
+    active: int = 0
+    degraded: int = 0
+    banned: int = 0
+    cancelled: int = 0
+
+    @classmethod
+    def from_pairs(cls, pairs: Mapping[str, int]) -> Counts:
+        """Build from {status: count}; statuses missing from the mapping count zero."""
+        return cls(**{s: int(pairs.get(s, 0)) for s in STATUSES})
+
+
+@dataclass(frozen=True)
+class Deficits:
+    """How far each tier is below its target (never negative)."""
+
+    producao: int
+    ready: int
+    warming: int
+
+
+@dataclass(frozen=True)
+class ChipView:
+    """What the decisions need to know about one chip."""
+
+    id: str
+    status: str
+    trust_score: float
+    evolution_connected: bool = True
+    evolution_disconnected_at: datetime | None = None
+    fase_warmup: str | None = None
+    warming_started_at: datetime | None = None
+    degraded_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A chip that should be swapped, and why."""
+
+    chip_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The pool as the cycle sees it: config, counts and candidate rows, at one instant."""
+
+    config: PoolConfig
+    counts: Counts
+    now: datetime
+    serving: Sequence[
+        ChipView
+    ] = ()  # active chips that are low-trust or disconnected; banned unhandled
+    warming: Sequence[ChipView] = ()  # warming chips in fase 'operacao' with enough trust
+    ready_ranked: Sequence[str] = ()  # ready chip ids, best first
+    cancellable: Sequence[str] = ()  # banned chips already replaced (auto_cancel_banned)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one cycle dispatches."""
+
+    health: str
+    deficits: Deficits
+    replace: tuple[Replacement, ...] = ()
+    promote_ready: tuple[str, ...] = ()
+    promote_active: tuple[str, ...] = ()
+    provision: int = 0
+    cancel: tuple[str, ...] = ()
+    storm: bool = False
+    held_for_storm: tuple[str, ...] = field(default=())
+
+
+def health(config: PoolConfig, counts: Counts) -> str:
+    """The seed's pool health: critico, atencao or saudavel."""
+    if counts.active < config.producao_min:
+        return "critico"
+    if counts.ready < config.ready_min or counts.warming < config.warmup_buffer // 2:
+        return "atencao"
+    return "saudavel"
+
+
+def deficits(config: PoolConfig, counts: Counts) -> Deficits:
+    """Deficits per tier; numbers still being bought count toward the warming buffer."""
+    return Deficits(
+        producao=max(0, config.producao_min - counts.active),
+        ready=max(0, config.ready_min - counts.ready),
+        warming=max(0, config.warmup_buffer - counts.warming - counts.provisioning),
+    )
+
+
+def is_disconnected_past_grace(chip: ChipView, config: PoolConfig, now: datetime) -> bool:
+    """True once a chip has been disconnected for at least disconnect_grace_minutes."""
+    if chip.evolution_connected or chip.evolution_disconnected_at is None:
+        return False
+    grace = timedelta(minutes=config.disconnect_grace_minutes)
+    return now - chip.evolution_disconnected_at >= grace
+
+
+def degraded_reason(chip: ChipView, config: PoolConfig, now: datetime) -> str | None:
+    """Why a serving chip must be replaced (banned > low_trust > disconnected), or None."""
+    if chip.status == "banned":
+        return BANNED if chip.degraded_at is None else None
+    if chip.status != "active":
+        return None
+    if chip.trust_score < config.trust_degraded_threshold:
+        return LOW_TRUST
+    if is_disconnected_past_grace(chip, config, now):
+        return DISCONNECTED
+    return None
+
+
+def warmed_days(chip: ChipView, now: datetime) -> int | None:
+    """Whole days since warm-up started (the seed's timedelta.days), or None if never started."""
+    if chip.warming_started_at is None:
+        return None
+    return (now - chip.warming_started_at).days
+
+
+def is_ready_eligible(chip: ChipView, config: PoolConfig, now: datetime) -> bool:
+    """warming -> ready: trust >= trust_min_for_ready, fase 'operacao', warmed >= warmup_days."""
+    days = warmed_days(chip, now)
+    return (
+        chip.status == "warming"
+        and chip.fase_warmup == "operacao"
+        and chip.trust_score >= config.trust_min_for_ready
+        and days is not None
+        and days >= config.warmup_days
+    )
+
+
+def is_storm(config: PoolConfig, active: int, disconnected: int) -> bool:
+    """More than replace_storm_fraction of active chips disconnected: blame the gateway."""
+    return active > 0 and disconnected > config.replace_storm_fraction * active
+
+
+def plan_cycle(snap: Snapshot) -> Plan:
+    """Decide the whole cycle from one snapshot."""
+    config, counts, now = snap.config, snap.counts, snap.now
+    disconnected = sum(
+        1 for c in snap.serving if c.status == "active" and not c.evolution_connected
+    )
+    storm = is_storm(config, counts.active, disconnected)
+    replace, held = [], []
+    for chip in snap.serving:
+        reason = degraded_reason(chip, config, now)
+        if reason == DISCONNECTED and storm:
+            held.append(chip.id)
+        elif reason is not None:
+            replace.append(Replacement(chip.id, reason))
+    # A replaced banned chip frees a slot that its replacement fills; others swap one for one.
+    refills = sum(1 for r in replace if r.reason == BANNED)
+    room = min(config.producao_min, config.producao_max) - counts.active - refills
+    spare_ready = list(snap.ready_ranked)[len(replace) :]
+    need = deficits(config, counts)
+    to_buy = min(need.warming, config.max_provisions_per_cycle) if config.auto_provision else 0
+    return Plan(
+        health=health(config, counts),
+        deficits=need,
+        replace=tuple(replace),
+        promote_ready=tuple(c.id for c in snap.warming if is_ready_eligible(c, config, now)),
+        promote_active=tuple(spare_ready[: max(0, room)]),
+        provision=max(0, to_buy),
+        cancel=tuple(snap.cancellable) if config.auto_cancel_banned else (),
+        storm=storm,
+        held_for_storm=tuple(held),
+    )

@@ -1,0 +1,271 @@
+"""The SQL: aggregate reads, candidate queries, compare-and-set transitions, the operations log.
+
+Every function takes the caller's Connection; the caller owns the transaction (lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from orchestrator.errors import ConfigError, Rejected
+from orchestrator.pool import ChipView, Counts, PoolConfig
+from orchestrator.schema import chips, conversation_chips, operations, pool_config
+
+#: Columns a ChipView needs.
+VIEW_COLUMNS = (
+    chips.c.id,
+    chips.c.status,
+    chips.c.trust_score,
+    chips.c.evolution_connected,
+    chips.c.evolution_disconnected_at,
+    chips.c.fase_warmup,
+    chips.c.warming_started_at,
+    chips.c.degraded_at,
+)
+
+
+def parse_chip_id(value: object) -> str:
+    """A canonical UUID string, or Rejected for anything else."""
+    if not isinstance(value, str):
+        raise Rejected(
+            f"chip id must be a UUID string, got {type(value).__name__}", code="malformed"
+        )
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise Rejected(f"malformed chip id {value[:64]!r}", code="malformed") from None
+
+
+def load_config(conn: sa.Connection, *, lock: bool = False) -> PoolConfig:
+    """The pool_config row (FOR UPDATE when lock: serialises changes to the active count)."""
+    stmt = sa.select(pool_config)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        raise ConfigError("pool_config has no row; run `chip-orchestrator migrate`")
+    return PoolConfig.from_mapping(row)
+
+
+def count_by_status(conn: sa.Connection) -> tuple[Counts, float]:
+    """Chips per status and the average trust of active chips, in one aggregate query."""
+    rows = conn.execute(
+        sa.select(chips.c.status, sa.func.count(), sa.func.avg(chips.c.trust_score)).group_by(
+            chips.c.status
+        )
+    ).all()
+    counts = Counts.from_pairs({status: n for status, n, _ in rows})
+    trust = next((float(avg) for status, _, avg in rows if status == "active"), 0.0)
+    return counts, trust
+
+
+def serving_candidates(conn: sa.Connection, config: PoolConfig) -> list[ChipView]:
+    """Active chips with low trust or disconnected, and banned chips not yet handled."""
+    active = sa.and_(
+        chips.c.status == "active",
+        sa.or_(
+            chips.c.trust_score < config.trust_degraded_threshold,
+            sa.not_(chips.c.evolution_connected),
+        ),
+    )
+    banned = sa.and_(chips.c.status == "banned", chips.c.degraded_at.is_(None))
+    rows = conn.execute(sa.select(*VIEW_COLUMNS).where(sa.or_(active, banned))).mappings()
+    return [ChipView(**row) for row in rows]
+
+
+def warming_candidates(conn: sa.Connection, config: PoolConfig) -> list[ChipView]:
+    """Warming chips in phase 'operacao' with enough trust (the days are checked in pool.py)."""
+    stmt = sa.select(*VIEW_COLUMNS).where(
+        chips.c.status == "warming",
+        chips.c.fase_warmup == "operacao",
+        chips.c.trust_score >= config.trust_min_for_ready,
+    )
+    return [ChipView(**row) for row in conn.execute(stmt).mappings()]
+
+
+def ready_ranked(conn: sa.Connection, limit: int) -> list[str]:
+    """Ready chip ids, best first (highest trust, then longest ready)."""
+    stmt = (
+        sa.select(chips.c.id)
+        .where(chips.c.status == "ready")
+        .order_by(chips.c.trust_score.desc(), chips.c.ready_at)
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def cancellable_banned(conn: sa.Connection, limit: int = 100) -> list[str]:
+    """Banned chips already replaced, still holding a number."""
+    stmt = (
+        sa.select(chips.c.id)
+        .where(chips.c.status == "banned", chips.c.degraded_at.is_not(None))
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def get_chip(conn: sa.Connection, chip_id: str, *, lock: bool = False) -> Mapping:
+    """One chip row (FOR UPDATE when lock), or Rejected if unknown."""
+    stmt = sa.select(chips).where(chips.c.id == chip_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        raise Rejected(f"unknown chip {chip_id}", code="unknown_chip")
+    return row
+
+
+def find_chip_id(conn: sa.Connection, ref: str) -> str:
+    """Resolve a chip id or a phone number (digits, with or without +55) to a chip id."""
+    try:
+        return parse_chip_id(ref)
+    except Rejected:
+        pass
+    digits = "".join(ch for ch in ref if ch.isdigit())
+    if len(digits) < 10:
+        raise Rejected(f"{ref[:64]!r} is neither a chip id nor a phone number", code="malformed")
+    candidates = {digits, "55" + digits}
+    stmt = sa.select(chips.c.id).where(
+        sa.func.regexp_replace(chips.c.telefone, r"\D", "", "g").in_(candidates)
+    )
+    found = list(conn.execute(stmt).scalars())
+    if len(found) != 1:
+        raise Rejected(f"no single chip with phone number {ref[:32]}", code="unknown_chip")
+    return found[0]
+
+
+def best_ready(conn: sa.Connection, config: PoolConfig, exclude: str) -> Mapping | None:
+    """Lock the best ready chip nobody else holds (FOR UPDATE SKIP LOCKED)."""
+    stmt = (
+        sa.select(chips)
+        .where(
+            chips.c.status == "ready",
+            chips.c.trust_score >= config.trust_min_for_ready,
+            chips.c.degraded_at.is_(None),
+            chips.c.id != exclude,
+        )
+        .order_by(chips.c.trust_score.desc(), chips.c.ready_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def least_loaded_healthy_active(
+    conn: sa.Connection, config: PoolConfig, exclude: str
+) -> Mapping | None:
+    """Lock the connected, trusted active chip with the fewest active conversations."""
+    load = (
+        sa.select(sa.func.count())
+        .where(conversation_chips.c.chip_id == chips.c.id, conversation_chips.c.active)
+        .scalar_subquery()
+    )
+    stmt = (
+        sa.select(chips)
+        .where(
+            chips.c.status == "active",
+            chips.c.evolution_connected,
+            chips.c.trust_score >= config.trust_degraded_threshold,
+            chips.c.id != exclude,
+        )
+        .order_by(load, chips.c.trust_score.desc())
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def transition(
+    conn: sa.Connection, chip_id: str, expected: Sequence[str], **values: object
+) -> Mapping | None:
+    """Compare-and-set: UPDATE chips .. WHERE id = :id AND status IN :expected RETURNING *."""
+    stmt = (
+        sa.update(chips)
+        .where(chips.c.id == chip_id, chips.c.status.in_(expected))
+        .values(**values, updated_at=sa.func.now())
+        .returning(chips)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def move_conversations(conn: sa.Connection, source: str, target: str, now: datetime) -> int:
+    """Move every active conversation of source to target in one statement."""
+    result = conn.execute(
+        sa.update(conversation_chips)
+        .where(conversation_chips.c.chip_id == source, conversation_chips.c.active)
+        .values(chip_id=target, migrated_at=now, migrated_from=source)
+    )
+    return result.rowcount
+
+
+def active_conversations(conn: sa.Connection, chip_id: str) -> int:
+    """How many active conversations a chip serves."""
+    stmt = sa.select(sa.func.count()).where(
+        conversation_chips.c.chip_id == chip_id, conversation_chips.c.active
+    )
+    return conn.execute(stmt).scalar_one()
+
+
+def record_operation(
+    conn: sa.Connection,
+    operacao: str,
+    chip_id: str | None,
+    motivo: str,
+    *,
+    destino: str | None = None,
+    metadata: Mapping | None = None,
+    sucesso: bool = True,
+    erro: str | None = None,
+) -> str:
+    """Append to orchestrator_operations in the caller's transaction."""
+    stmt = (
+        sa.insert(operations)
+        .values(
+            operacao=operacao,
+            chip_id=chip_id,
+            chip_destino_id=destino,
+            motivo=motivo,
+            metadata=dict(metadata or {}),
+            sucesso=sucesso,
+            erro=erro,
+        )
+        .returning(operations.c.id)
+    )
+    return conn.execute(stmt).scalar_one()
+
+
+def count_active(conn: sa.Connection) -> int:
+    """How many chips are active right now."""
+    return conn.execute(sa.select(sa.func.count()).where(chips.c.status == "active")).scalar_one()
+
+
+def recent_operations(conn: sa.Connection, limit: int = 10) -> list[Mapping]:
+    """The newest operations, with the phone numbers of their chips."""
+    source, target = chips.alias("o"), chips.alias("d")
+    stmt = (
+        sa.select(
+            operations.c.created_at,
+            operations.c.operacao,
+            operations.c.motivo,
+            operations.c.sucesso,
+            source.c.telefone.label("telefone"),
+            target.c.telefone.label("telefone_destino"),
+        )
+        .select_from(
+            operations.outerjoin(source, source.c.id == operations.c.chip_id).outerjoin(
+                target, target.c.id == operations.c.chip_destino_id
+            )
+        )
+        .order_by(operations.c.created_at.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).mappings())
+
+
+def db_now(conn: sa.Connection) -> datetime:
+    """The database's clock (transaction start): one clock for every comparison."""
+    return conn.execute(sa.select(sa.func.now())).scalar_one()

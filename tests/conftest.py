@@ -1,0 +1,89 @@
+"""Real servers for the tests: a fresh PostgreSQL database and a free Redis DB number per run.
+
+With DATABASE_URL / REDIS_URL set (CI) they point at the machine's servers; unset, the embedded
+ones under .data/ are used, as `make run` does.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from orchestrator import db, embedded, migrate
+from orchestrator.settings import Settings
+
+TABLES = "alert_state, notification_outbox, orchestrator_operations, conversation_chips, chips"
+
+
+def _base_database_url() -> str:
+    settings = Settings.from_env()
+    return settings.database_url or embedded.postgres_url(settings.data_dir)
+
+
+def _base_redis_url() -> str:
+    settings = Settings.from_env()
+    return settings.redis_url or embedded.redis_url(settings.data_dir)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for this run, migrated to head, dropped afterwards."""
+    base = make_url(_base_database_url())
+    name = f"chiporch_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    eng = db.create_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def clean_db(engine: sa.Engine) -> sa.Engine:
+    """An empty pool with the default pool_config row."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {TABLES} CASCADE"))
+        conn.execute(sa.text("DELETE FROM pool_config"))
+        conn.execute(sa.text("INSERT INTO pool_config DEFAULT VALUES"))
+    return engine
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis DB number nobody else uses during this run (claimed with SET NX)."""
+    base = _base_redis_url().rsplit("/", 1)[0]
+    token = uuid.uuid4().hex
+    for number in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{base}/{number}")
+        if client.dbsize() == 0 and client.set("chiporch:test-claim", token, nx=True, ex=7200):
+            url = f"{base}/{number}"
+            os.environ.setdefault("CHIPORCH_TEST_REDIS", url)
+            yield url
+            client.flushdb()
+            client.close()
+            return
+        client.close()
+    pytest.fail("no free Redis DB number (1..15) for the tests")
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
