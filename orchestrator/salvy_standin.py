@@ -1,0 +1,360 @@
+"""A local stand-in for Salvy's virtual phone numbers API (v2): same paths, same JSON shapes.
+
+A real HTTP server (stdlib, in memory, thread-safe) for tests and the demo. Any non-empty bearer
+token is accepted. Faults can be switched on in-process (`set_faults`) or over HTTP, so a separate
+process (a Celery worker, the demo) can be driven:
+
+    POST /_standin/faults  {"fail_next": 1, ...}   change some switches (see `Faults`)
+    GET  /_standin/state                           purchases, numbers, cancellations, faults
+    POST /_standin/reset                           forget everything, switches off
+
+Run alone with `python -m orchestrator.salvy_standin --host 127.0.0.1 --port 8099`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import random
+import signal
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+log = logging.getLogger("orchestrator.salvy_standin")  # also when run as __main__
+
+#: Path of the virtual phone numbers resource, as in the real API.
+ACCOUNTS = "/api/v2/virtual-phone-accounts"
+#: DDDs in stock unless told otherwise.
+DEFAULT_STOCK = (11, 19, 21, 27, 31, 41, 47, 48, 51, 61, 62, 71, 81, 85, 91)
+#: Reasons the real API accepts on DELETE.
+CANCEL_REASONS = ("unnecessary", "whatsapp-ban", "technical-issues", "company-canceled")
+
+
+@dataclass
+class Faults:
+    """Fault switches; the counters count down one per affected request."""
+
+    latency: float = 0.0  #: seconds added to every API request
+    fail_next: int = 0  #: next n API requests answer 500
+    rate_limit_next: int = 0  #: next n API requests answer 429 with Retry-After: 1
+    timeout_after_purchase: int = 0  #: next n purchases succeed, then hang hang_seconds
+    hang_seconds: float = 30.0
+    out_of_stock: list[int] = field(default_factory=list)  #: DDDs with nothing to sell
+
+
+class SalvyError(Exception):
+    """An error answer in Salvy's shape: {"code", "message", "publicDetails"}."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class SalvyStandin:
+    """The in-memory Salvy; `start()` serves it on a daemon thread and returns the base URL."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, stock: tuple[int, ...] = DEFAULT_STOCK
+    ) -> None:
+        self.host, self.port, self.stock = host, port, tuple(stock)
+        self.faults = Faults()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._numbers: dict[str, dict[str, Any]] = {}
+        self._cancellations: list[tuple[str, str]] = []
+        self._purchases = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Serve in a daemon thread; returns the base URL (port 0 picks a free port)."""
+        handler = type("Handler", (_Handler,), {"standin": self})
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._stopping.clear()
+        threading.Thread(
+            target=self._server.serve_forever, name="salvy-standin", daemon=True
+        ).start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving; requests hanging on purpose are released."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> SalvyStandin:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running server."""
+        if self._server is None:
+            raise RuntimeError("stand-in not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- switches and inspection -----------------------------------------------------------------
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change some fault switches (names of `Faults`); returns the switches now on."""
+        known = {f.name for f in dataclasses.fields(Faults)}
+        if unknown := set(changes) - known:
+            raise ValueError(f"unknown fault switches: {sorted(unknown)}")
+        coerced = {name: _coerce(name, value) for name, value in changes.items()}
+        with self._lock:
+            self.faults = dataclasses.replace(self.faults, **coerced)
+            return self.faults
+
+    def reset(self) -> None:
+        """Forget every number, purchase and cancellation; switch every fault off."""
+        with self._lock:
+            self.faults = Faults()
+            self._numbers.clear()
+            self._cancellations.clear()
+            self._purchases = 0
+
+    @property
+    def purchases(self) -> int:
+        """How many POSTs bought a number."""
+        return self._purchases
+
+    @property
+    def numbers(self) -> dict[str, dict[str, Any]]:
+        """A copy of every number ever bought, by id."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._numbers.items()}
+
+    @property
+    def cancellations(self) -> list[tuple[str, str]]:
+        """(id, reason) of every cancel that changed a number."""
+        with self._lock:
+            return list(self._cancellations)
+
+    def state(self) -> dict[str, Any]:
+        """Everything above as JSON-ready data."""
+        return {
+            "purchases": self.purchases,
+            "numbers": self.numbers,
+            "cancellations": [list(c) for c in self.cancellations],
+            "faults": dataclasses.asdict(self.faults),
+        }
+
+    # -- faults ----------------------------------------------------------------------------------
+    def take_fault(self, name: str) -> bool:
+        """Consume one unit of a countdown switch; True when this request is affected."""
+        with self._lock:
+            left = getattr(self.faults, name)
+            if left > 0:
+                setattr(self.faults, name, left - 1)
+            return left > 0
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, but wake up when the server stops."""
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    # -- the API ---------------------------------------------------------------------------------
+    def area_codes(self, only_available: bool) -> dict[str, Any]:
+        """Stock by DDD, in the real API's shape."""
+        out = set(self.faults.out_of_stock)
+        codes = [{"areaCode": ddd, "available": ddd not in out} for ddd in sorted(self.stock)]
+        return {"areaCodes": [c for c in codes if c["available"] or not only_available]}
+
+    def buy(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a number in the asked DDD with a unique +55 DDD 9XXXXXXXX phone."""
+        ddd, name = body.get("areaCode"), body.get("name")
+        if not isinstance(ddd, int) or isinstance(ddd, bool) or not 11 <= ddd <= 99:
+            raise SalvyError(400, "invalid_request", "areaCode must be a DDD between 11 and 99")
+        if name is not None and not isinstance(name, str):
+            raise SalvyError(400, "invalid_request", "name must be a string or null")
+        if ddd not in self.stock or ddd in self.faults.out_of_stock:
+            raise SalvyError(422, "area_code_unavailable", f"DDD {ddd} has no numbers available")
+        with self._lock:
+            taken = {n["phoneNumber"] for n in self._numbers.values()}
+            phone = f"+55{ddd}9{random.randrange(10**8):08d}"
+            while phone in taken:
+                phone = f"+55{ddd}9{random.randrange(10**8):08d}"
+            number = {
+                "id": str(uuid.uuid4()),
+                "name": name,
+                "phoneNumber": phone,
+                "status": "active",
+                "createdAt": _now(),
+                "canceledAt": None,
+                "cancelReason": None,
+            }
+            self._numbers[number["id"]] = number
+            self._purchases += 1
+            return dict(number)
+
+    def get(self, number_id: str) -> dict[str, Any]:
+        """One number, or 404."""
+        with self._lock:
+            if number_id not in self._numbers:
+                raise SalvyError(404, "not_found", "virtual phone account not found")
+            return dict(self._numbers[number_id])
+
+    def list_numbers(self) -> list[dict[str, Any]]:
+        """Every number, oldest first (a plain array, as the real v2 list)."""
+        with self._lock:
+            return [dict(n) for n in self._numbers.values()]
+
+    def cancel(self, number_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Cancel a number; a second cancel answers 409 already_canceled."""
+        reason = body.get("reason")
+        if reason not in CANCEL_REASONS:
+            raise SalvyError(400, "invalid_request", f"reason must be one of {CANCEL_REASONS}")
+        with self._lock:
+            number = self._numbers.get(number_id)
+            if number is None:
+                raise SalvyError(404, "not_found", "virtual phone account not found")
+            if number["status"] == "canceled":
+                raise SalvyError(409, "already_canceled", "virtual phone account already canceled")
+            number.update(status="canceled", canceledAt=_now(), cancelReason=reason)
+            self._cancellations.append((number_id, reason))
+            return dict(number)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Give a switch set over HTTP the type of its default (counts int, seconds float)."""
+    default = getattr(Faults(), name)
+    return [int(v) for v in value] if isinstance(default, list) else type(default)(value)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    standin: SalvyStandin
+    server_version = "SalvyStandin/1"
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        # Read the body first: answering with it unread makes the client see a reset socket.
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        path, _, query = self.path.partition("?")
+        try:
+            body = json.loads(raw) if raw else {}
+            if not isinstance(body, dict):
+                raise SalvyError(400, "invalid_request", "body must be a JSON object")
+            if path.startswith("/_standin/"):
+                status, payload = self._admin(method, path, body)
+            else:
+                status, payload = self._api(method, path.rstrip("/"), query, body)
+        except json.JSONDecodeError:
+            status, payload = 400, _error("invalid_request", "body is not valid JSON")
+        except SalvyError as exc:
+            status, payload = exc.status, _error(exc.code, exc.message)
+        except Exception:
+            log.exception("stand-in failed on %s %s", method, path)
+            status, payload = 500, _error("internal_server_error", "stand-in bug")
+        self._reply(status, payload)
+
+    def _admin(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        standin = self.standin
+        if (method, path) == ("GET", "/_standin/state"):
+            return 200, standin.state()
+        if (method, path) == ("POST", "/_standin/reset"):
+            standin.reset()
+            return 200, standin.state()
+        if (method, path) == ("POST", "/_standin/faults"):
+            try:
+                return 200, dataclasses.asdict(standin.set_faults(**body))
+            except (ValueError, TypeError) as exc:
+                raise SalvyError(400, "invalid_request", str(exc)) from exc
+        raise SalvyError(404, "not_found", f"no route {method} {path}")
+
+    def _api(self, method: str, path: str, query: str, body: dict[str, Any]) -> tuple[int, Any]:
+        standin = self.standin
+        standin.pause(standin.faults.latency)
+        if standin.take_fault("rate_limit_next"):
+            raise SalvyError(429, "too_many_requests", "rate limit exceeded, retry later")
+        if standin.take_fault("fail_next"):
+            raise SalvyError(500, "internal_server_error", "injected failure")
+        auth = self.headers.get("Authorization") or ""
+        if not auth.startswith("Bearer ") or not auth[len("Bearer ") :].strip():
+            raise SalvyError(401, "unauthorized", "missing or invalid bearer token")
+        if (method, path) == ("GET", f"{ACCOUNTS}/area-codes"):
+            available = parse_qs(query).get("available") == ["true"]
+            return 200, standin.area_codes(only_available=available)
+        if (method, path) == ("GET", ACCOUNTS):
+            return 200, standin.list_numbers()
+        if (method, path) == ("POST", ACCOUNTS):
+            number = standin.buy(body)
+            if standin.take_fault("timeout_after_purchase"):
+                standin.pause(standin.faults.hang_seconds)
+            return 200, number
+        if path.startswith(f"{ACCOUNTS}/") and path.count("/") == 4:
+            number_id = path.rsplit("/", 1)[1]
+            if method == "GET":
+                return 200, standin.get(number_id)
+            if method == "DELETE":
+                return 200, standin.cancel(number_id, body)
+        raise SalvyError(404, "not_found", f"no route {method} {path}")
+
+    def _reply(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if status == 429:
+                self.send_header("Retry-After", "1")
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            log.info("client left before the answer to %s", self.requestline)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The request line and status only: never headers (Authorization carries the token).
+        log.info("%s %s", self.address_string(), format % args)
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message, "publicDetails": {}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the stand-in until SIGTERM or Ctrl-C."""
+    parser = argparse.ArgumentParser(description="Local stand-in for the Salvy API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    standin = SalvyStandin(args.host, args.port)
+    print(f"Salvy stand-in serving on {standin.start()}", flush=True)
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        standin.stop()
+
+
+if __name__ == "__main__":
+    main()
