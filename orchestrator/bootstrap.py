@@ -9,6 +9,8 @@ import redis
 import sqlalchemy as sa
 
 from orchestrator import db, embedded
+from orchestrator.notify import LogSender, SlackSender, build_sender
+from orchestrator.salvy import SalvyClient
 from orchestrator.settings import Settings, get_settings
 
 
@@ -52,9 +54,24 @@ def redis_client() -> redis.Redis:
     )
 
 
+@cache
+def salvy_client() -> SalvyClient | None:
+    """The process's Salvy client (one requests.Session), or None without SALVY_API_URL."""
+    settings = get_settings()
+    if not settings.salvy_api_url:
+        return None
+    return SalvyClient(settings.salvy_api_url, settings.salvy_api_token)
+
+
+@cache
+def sender() -> SlackSender | LogSender:
+    """Slack with a token, else the log: notifications are never silently dropped."""
+    return build_sender(get_settings())
+
+
 def reset_after_fork() -> None:
     """Forget connections inherited from a parent process; each child builds its own."""
     if engine.cache_info().currsize:
         engine().dispose(close=False)
-    engine.cache_clear()
-    redis_client.cache_clear()
+    for factory in (engine, redis_client, salvy_client, sender):
+        factory.cache_clear()

@@ -6,7 +6,7 @@ a duplicate delivery, a lost Redis lock or a second beat cannot promote one read
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 
@@ -20,6 +20,8 @@ from orchestrator.pool import BANNED, ChipView, PoolConfig, is_ready_eligible, w
 MAX_REASON_LENGTH = 200
 #: Statuses a chip can be replaced from.
 REPLACEABLE = ("active", "banned")
+#: Ready chips to try when others' Redis locks are busy, before falling back.
+MAX_READY_TRIES = 5
 
 
 def clean_reason(reason: object) -> str | None:
@@ -58,8 +60,31 @@ def _check_replaceable(conn: sa.Connection, old: Mapping) -> None:
         raise Rejected(f"banned chip {old['id']} was already replaced", code="wrong_state")
 
 
-def replace_chip(engine: sa.Engine, chip_id: object, reason: object = None) -> dict:
-    """Swap an active (or banned) chip for the best ready one, moving its conversations."""
+def _take_ready(
+    conn: sa.Connection, config: PoolConfig, chip_id: str, claim: Callable[[str], bool] | None
+) -> Mapping | None:
+    """The best ready chip whose row lock (and, with claim, Redis lock) we could take."""
+    skipped = [chip_id]
+    for _ in range(MAX_READY_TRIES):
+        candidate = repo.best_ready(conn, config, exclude=skipped)
+        if candidate is None or claim is None or claim(candidate["id"]):
+            return candidate
+        skipped.append(candidate["id"])
+    return None
+
+
+def replace_chip(
+    engine: sa.Engine,
+    chip_id: object,
+    reason: object = None,
+    *,
+    claim: Callable[[str], bool] | None = None,
+) -> dict:
+    """Swap an active (or banned) chip for the best ready one, moving its conversations.
+
+    claim(ready_id) may veto a ready chip (the worker's Redis lock); the row lock and the
+    compare-and-set keep the data right without it.
+    """
     chip_id, reason = repo.parse_chip_id(chip_id), clean_reason(reason)
     with transaction(engine) as conn:
         now = repo.db_now(conn)
@@ -70,7 +95,7 @@ def replace_chip(engine: sa.Engine, chip_id: object, reason: object = None) -> d
         grows = old["status"] == "banned"
         config = repo.load_config(conn, lock=grows)
         room = not grows or repo.count_active(conn) < config.producao_max
-        new = repo.best_ready(conn, config, exclude=chip_id) if room else None
+        new = _take_ready(conn, config, chip_id, claim) if room else None
         if new is None:
             return _without_ready(conn, config, old, banned, reason, now)
         final = "banned" if banned else "degraded"

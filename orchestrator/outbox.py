@@ -49,6 +49,12 @@ def alert_once(
     return claimed
 
 
+def claim_once(conn: sa.Connection, key: str) -> bool:
+    """True the first time a key is seen (for alerts that batch several keys in one message)."""
+    stmt = pg_insert(alert_state).values(key=key).on_conflict_do_nothing()
+    return conn.execute(stmt.returning(alert_state.c.key)).first() is not None
+
+
 def forget_alert(conn: sa.Connection, key: str) -> None:
     """Allow a once-only alert to fire again (e.g. the chip was replaced after all)."""
     conn.execute(sa.delete(alert_state).where(alert_state.c.key == key))

@@ -138,7 +138,7 @@ def find_chip_id(conn: sa.Connection, ref: str) -> str:
     return found[0]
 
 
-def best_ready(conn: sa.Connection, config: PoolConfig, exclude: str) -> Mapping | None:
+def best_ready(conn: sa.Connection, config: PoolConfig, exclude: Sequence[str]) -> Mapping | None:
     """Lock the best ready chip nobody else holds (FOR UPDATE SKIP LOCKED)."""
     stmt = (
         sa.select(chips)
@@ -146,7 +146,7 @@ def best_ready(conn: sa.Connection, config: PoolConfig, exclude: str) -> Mapping
             chips.c.status == "ready",
             chips.c.trust_score >= config.trust_min_for_ready,
             chips.c.degraded_at.is_(None),
-            chips.c.id != exclude,
+            chips.c.id.not_in(exclude),
         )
         .order_by(chips.c.trust_score.desc(), chips.c.ready_at)
         .limit(1)

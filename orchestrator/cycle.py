@@ -1,0 +1,77 @@
+"""The cycle's read side: one snapshot of the pool, the plan, and the pool-level alerts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from orchestrator import messages, outbox
+from orchestrator import repository as repo
+from orchestrator.db import transaction
+from orchestrator.errors import ConfigError
+from orchestrator.pool import Plan, PoolConfig, Snapshot, plan_cycle
+from orchestrator.status import status_from
+
+#: Alert keys for pool-level alerts (cool-down per key).
+CRITICAL_KEY, STORM_KEY, CONFIG_KEY = "pool:critico", "pool:storm", "pool:config"
+
+
+def take_snapshot(conn: sa.Connection) -> tuple[Snapshot, float]:
+    """The pool at one instant, from four indexed queries, and the active chips' mean trust."""
+    config = repo.load_config(conn)
+    counts, trust = repo.count_by_status(conn)
+    serving = repo.serving_candidates(conn, config)
+    snap = Snapshot(
+        config=config,
+        counts=counts,
+        now=repo.db_now(conn),
+        serving=serving,
+        warming=repo.warming_candidates(conn, config),
+        ready_ranked=repo.ready_ranked(conn, limit=len(serving) + config.producao_max + 1),
+        cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
+    )
+    return snap, trust
+
+
+def plan(engine: sa.Engine) -> tuple[Plan, dict, PoolConfig]:
+    """What the next cycle would do (changes nothing), the status it saw, and the config."""
+    with engine.connect() as conn, conn.begin():
+        conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        snap, trust = take_snapshot(conn)
+    return plan_cycle(snap), status_from(snap.config, snap.counts, trust), snap.config
+
+
+def raise_alerts(
+    engine: sa.Engine, the_plan: Plan, status: dict, cooldown_minutes: int
+) -> list[str]:
+    """Queue the pool-level alerts that are due; returns the keys that fired."""
+    cooldown = timedelta(minutes=cooldown_minutes)
+    fired = []
+    with transaction(engine) as conn:
+        if the_plan.health == "critico" and outbox.alert_once(
+            conn, CRITICAL_KEY, messages.pool_critical(status), cooldown=cooldown
+        ):
+            fired.append(CRITICAL_KEY)
+        if the_plan.storm:
+            held = len(the_plan.held_for_storm)
+            text = messages.storm(held, status["producao"]["count"])
+            if outbox.alert_once(conn, STORM_KEY, text, cooldown=cooldown):
+                fired.append(STORM_KEY)
+    return fired
+
+
+def alert_invalid_config(engine: sa.Engine, error: ConfigError) -> bool:
+    """Tell ops once per cool-down that the cycle refuses to plan."""
+    with transaction(engine) as conn:
+        return outbox.alert_once(
+            conn, CONFIG_KEY, messages.invalid_config(str(error)), cooldown=timedelta(minutes=30)
+        )
+
+
+def plan_as_dict(the_plan: Plan) -> dict:
+    """JSON-ready plan (for `chip-orchestrator plan --json` and task results)."""
+    data = asdict(the_plan)
+    data["replace"] = [{"chip_id": r.chip_id, "reason": r.reason} for r in the_plan.replace]
+    return data

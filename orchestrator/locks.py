@@ -1,0 +1,85 @@
+"""Redis locks: one per chip, one cycle slot per period, and a "task queued" marker.
+
+They save work (two workers never start on the same chip); they do not keep the data right.
+That is the database's job (compare-and-set), so a lock lost to a Redis restart or an expired
+TTL costs at most a wasted attempt, never a double promotion.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+import redis
+from redis.exceptions import LockError, LockNotOwnedError
+from redis.exceptions import RedisError as _RedisError
+
+from orchestrator.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+#: Key prefix of everything this module writes.
+PREFIX = "chiporch"
+#: Lock TTL: longer than the longest task's hard time limit, so a live task never loses it.
+CHIP_LOCK_TTL = 120
+
+
+def _redis_call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (LockError, LockNotOwnedError):
+        raise
+    except _RedisError as error:
+        raise TransientError(f"redis unavailable: {type(error).__name__}") from None
+
+
+class LockSet:
+    """Non-blocking chip locks held together and released together (a context manager)."""
+
+    def __init__(self, client: redis.Redis, ttl: int = CHIP_LOCK_TTL) -> None:
+        self._client, self._ttl = client, ttl
+        self._held: list[redis.lock.Lock] = []
+
+    def acquire(self, chip_id: str) -> bool:
+        """Take the chip's lock if free; False if another worker holds it."""
+        lock = self._client.lock(f"{PREFIX}:lock:chip:{chip_id}", timeout=self._ttl)
+        if _redis_call(lock.acquire, blocking=False):
+            self._held.append(lock)
+            return True
+        return False
+
+    def release_all(self) -> None:
+        """Release what we hold; an expired or lost lock is only logged."""
+        while self._held:
+            lock = self._held.pop()
+            try:
+                lock.release()
+            except (LockError, _RedisError) as error:
+                log.warning("lock %s not released: %s", lock.name, type(error).__name__)
+
+    def __enter__(self) -> LockSet:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release_all()
+
+
+def claim_cycle_slot(client: redis.Redis, period_seconds: float) -> bool:
+    """True for the first cycle of a period; a second beat's tick in the same period gets False."""
+    ttl_ms = max(500, int(period_seconds * 1000 * 0.8))
+    return bool(_redis_call(client.set, f"{PREFIX}:cycle:slot", "1", nx=True, px=ttl_ms))
+
+
+def mark_queued(client: redis.Redis, task: str, chip_id: str, ttl: int) -> bool:
+    """Remember that a task for this chip is queued; False if one already is."""
+    return bool(_redis_call(client.set, f"{PREFIX}:queued:{task}:{chip_id}", "1", nx=True, ex=ttl))
+
+
+def clear_queued(client: redis.Redis, task: str, chip_id: str) -> None:
+    """The queued task started: the next cycle may queue the chip again if still needed."""
+    _redis_call(client.delete, f"{PREFIX}:queued:{task}:{chip_id}")

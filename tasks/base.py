@@ -1,0 +1,83 @@
+"""The task base class: bad input answered, transient failures retried (bounded, with jitter)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+
+from orchestrator import bootstrap, outbox
+from orchestrator.db import transaction
+from orchestrator.errors import ConfigError, Rejected, TransientError
+
+log = logging.getLogger(__name__)
+
+#: Deliveries of one message before it is declared poison (a crash each time is not retried).
+MAX_DELIVERIES = 5
+#: One failure alert per task name per cool-down.
+_COOLDOWN = timedelta(minutes=30)
+
+
+class OrchestratorTask(Task):
+    """Rejected -> {"status": "rejected"}; TransientError -> retry with backoff up to max_retries."""
+
+    abstract = True
+    max_retries = 5
+    #: Backoff: factor * 2**retries seconds, capped, with full jitter (Celery's own helper).
+    backoff_factor = 2
+    backoff_max = 120
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            inspect.signature(self.run).bind(*args, **kwargs)
+        except TypeError as error:
+            return {"status": "rejected", "code": "bad_arguments", "reason": str(error)}
+        if self._poisoned():
+            return {"status": "failed", "code": "poison", "reason": "worker died on every attempt"}
+        try:
+            return self.run(*args, **kwargs)
+        except Rejected as error:
+            return {"status": "rejected", "code": error.code, "reason": error.reason}
+        except ConfigError as error:
+            return {"status": "rejected", "code": "config", "reason": str(error)}
+        except TransientError as error:
+            countdown = error.retry_after or get_exponential_backoff_interval(
+                self.backoff_factor, self.request.retries, self.backoff_max, full_jitter=True
+            )
+            raise self.retry(exc=error, countdown=max(countdown, 0.5)) from None
+
+    def _poisoned(self) -> bool:
+        """Count deliveries of this task id in Redis; past MAX_DELIVERIES, stop and alert."""
+        task_id = self.request.id
+        if not task_id or self.request.is_eager:
+            return False
+        client = bootstrap.redis_client()
+        key = f"chiporch:deliveries:{task_id}:{self.request.retries}"
+        try:
+            count = client.incr(key)
+            client.expire(key, 24 * 3600)
+        except Exception:  # Redis down: let the task run; the database keeps it safe
+            return False
+        if count <= MAX_DELIVERIES:
+            return False
+        self._alert(f"Tarefa `{self.name}` ({task_id}) derrubou o worker {count - 1} vezes")
+        return True
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """Retries exhausted or an unexpected error: tell ops (once per task name per cooldown)."""
+        self._alert(
+            f"Tarefa `{self.name}` falhou apos {self.request.retries} tentativas: {type(exc).__name__}"
+        )
+
+    def _alert(self, texto: str) -> None:
+        try:
+            with transaction(bootstrap.engine()) as conn:
+                outbox.alert_once(
+                    conn, f"task_failed:{self.name}", f":x: {texto}", cooldown=_COOLDOWN
+                )
+        except Exception:
+            log.exception("could not queue the failure alert for %s", self.name)

@@ -1,0 +1,61 @@
+"""Per-chip tasks: thin adapters over orchestrator.handlers."""
+
+from orchestrator import handlers
+from tasks import app
+from tasks.base import OrchestratorTask
+
+
+@app.task(
+    name="orchestrator.replace_chip",
+    base=OrchestratorTask,
+    soft_time_limit=20,
+    time_limit=30,
+)
+def replace_chip(chip_id: str, reason: str | None = None) -> dict:
+    """Swap a degraded or banned chip for the best ready one, moving its conversations."""
+    return handlers.replace_chip(chip_id, reason)
+
+
+@app.task(
+    name="orchestrator.promote_warming_to_ready",
+    base=OrchestratorTask,
+    soft_time_limit=20,
+    time_limit=30,
+)
+def promote_warming_to_ready(chip_id: str) -> dict:
+    """warming -> ready when trust, phase and warm-up days allow."""
+    return handlers.promote_warming_to_ready(chip_id)
+
+
+@app.task(
+    name="orchestrator.promote_ready_to_active",
+    base=OrchestratorTask,
+    soft_time_limit=20,
+    time_limit=30,
+)
+def promote_ready_to_active(chip_id: str) -> dict:
+    """ready -> active while production is below producao_min."""
+    return handlers.promote_ready_to_active(chip_id)
+
+
+@app.task(
+    name="orchestrator.provision_chip",
+    base=OrchestratorTask,
+    bind=True,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def provision_chip(self: OrchestratorTask, ddd: int | None = None) -> dict:
+    """Buy one number at Salvy (keyed by this task's id, so a retry never buys twice)."""
+    return handlers.provision_chip(self.request.id, ddd)
+
+
+@app.task(
+    name="orchestrator.cancel_chip",
+    base=OrchestratorTask,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def cancel_chip(chip_id: str) -> dict:
+    """Release a degraded or banned number at Salvy and mark it cancelled."""
+    return handlers.cancel_chip(chip_id)

@@ -1,0 +1,158 @@
+"""Real `celery -A tasks worker` processes on the real Redis broker (no eager mode).
+
+pytest-celery 1.x needs Docker, which these machines lack, and its fixtures shadow
+celery.contrib.pytest's; so workers are plain subprocesses started the way ops start them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from orchestrator.salvy_standin import SalvyStandin
+from orchestrator.settings import ROOT
+
+QUEUES = "orchestrator,provisioning,celery"
+
+
+def worker_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment a worker gets: the test database and Redis DB, nothing else."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SALVY_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        ORCHESTRATOR_CYCLE_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("CELERY_BROKER_URL", None)
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """One `celery -A tasks worker` subprocess; its log goes to a file for post-mortems."""
+
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, concurrency: int = 4, pool: str = "prefork"
+    ) -> None:
+        self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
+        self._log = self.log_path.open("wb")
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            QUEUES,
+            "-n",
+            self.name,
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, app: Celery, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            if app.control.ping(timeout=0.5):
+                return
+        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+
+@pytest.fixture(scope="session")
+def salvy() -> Iterator[SalvyStandin]:
+    with SalvyStandin() as standin:
+        yield standin
+
+
+@pytest.fixture(scope="session")
+def celery_client(redis_url: str) -> Iterator[Celery]:
+    """A plain client, as another service has: only the broker (and results) URL."""
+    app = Celery("test-client", broker=redis_url, backend=redis_url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def worker(
+    database_url: str,
+    redis_url: str,
+    salvy: SalvyStandin,
+    celery_client: Celery,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WorkerProcess]:
+    env = worker_env(
+        database_url, redis_url, SALVY_API_URL=salvy.url, SALVY_API_TOKEN="salvy_test_secret"
+    )
+    proc = WorkerProcess(env, tmp_path_factory.mktemp("workers"))
+    proc.wait_ready(celery_client)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis_keys(request: pytest.FixtureRequest) -> None:
+    """Locks, markers and cycle slots of one test never leak into the next."""
+    if "redis_url" not in request.fixturenames:
+        return
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    for key in client.scan_iter("chiporch:*"):
+        if key != b"chiporch:test-claim":
+            client.delete(key)
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_worker(worker: WorkerProcess, celery_client: Celery, redis_url: str) -> None:
+    """Wait until the previous test's tasks are done, so they never touch this test's data."""
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            queued = sum(client.llen(q) for q in QUEUES.split(","))
+            active = celery_client.control.inspect(timeout=0.5).active() or {}
+            reserved = celery_client.control.inspect(timeout=0.5).reserved() or {}
+            busy = sum(len(v) for v in active.values()) + sum(len(v) for v in reserved.values())
+            if queued == 0 and busy == 0:
+                return
+            time.sleep(0.1)
+    finally:
+        client.close()

@@ -1,0 +1,158 @@
+"""Tasks executed by real prefork workers consuming the real Redis broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+
+from orchestrator.schema import chips, conversation_chips, operations
+from tests.factories import add_conversations, chip_row, make_chip, set_config
+from tests.worker.conftest import WorkerProcess
+
+pytestmark = pytest.mark.worker
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20, every: float = 0.05) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_task_sent_by_name_from_another_process_is_executed(
+    clean_db: sa.Engine, worker: WorkerProcess, redis_url: str
+) -> None:
+    # Given a banned chip with conversations and a ready chip
+    old = make_chip(clean_db, "active", trust=90)
+    add_conversations(clean_db, old, 5)
+    ready = make_chip(clean_db, "ready", trust=95)
+    # When another service, knowing only the broker URL, sends the task by name
+    script = textwrap.dedent(
+        f"""
+        from celery import Celery
+        Celery(broker={redis_url!r}).send_task(
+            "orchestrator.replace_chip", args=[{old!r}], kwargs={{"reason": "banned"}})
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    # Then the chip is swapped
+    wait_for(lambda: chip_row(clean_db, ready).status == "active")
+    assert chip_row(clean_db, old).status == "banned"
+    with clean_db.connect() as conn:
+        left = conn.execute(
+            sa.select(sa.func.count()).where(
+                conversation_chips.c.chip_id == old, conversation_chips.c.active
+            )
+        ).scalar_one()
+    assert left == 0
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", str(uuid.uuid4()), 42, ["x"]])
+def test_a_bad_chip_id_comes_back_rejected_and_changes_nothing(
+    clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery, bad: object
+) -> None:
+    chip = make_chip(clean_db, "active", trust=10)
+    make_chip(clean_db, "ready", trust=95)
+    result = celery_client.send_task("orchestrator.replace_chip", args=[bad]).get(timeout=20)
+    assert result["status"] == "rejected"
+    assert result["reason"]
+    assert chip_row(clean_db, chip).status == "active"
+    with clean_db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(operations)).scalar_one() == 0
+
+
+def test_wrong_argument_count_is_rejected_not_crashed(
+    clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery
+) -> None:
+    result = celery_client.send_task(
+        "orchestrator.promote_ready_to_active", args=["a", "b", "c"]
+    ).get(timeout=20)
+    assert (result["status"], result["code"]) == ("rejected", "bad_arguments")
+
+
+def test_fifty_concurrent_replacements_with_ten_ready_chips(
+    clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery
+) -> None:
+    # Given 50 degraded active chips with conversations and 10 ready chips
+    set_config(clean_db, producao_min=50, producao_max=60)
+    degraded = [make_chip(clean_db, "active", trust=20) for _ in range(50)]
+    for chip in degraded:
+        add_conversations(clean_db, chip, 3)
+    ready = {make_chip(clean_db, "ready", trust=90 + i % 10) for i in range(10)}
+    # When 50 replace tasks arrive at once on a 4-process prefork worker
+    results = [celery_client.send_task("orchestrator.replace_chip", args=[c]) for c in degraded]
+    outcomes = [r.get(timeout=60) for r in results]
+    # Then exactly 10 replacements, each ready chip used once, and no conversation stranded
+    replaced = [o for o in outcomes if o["status"] == "replaced"]
+    assert len(replaced) == 10
+    assert {o["replacement_id"] for o in replaced} == ready
+    assert {o["status"] for o in outcomes} == {"replaced", "no_ready_chip"}
+    with clean_db.connect() as conn:
+        destinos = conn.execute(
+            sa.select(operations.c.chip_destino_id, sa.func.count())
+            .where(operations.c.operacao == "auto_replace")
+            .group_by(operations.c.chip_destino_id)
+        ).all()
+        stranded = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(conversation_chips.join(chips, chips.c.id == conversation_chips.c.chip_id))
+            .where(conversation_chips.c.active, chips.c.status != "active")
+        ).scalar_one()
+    assert all(n == 1 for _, n in destinos) and len(destinos) == 10
+    assert stranded == 0
+
+
+def test_two_cycles_started_at_once_plan_once(
+    clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery
+) -> None:
+    make_chip(clean_db, "active", trust=10)
+    first, second = (celery_client.send_task("orchestrator.run_cycle") for _ in range(2))
+    statuses = sorted([first.get(timeout=20)["status"], second.get(timeout=20)["status"]])
+    assert statuses == ["planned", "skipped"]
+
+
+def test_a_cycle_converges_a_broken_pool_to_a_healthy_one(
+    clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery
+) -> None:
+    # Given a pool with a degraded chip, an eligible warming chip and too few warming chips
+    set_config(clean_db, producao_min=3, producao_max=4, ready_min=1, warmup_buffer=2)
+    low = make_chip(clean_db, "active", trust=30)
+    add_conversations(clean_db, low, 4)
+    make_chip(clean_db, "active")
+    make_chip(clean_db, "active")
+    spare = make_chip(clean_db, "ready", trust=96)
+    eligible = make_chip(clean_db, "warming", trust=90)
+    # When cycles run until nothing is left to do
+    health = None
+    for _ in range(8):
+        result = celery_client.send_task("orchestrator.run_cycle").get(timeout=20)
+        time.sleep(1.2)  # let the fanned-out tasks finish and the next period start
+        health = result.get("saude")
+        if health == "saudavel" and sum(result["dispatched"].values()) == 0:
+            break
+    # Then the pool is healthy, the degraded chip replaced, the warming chip promoted
+    assert health == "saudavel"
+    assert chip_row(clean_db, low).status == "degraded"
+    assert chip_row(clean_db, spare).status == "active"
+    assert chip_row(clean_db, eligible).status in ("ready", "active")
+    with clean_db.connect() as conn:
+        warming = conn.execute(
+            sa.select(sa.func.count()).where(chips.c.status == "warming")
+        ).scalar_one()
+        bought = conn.execute(
+            sa.select(sa.func.count()).where(
+                operations.c.operacao == "auto_provision", operations.c.sucesso
+            )
+        ).scalar_one()
+    assert warming >= 2 and bought >= 2
