@@ -1,0 +1,7 @@
+"""python -m orchestrator == chip-orchestrator."""
+
+import sys
+
+from orchestrator.cli import main
+
+sys.exit(main())

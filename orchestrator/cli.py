@@ -1,0 +1,196 @@
+"""chip-orchestrator: the ops command line (also `python -m orchestrator`).
+
+Errors are one clear line on stderr and a non-zero exit code; every command has --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from orchestrator.errors import OrchestratorError, Rejected
+
+#: Exit codes: 0 ok, 1 a check found problems, 2 bad input / refused, 3 a dependency is down.
+EXIT_OK, EXIT_FOUND, EXIT_REJECTED, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def _engine():
+    from orchestrator import bootstrap
+
+    return bootstrap.engine()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from orchestrator import bootstrap, migrate
+
+    before, after = migrate.upgrade(bootstrap.database_url())
+    print(
+        f"database at revision {after}"
+        + (" (unchanged)" if before == after else f" (was {before or 'empty'})")
+    )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator import render, status
+
+    data = status.pool_status(_engine())
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        render.print_status(data)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator import cycle, render
+
+    plan, status, _ = cycle.plan(_engine())
+    if args.json:
+        print(
+            json.dumps({"plan": cycle.plan_as_dict(plan), "status": status}, indent=2, default=str)
+        )
+    else:
+        render.print_plan(plan, status)
+    return EXIT_OK
+
+
+def _enqueue(task: str, args: list, kwargs: dict, wait: bool, timeout: float) -> int:
+    from tasks import app
+
+    result = app.send_task(task, args=args, kwargs=kwargs)
+    if not wait:
+        print(f"queued {task} as task {result.id}")
+        return EXIT_OK
+    outcome = result.get(timeout=timeout)
+    print(json.dumps(outcome, indent=2, ensure_ascii=False, default=str))
+    return (
+        EXIT_REJECTED
+        if isinstance(outcome, dict) and outcome.get("status") == "rejected"
+        else EXIT_OK
+    )
+
+
+def _resolve(ref: str) -> str:
+    from orchestrator import repository
+
+    with _engine().connect() as conn:
+        return repository.find_chip_id(conn, ref)
+
+
+def cmd_replace(args: argparse.Namespace) -> int:
+    from orchestrator.lifecycle import clean_reason
+
+    chip_id = _resolve(args.chip)
+    kwargs = {"reason": clean_reason(args.reason)} if args.reason else {}
+    return _enqueue("orchestrator.replace_chip", [chip_id], kwargs, args.wait, args.timeout)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _enqueue("orchestrator.cancel_chip", [_resolve(args.chip)], {}, args.wait, args.timeout)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from orchestrator import checker
+
+    return checker.main(_engine(), as_json=args.json)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from orchestrator import metrics
+
+    return metrics.serve(_engine(), host=args.host, port=args.port, interval=args.interval)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from orchestrator import demo
+
+    return demo.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and --help)."""
+    parser = argparse.ArgumentParser(
+        prog="chip-orchestrator",
+        description="Keep a pool of WhatsApp numbers healthy. DATABASE_URL/REDIS_URL unset: embedded servers under .data/.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("migrate", help="apply database migrations (safe to run twice)").set_defaults(
+        fn=cmd_migrate
+    )
+
+    p = sub.add_parser("status", help="pool table: counts against min/max/buffer, health, trust")
+    p.add_argument("--json", action="store_true", help="the seed's obter_status_pool shape")
+    p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("plan", help="what the next cycle would do (changes nothing)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_plan)
+
+    for name, fn, text in (
+        ("replace", cmd_replace, "enqueue orchestrator.replace_chip for CHIP"),
+        (
+            "cancel",
+            cmd_cancel,
+            "enqueue orchestrator.cancel_chip for CHIP (releases the number at Salvy)",
+        ),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("chip", metavar="CHIP", help="chip id (uuid) or phone number")
+        if name == "replace":
+            p.add_argument("--reason", help="why (e.g. banned, low_trust); stored as data")
+        p.add_argument("--wait", action="store_true", help="wait for the task and print its result")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait with --wait")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("check", help="list invariant violations; exit 1 if any")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("metrics", help="serve Prometheus metrics")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=9108)
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between database reads")
+    p.set_defaults(fn=cmd_metrics)
+
+    p = sub.add_parser(
+        "demo", help="the whole system on this machine, with a simulator and a live view"
+    )
+    p.add_argument("--cycle-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)"
+    )
+    p.add_argument(
+        "--no-live", action="store_true", help="print plain lines instead of the live view"
+    )
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except Rejected as error:
+        print(f"chip-orchestrator: {error.reason}", file=sys.stderr)
+        return EXIT_REJECTED
+    except OrchestratorError as error:
+        print(f"chip-orchestrator: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE if "unavailable" in str(error) else EXIT_REJECTED
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # one line, not a traceback, for anything we did not foresee
+        print(f"chip-orchestrator: {type(error).__name__}: {_first_line(error)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:300]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
