@@ -60,7 +60,11 @@ def salvy_client() -> SalvyClient | None:
     settings = get_settings()
     if not settings.salvy_api_url:
         return None
-    return SalvyClient(settings.salvy_api_url, settings.salvy_api_token)
+    return SalvyClient(
+        settings.salvy_api_url,
+        settings.salvy_api_token,
+        read_timeout=settings.salvy_read_timeout,
+    )
 
 
 @cache

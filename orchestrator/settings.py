@@ -28,6 +28,7 @@ class Settings:
     slack_api_url: str | None = None
     salvy_api_url: str | None = None
     salvy_api_token: str | None = field(repr=False, default=None)
+    salvy_read_timeout: float = 15.0
     cycle_seconds: float = 60.0
     ddd_fallback: tuple[int, ...] = ()
     provisioning_deadline_minutes: int = 15
@@ -47,6 +48,7 @@ class Settings:
             slack_api_url=env.get("SLACK_API_URL") or None,
             salvy_api_url=env.get("SALVY_API_URL") or None,
             salvy_api_token=env.get("SALVY_API_TOKEN") or None,
+            salvy_read_timeout=float(env.get("SALVY_READ_TIMEOUT_SECONDS") or 15),
             cycle_seconds=float(env.get("ORCHESTRATOR_CYCLE_SECONDS") or 60),
             ddd_fallback=_csv_ints(env.get("ORCHESTRATOR_DDD_FALLBACK", "")),
             provisioning_deadline_minutes=int(
