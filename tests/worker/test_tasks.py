@@ -156,3 +156,20 @@ def test_a_cycle_converges_a_broken_pool_to_a_healthy_one(
             )
         ).scalar_one()
     assert warming >= 2 and bought >= 2
+
+
+def test_a_chip_locked_by_another_worker_is_skipped_not_awaited(
+    clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery, redis_client
+) -> None:
+    from orchestrator.locks import LockSet
+
+    chip = make_chip(clean_db, "active", trust=10)
+    make_chip(clean_db, "ready", trust=95)
+    with LockSet(redis_client) as held:
+        assert held.acquire(chip)
+        result = celery_client.send_task("orchestrator.replace_chip", args=[chip]).get(timeout=20)
+    assert result["status"] == "skipped"
+    assert chip_row(clean_db, chip).status == "active"
+    # Once the lock is free, the same task goes through
+    result = celery_client.send_task("orchestrator.replace_chip", args=[chip]).get(timeout=20)
+    assert result["status"] == "replaced"
