@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -11,6 +13,8 @@ import sqlalchemy as sa
 from orchestrator import cycle, locks, provisioning
 from orchestrator.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 #: send(task_name, args, task_id) puts one task on the broker.
 Send = Callable[[str, list, str | None], None]
 
@@ -19,6 +23,8 @@ PROMOTE_READY = "orchestrator.promote_warming_to_ready"
 PROMOTE_ACTIVE = "orchestrator.promote_ready_to_active"
 PROVISION = "orchestrator.provision_chip"
 CANCEL = "orchestrator.cancel_chip"
+#: Redis hash of the last planned cycle (finished_at epoch seconds, duration_seconds), for metrics.
+LAST_CYCLE_KEY = "chiporch:cycle:last"
 
 
 def run_cycle(
@@ -30,6 +36,7 @@ def run_cycle(
     deadline_minutes: int = 15,
 ) -> dict:
     """One cycle: claim the period's slot, plan, alert, dispatch. Changes no chip itself."""
+    started = time.monotonic()
     if not locks.claim_cycle_slot(client, period_seconds):
         return {"status": "skipped", "reason": "another cycle already ran in this period"}
     try:
@@ -66,6 +73,7 @@ def run_cycle(
         )
         send(PROVISION, [], task_id)
         sent[PROVISION] += 1
+    record_cycle(client, time.monotonic() - started)
     return {
         "status": "planned",
         "saude": plan.health,
@@ -76,3 +84,14 @@ def run_cycle(
         "alerts": alerts,
         "pool": {k: status[k]["count"] for k in ("producao", "ready", "warming", "degraded")},
     }
+
+
+def record_cycle(client: redis.Redis, duration_seconds: float) -> None:
+    """Remember when the last cycle finished and how long it took; a Redis error only logs."""
+    try:
+        client.hset(
+            LAST_CYCLE_KEY,
+            mapping={"finished_at": repr(time.time()), "duration_seconds": repr(duration_seconds)},
+        )
+    except redis.RedisError as error:
+        log.warning("could not record the cycle's timing: %s", type(error).__name__)

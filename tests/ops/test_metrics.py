@@ -1,0 +1,229 @@
+"""`chip-orchestrator metrics` scraped over HTTP, as Prometheus does, on the real database and Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator import outbox, runner
+from orchestrator.schema import chips, operations
+from tests.factories import make_chip, set_config
+from tests.ops.conftest import Service, free_port, ops_env, wait_for
+
+pytestmark = pytest.mark.db
+
+#: Seconds between database reads of the served process (short, so tests see changes fast).
+INTERVAL = 0.3
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class MetricsProcess(Service):
+    """`python -m orchestrator metrics` on a free port."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, interval: float) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}/metrics"
+        port = self.url.split(":")[2].split("/")[0]
+        args = ["-m", "orchestrator", "metrics", "--host", "127.0.0.1", "--port", port]
+        super().__init__([*args, "--interval", str(interval)], env, log_dir / f"metrics-{port}.log")
+        self.wait_http(self.url)
+
+    def scrape(self) -> Samples:
+        """Every sample of one scrape, keyed by (sample name, sorted labels)."""
+        response = requests.get(self.url, timeout=5)
+        response.raise_for_status()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text)
+            for s in family.samples
+        }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+@pytest.fixture(scope="module")
+def metrics(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MetricsProcess]:
+    proc = MetricsProcess(ops_env(database_url, redis_url), tmp_path_factory.mktemp("m"), INTERVAL)
+    yield proc
+    proc.stop()
+
+
+def next_scrape(metrics: MetricsProcess) -> Samples:
+    """A scrape taken after the cache of the previous one has expired."""
+    time.sleep(INTERVAL * 1.5)
+    return metrics.scrape()
+
+
+def test_chips_per_status_and_pool_health_match_the_database(
+    clean_db: sa.Engine, metrics: MetricsProcess
+) -> None:
+    # Given a pool below producao_min: 2 active, 1 ready, 3 warming, 1 being bought, 1 banned
+    set_config(clean_db, producao_min=3, producao_max=5)
+    for status, n in {"active": 2, "ready": 1, "warming": 3, "banned": 1}.items():
+        for _ in range(n):
+            make_chip(clean_db, status)
+    make_chip(clean_db, "provisioning", telefone=None, provisioning_name="chiporch-m1")
+    # When Prometheus scrapes
+    samples = next_scrape(metrics)
+    # Then every status is exported with the database's count, and the pool is critico
+    with clean_db.connect() as conn:
+        db_counts = dict(
+            conn.execute(sa.select(chips.c.status, sa.func.count()).group_by(chips.c.status)).all()
+        )
+    for status in ("provisioning", "warming", "ready", "active", "degraded", "banned", "cancelled"):
+        assert value(samples, "chip_orchestrator_chips", status=status) == db_counts.get(status, 0)
+    assert value(samples, "chip_orchestrator_pool_health") == 2
+    assert value(samples, "chip_orchestrator_pool_health_state", state="critico") == 1
+    assert value(samples, "chip_orchestrator_pool_health_state", state="saudavel") == 0
+    assert value(samples, "chip_orchestrator_provisioning_in_flight") == 1
+    assert value(samples, "chip_orchestrator_up") == 1
+
+
+def test_operations_are_counted_by_type_and_outcome(
+    clean_db: sa.Engine, metrics: MetricsProcess
+) -> None:
+    # Given two successful replacements and one failed purchase in orchestrator_operations
+    chip = make_chip(clean_db, "degraded")
+    rows = [
+        {"operacao": "auto_replace", "chip_id": chip, "sucesso": True},
+        {"operacao": "auto_replace", "chip_id": chip, "sucesso": True},
+        {"operacao": "auto_provision", "chip_id": chip, "sucesso": False, "erro": "timeout"},
+    ]
+    with clean_db.begin() as conn:
+        conn.execute(sa.insert(operations), rows)
+    # When Prometheus scrapes
+    samples = next_scrape(metrics)
+    # Then each (operacao, sucesso) pair carries its count, and types never seen are zero
+    name = "chip_orchestrator_operations_total"
+    assert value(samples, name, operacao="auto_replace", sucesso="true") == 2
+    assert value(samples, name, operacao="auto_provision", sucesso="false") == 1
+    assert value(samples, name, operacao="auto_provision", sucesso="true") == 0
+    assert value(samples, name, operacao="cancel", sucesso="true") == 0
+
+
+def test_the_outbox_backlog_and_its_oldest_message_age_are_exported(
+    clean_db: sa.Engine, metrics: MetricsProcess
+) -> None:
+    # Given three undelivered Slack messages, the oldest queued two minutes ago, and one delivered
+    with clean_db.begin() as conn:
+        ids = [outbox.enqueue(conn, "alertas", f"alerta {i}") for i in range(4)]
+        conn.execute(
+            sa.text("UPDATE notification_outbox SET created_at = now() - :age WHERE id = :id"),
+            {"age": timedelta(minutes=2), "id": ids[0]},
+        )
+        conn.execute(
+            sa.text("UPDATE notification_outbox SET delivered_at = now() WHERE id = :id"),
+            {"id": ids[3]},
+        )
+    # When Prometheus scrapes
+    samples = next_scrape(metrics)
+    # Then
+    assert value(samples, "chip_orchestrator_outbox_pending") == 3
+    assert 120 <= value(samples, "chip_orchestrator_outbox_oldest_pending_seconds") < 600
+
+
+def test_a_change_in_the_pool_shows_in_the_scrape_after_one_interval(
+    clean_db: sa.Engine, metrics: MetricsProcess
+) -> None:
+    # Given a scrape of a pool with one ready chip
+    make_chip(clean_db, "ready")
+    before = next_scrape(metrics)
+    # When another ready chip appears and one interval passes
+    make_chip(clean_db, "ready")
+    after = wait_for(
+        lambda: (
+            (s := metrics.scrape())
+            and value(s, "chip_orchestrator_chips", status="ready") == 2
+            and s
+        ),
+        timeout=5 + INTERVAL * 4,
+    )
+    # Then the scrape changed from 1 to 2
+    assert value(before, "chip_orchestrator_chips", status="ready") == 1
+    assert value(after, "chip_orchestrator_chips", status="ready") == 2
+
+
+def test_scrapes_within_one_interval_reuse_one_database_read(
+    clean_db: sa.Engine,
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    # Given a metrics process that reads the database at most once an hour, already scraped once
+    proc = MetricsProcess(ops_env(database_url, redis_url), tmp_path, interval=3600)
+    try:
+        first = proc.scrape()
+        # When the pool changes and Prometheus scrapes again
+        make_chip(clean_db, "warming")
+        second = proc.scrape()
+    finally:
+        proc.stop()
+    # Then the second scrape is served from the cache, not a new query
+    name = "chip_orchestrator_chips"
+    assert value(second, name, status="warming") == value(first, name, status="warming")
+
+
+def test_the_last_cycle_time_and_duration_come_from_the_cycle_itself(
+    clean_db: sa.Engine, redis_url: str, metrics: MetricsProcess
+) -> None:
+    # Given a cycle that planned and dispatched (its tasks collected instead of sent)
+    client = redis.Redis.from_url(redis_url)
+    client.delete("chiporch:cycle:slot")
+    sent: list[str] = []
+    result = runner.run_cycle(
+        clean_db, client, lambda name, args, tid: sent.append(name), period_seconds=1
+    )
+    client.close()
+    assert result["status"] == "planned"
+    # When Prometheus scrapes
+    samples = next_scrape(metrics)
+    # Then the last cycle finished just now and took a positive, short time
+    finished = value(samples, "chip_orchestrator_last_cycle_timestamp_seconds")
+    assert time.time() - 60 < finished <= time.time()
+    assert 0 < value(samples, "chip_orchestrator_cycle_duration_seconds") < 30
+
+
+def test_a_redis_outage_never_fails_the_cycle_bookkeeping() -> None:
+    # Given a Redis client pointing at a port where nothing listens
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    # When the cycle records its timing, Then nothing is raised
+    runner.record_cycle(dead, 0.25)
+
+
+def test_an_unreachable_database_is_reported_not_crashed(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    # Given a metrics process whose database does not exist
+    missing = database_url.rsplit("/", 1)[0] + "/chiporch_no_such_database"
+    proc = MetricsProcess(ops_env(missing, redis_url), tmp_path, interval=INTERVAL)
+    try:
+        # When Prometheus scrapes twice
+        proc.scrape()
+        samples = next_scrape(proc)
+    finally:
+        proc.stop()
+    # Then it answers, says the database is down, counts the errors and shows no stale numbers
+    assert value(samples, "chip_orchestrator_up") == 0
+    assert value(samples, "chip_orchestrator_scrape_errors_total", source="database") >= 2
+    assert not any(name == "chip_orchestrator_chips" for name, _ in samples)
+
+
+def test_sigterm_stops_the_metrics_process_with_exit_code_zero(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    # Given a running metrics process
+    proc = MetricsProcess(ops_env(database_url, redis_url), tmp_path, interval=INTERVAL)
+    # When it gets SIGTERM (docker stop, systemd), Then it exits 0
+    assert proc.stop() == 0
