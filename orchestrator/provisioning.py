@@ -24,6 +24,10 @@ from orchestrator.schema import chips
 NAME_PREFIX = "chiporch-"
 #: Salvy's cancel reasons (DELETE body).
 BAN_REASON, DEFAULT_CANCEL_REASON = "whatsapp-ban", "unnecessary"
+#: Chip statuses whose number may be released.
+CANCELLABLE = ("degraded", "banned")
+#: Salvy error codes meaning "this DDD has nothing to sell": the next DDD in stock is tried.
+OUT_OF_STOCK_CODES = frozenset({"area_code_unavailable"})
 
 
 def intent_name(key: str) -> str:
@@ -35,7 +39,10 @@ def intent_name(key: str) -> str:
 
 
 def ensure_intent(engine: sa.Engine, name: str, ddd: int, deadline_minutes: int) -> Mapping:
-    """Record the purchase intent once (a provisioning chip); return it, new or existing."""
+    """Record the purchase intent once (a provisioning chip); return it, new or existing.
+
+    The row carries an extra `expired` key: True once its deadline has passed.
+    """
     with transaction(engine) as conn:
         conn.execute(
             pg_insert(chips)
@@ -48,48 +55,71 @@ def ensure_intent(engine: sa.Engine, name: str, ddd: int, deadline_minutes: int)
             )
             .on_conflict_do_nothing(index_elements=[chips.c.provisioning_name])
         )
-        return (
-            conn.execute(sa.select(chips).where(chips.c.provisioning_name == name)).mappings().one()
+        expired = sa.func.coalesce(chips.c.provisioning_deadline < sa.func.now(), False)
+        query = sa.select(chips, expired.label("expired")).where(chips.c.provisioning_name == name)
+        return conn.execute(query).mappings().one()
+
+
+def candidate_ddds(salvy: SalvyClient, wanted: int, fallback: Sequence[int]) -> list[int]:
+    """The wanted DDD, then the fallback list, keeping only those Salvy has in stock."""
+    stock = set(salvy.area_codes())
+    in_stock = [ddd for ddd in dict.fromkeys((wanted, *fallback)) if ddd in stock]
+    if not in_stock:
+        raise Rejected(
+            f"nenhum DDD com estoque na Salvy entre {[wanted, *fallback]}", code="out_of_stock"
         )
+    return in_stock
 
 
 def choose_ddd(salvy: SalvyClient, wanted: int, fallback: Sequence[int]) -> int:
     """The wanted DDD if Salvy has it in stock, else the first in stock along the fallback list."""
-    stock = set(salvy.area_codes())
-    for ddd in (wanted, *fallback):
-        if ddd in stock:
-            return ddd
-    raise Rejected(f"no DDD in stock at Salvy among {[wanted, *fallback]}", code="out_of_stock")
+    return candidate_ddds(salvy, wanted, fallback)[0]
+
+
+def buy(salvy: SalvyClient, name: str, wanted: int, fallback: Sequence[int]) -> SalvyNumber:
+    """One POST per DDD in stock, in order, until one sells; a DDD sold out meanwhile is skipped."""
+    *first, last = candidate_ddds(salvy, wanted, fallback)
+    for ddd in first:
+        try:
+            return salvy.create(ddd, name)
+        except Rejected as error:
+            if error.code not in OUT_OF_STOCK_CODES:
+                raise
+    return salvy.create(last, name)
 
 
 def complete(engine: sa.Engine, intent: Mapping, number: SalvyNumber, requested_ddd: int) -> dict:
-    """provisioning -> warming with the number Salvy gave us, logged as auto_provision."""
+    """provisioning -> warming with the number Salvy gave us, logged as auto_provision.
+
+    An intent already failed (reconciled while this purchase was still on its way) is adopted
+    all the same: the number is paid for, and a failed intent never holds another number.
+    """
     ddd = number.area_code or intent["ddd"]
+    values = {
+        "status": "warming",
+        "telefone": number.phone_number,
+        "salvy_id": number.id,
+        "ddd": ddd,
+        "warming_started_at": sa.func.now(),
+        "provisioning_deadline": None,
+    }
     with transaction(engine) as conn:
-        row = repo.transition(
-            conn,
-            intent["id"],
-            ["provisioning"],
-            status="warming",
-            telefone=number.phone_number,
-            salvy_id=number.id,
-            ddd=ddd,
-            warming_started_at=sa.func.now(),
-            provisioning_deadline=None,
-        )
+        late = False
+        row = repo.transition(conn, intent["id"], ["provisioning"], **values)
+        if row is None:
+            row, late = _adopt_failed(conn, intent["id"], values), True
         if row is None:
             return _settled(conn, intent["id"])
+        metadata = {
+            "ddd": ddd,
+            "ddd_solicitado": requested_ddd,
+            "salvy_id": number.id,
+            "name": intent["provisioning_name"],
+        }
+        if late:
+            metadata["adotado_apos_falha"] = True
         repo.record_operation(
-            conn,
-            "auto_provision",
-            intent["id"],
-            "Pool buffer baixo",
-            metadata={
-                "ddd": ddd,
-                "ddd_solicitado": requested_ddd,
-                "salvy_id": number.id,
-                "name": intent["provisioning_name"],
-            },
+            conn, "auto_provision", intent["id"], "Pool buffer baixo", metadata=metadata
         )
         outbox.enqueue(
             conn, "operacoes", messages.provisioned(number.phone_number, ddd, requested_ddd)
@@ -99,7 +129,19 @@ def complete(engine: sa.Engine, intent: Mapping, number: SalvyNumber, requested_
         "chip_id": intent["id"],
         "telefone": number.phone_number,
         "ddd": ddd,
+        "ddd_solicitado": requested_ddd,
     }
+
+
+def _adopt_failed(conn: sa.Connection, chip_id: str, values: Mapping) -> Mapping | None:
+    """cancelled -> warming, only for a failed intent that never got a number."""
+    stmt = (
+        sa.update(chips)
+        .where(chips.c.id == chip_id, chips.c.status == "cancelled", chips.c.salvy_id.is_(None))
+        .values(**values, updated_at=sa.func.now())
+        .returning(chips)
+    )
+    return conn.execute(stmt).mappings().first()
 
 
 def fail(engine: sa.Engine, intent: Mapping, erro: str) -> dict:
@@ -159,15 +201,28 @@ def provision(
     if intent["status"] != "provisioning":
         with engine.connect() as conn:
             return _settled(conn, intent["id"])
-    bought = salvy.find_by_name(intent["provisioning_name"])
-    if bought is not None and bought.status != "canceled":
-        return complete(engine, intent, bought, wanted)
+    # The intent's DDD is what was asked (the cycle may have recorded it before this task ran).
     try:
-        chosen = choose_ddd(salvy, wanted, fallback)
-        number = salvy.create(chosen, intent["provisioning_name"])
+        number = _find_or_buy(salvy, intent, fallback)
     except Rejected as error:
-        return {**fail(engine, intent, error.reason), "status": "rejected"}
-    return complete(engine, intent, number, wanted)
+        outcome = fail(engine, intent, error.reason)
+        if outcome.get("already"):
+            return outcome
+        return {**outcome, "status": "rejected", "code": error.code}
+    return complete(engine, intent, number, intent["ddd"])
+
+
+def _find_or_buy(salvy: SalvyClient, intent: Mapping, fallback: Sequence[int]) -> SalvyNumber:
+    """What Salvy holds under the intent's name, else a new purchase (unless the deadline passed)."""
+    name = intent["provisioning_name"]
+    bought = salvy.find_by_name(name)
+    if bought is not None and bought.status != "canceled":
+        return bought
+    if bought is not None:
+        raise Rejected(f"o numero comprado como {name} foi cancelado na Salvy", code="canceled")
+    if intent["expired"]:
+        raise Rejected("compra nao iniciada dentro do prazo", code="expired")
+    return buy(salvy, name, intent["ddd"], fallback)
 
 
 def reconcile(engine: sa.Engine, salvy: SalvyClient) -> dict:
@@ -189,12 +244,33 @@ def reconcile(engine: sa.Engine, salvy: SalvyClient) -> dict:
             adopted += complete(engine, intent, number, intent["ddd"])["status"] == "provisioned"
         else:
             failed += fail(engine, intent, "compra nao concluida no prazo")["status"] == "failed"
+    for intent in _failed_intents_named(engine, list(by_name)):
+        number = by_name[intent["provisioning_name"]]
+        adopted += complete(engine, intent, number, intent["ddd"])["status"] == "provisioned"
     unknown = report_unknown(engine, numbers)
     return {"status": "reconciled", "adopted": adopted, "failed": failed, "unknown": unknown}
 
 
+def _failed_intents_named(engine: sa.Engine, names: Sequence[str]) -> list[Mapping]:
+    """Failed intents (cancelled, never given a number) whose name Salvy does hold: late buys."""
+    if not names:
+        return []
+    query = sa.select(chips).where(
+        chips.c.status == "cancelled",
+        chips.c.salvy_id.is_(None),
+        chips.c.provisioning_name.in_(names),
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query).mappings())
+
+
 def report_unknown(engine: sa.Engine, numbers: Sequence[SalvyNumber]) -> int:
-    """Alert ops (once per number) about live Salvy numbers that match no chip; never cancel them."""
+    """Alert ops (once per number) about live Salvy numbers that match no chip; never cancel them.
+
+    A number is ours when a chip holds its salvy_id, or when it carries the name of a purchase
+    still in flight (`provisioning`). Anything else is billed without serving: a second number
+    under one name included.
+    """
     live = [n for n in numbers if n.status in ("active", "pending", "blocked")]
     if not live:
         return 0
@@ -204,14 +280,15 @@ def report_unknown(engine: sa.Engine, numbers: Sequence[SalvyNumber]) -> int:
                 sa.select(chips.c.salvy_id).where(chips.c.salvy_id.in_([n.id for n in live]))
             ).scalars()
         )
-        names = set(
+        in_flight = set(
             conn.execute(
                 sa.select(chips.c.provisioning_name).where(
-                    chips.c.provisioning_name.in_([n.name for n in live if n.name])
+                    chips.c.status == "provisioning",
+                    chips.c.provisioning_name.in_([n.name for n in live if n.name]),
                 )
             ).scalars()
         )
-        unknown = [n for n in live if n.id not in known and n.name not in names]
+        unknown = [n for n in live if n.id not in known and n.name not in in_flight]
         fresh = [n for n in unknown if outbox.claim_once(conn, f"salvy_unknown:{n.id}")]
         if fresh:
             outbox.enqueue(
@@ -225,7 +302,7 @@ def cancel(engine: sa.Engine, salvy: SalvyClient | None, chip_id: object) -> dic
     chip_id = repo.parse_chip_id(chip_id)
     with engine.connect() as conn:
         chip = repo.get_chip(conn, chip_id)
-    if chip["status"] not in ("degraded", "banned"):
+    if chip["status"] not in CANCELLABLE:
         raise Rejected(
             f"chip {chip_id} is {chip['status']}; only degraded or banned chips are cancelled",
             code="wrong_state",
@@ -236,7 +313,8 @@ def cancel(engine: sa.Engine, salvy: SalvyClient | None, chip_id: object) -> dic
             raise ConfigError("SALVY_API_URL is not set: cannot cancel a Salvy number")
         salvy.cancel(chip["salvy_id"], salvy_reason)
     with transaction(engine) as conn:
-        if repo.transition(conn, chip_id, [chip["status"]], status="cancelled") is None:
+        # Released at Salvy already: a chip turned banned meanwhile is still cancelled here.
+        if repo.transition(conn, chip_id, CANCELLABLE, status="cancelled") is None:
             raise Rejected(f"chip {chip_id} changed state while cancelling", code="conflict")
         repo.record_operation(
             conn,

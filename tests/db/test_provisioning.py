@@ -1,0 +1,369 @@
+"""Buying and releasing numbers: the purchase service on real PostgreSQL against the Salvy stand-in."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from orchestrator import provisioning
+from orchestrator.errors import Rejected, TransientError
+from orchestrator.salvy import SalvyClient
+from orchestrator.salvy_standin import SalvyStandin
+from orchestrator.schema import alert_state, chips, operations, outbox
+from tests.factories import chip_row, make_chip, set_config
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[SalvyStandin]:
+    with SalvyStandin() as server:
+        yield server
+
+
+@pytest.fixture
+def salvy(standin: SalvyStandin) -> Iterator[SalvyClient]:
+    """A client of a fresh stand-in (no numbers, switches off) with a short read timeout."""
+    standin.reset()
+    client = SalvyClient(standin.url, "salvy_test_key", read_timeout=1.0)
+    yield client
+    client.close()
+
+
+def key() -> str:
+    return str(uuid.uuid4())
+
+
+def rows(engine: sa.Engine, query: sa.Select) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+def provision_ops(engine: sa.Engine) -> list[sa.Row]:
+    return rows(
+        engine,
+        sa.select(operations).where(operations.c.operacao == "auto_provision"),
+    )
+
+
+def messages_in(engine: sa.Engine, canal: str) -> list[str]:
+    query = sa.select(outbox.c.texto).where(outbox.c.canal == canal).order_by(outbox.c.id)
+    return [r.texto for r in rows(engine, query)]
+
+
+def chips_in(engine: sa.Engine, status: str) -> list[sa.Row]:
+    return rows(engine, sa.select(chips).where(chips.c.status == status))
+
+
+def expire_intent(engine: sa.Engine, name: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(chips)
+            .where(chips.c.provisioning_name == name)
+            .values(provisioning_deadline=sa.func.now() - sa.text("interval '1 minute'"))
+        )
+
+
+# -- buying ----------------------------------------------------------------------------------------
+
+
+def test_a_purchase_becomes_a_warming_chip_with_its_salvy_number(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given an empty pool whose default DDD is 11
+    # When one number is provisioned
+    result = provisioning.provision(clean_db, salvy, key())
+    # Then Salvy sold one number, and the pool holds it as a warming chip
+    assert result["status"] == "provisioned"
+    assert standin.purchases == 1
+    (number,) = standin.numbers.values()
+    chip = chip_row(clean_db, result["chip_id"])
+    assert (chip.status, chip.telefone, chip.salvy_id, chip.ddd) == (
+        "warming",
+        number["phoneNumber"],
+        number["id"],
+        11,
+    )
+    assert chip.warming_started_at is not None and chip.provisioning_deadline is None
+    assert number["name"] == chip.provisioning_name
+    # And the purchase is logged and announced in operacoes
+    (op,) = provision_ops(clean_db)
+    assert op.sucesso and op.metadata["salvy_id"] == number["id"]
+    assert len(messages_in(clean_db, "operacoes")) == 1
+
+
+def test_a_retry_after_salvy_timed_out_adopts_the_number_instead_of_buying_again(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given Salvy sells the number but answers after the client gave up
+    standin.set_faults(timeout_after_purchase=1, hang_seconds=3)
+    purchase = key()
+    with pytest.raises(TransientError):
+        provisioning.provision(clean_db, salvy, purchase)
+    assert standin.purchases == 1
+    # When the task retries with the same key
+    result = provisioning.provision(clean_db, salvy, purchase)
+    # Then the number already bought is adopted: one number, one warming chip
+    assert result["status"] == "provisioned"
+    assert standin.purchases == 1
+    assert len(chips_in(clean_db, "warming")) == 1
+    assert len(provision_ops(clean_db)) == 1
+
+
+def test_a_redelivered_purchase_that_already_completed_buys_nothing(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given a purchase that completed
+    purchase = key()
+    first = provisioning.provision(clean_db, salvy, purchase)
+    # When the same task is delivered again
+    again = provisioning.provision(clean_db, salvy, purchase)
+    # Then it reports the same chip and Salvy sold one number
+    assert again == {**again, "status": "provisioned", "chip_id": first["chip_id"], "already": True}
+    assert standin.purchases == 1
+
+
+def test_an_intent_recorded_by_the_cycle_is_the_one_the_task_completes(
+    clean_db: sa.Engine, salvy: SalvyClient
+) -> None:
+    # Given the cycle recorded the intent (DDD 21) before dispatching the task
+    purchase = key()
+    intent = provisioning.ensure_intent(clean_db, provisioning.intent_name(purchase), 21, 15)
+    # When the task runs with no DDD of its own
+    result = provisioning.provision(clean_db, salvy, purchase)
+    # Then it completes that very intent in the DDD it recorded
+    assert result["chip_id"] == intent["id"]
+    assert chip_row(clean_db, intent["id"]).ddd == 21
+    assert len(rows(clean_db, sa.select(chips))) == 1
+
+
+# -- DDD fallback ------------------------------------------------------------------------------------
+
+
+def test_an_out_of_stock_ddd_falls_back_along_the_list_and_records_the_ddd_used(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given DDDs 11 and 21 are sold out and the fallback list is 21, 31
+    standin.set_faults(out_of_stock=[11, 21])
+    # When a number is provisioned for the default DDD 11
+    result = provisioning.provision(clean_db, salvy, key(), fallback=(21, 31))
+    # Then it is bought in 31, and 31 is recorded on the chip and the operation
+    assert result["status"] == "provisioned"
+    assert chip_row(clean_db, result["chip_id"]).ddd == 31
+    assert next(iter(standin.numbers.values()))["phoneNumber"].startswith("+5531")
+    (op,) = provision_ops(clean_db)
+    assert (op.metadata["ddd"], op.metadata["ddd_solicitado"]) == (31, 11)
+    (texto,) = messages_in(clean_db, "operacoes")
+    assert "DDD 31" in texto and "DDD 11 sem estoque" in texto
+
+
+def test_every_ddd_out_of_stock_buys_nothing_fails_the_intent_and_alerts(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given the default DDD and the whole fallback list are sold out
+    standin.set_faults(out_of_stock=[11, 21])
+    # When a number is provisioned
+    result = provisioning.provision(clean_db, salvy, key(), fallback=(21,))
+    # Then nothing is bought, the intent is failed and ops are alerted
+    assert (result["status"], result["code"]) == ("rejected", "out_of_stock")
+    assert standin.purchases == 0
+    assert chip_row(clean_db, result["chip_id"]).status == "cancelled"
+    (op,) = provision_ops(clean_db)
+    assert op.sucesso is False and "estoque" in op.erro
+    assert len(messages_in(clean_db, "alertas")) == 1
+
+
+def test_a_bad_ddd_is_rejected_before_any_intent_is_recorded(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    with pytest.raises(Rejected):
+        provisioning.provision(clean_db, salvy, key(), ddd=7)
+    assert rows(clean_db, sa.select(chips)) == [] and standin.purchases == 0
+
+
+# -- never twice ---------------------------------------------------------------------------------------
+
+
+def test_a_purchase_that_never_started_before_its_deadline_is_not_made(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given an intent recorded by the cycle whose deadline passed before any worker took it
+    purchase = key()
+    name = provisioning.intent_name(purchase)
+    provisioning.ensure_intent(clean_db, name, 11, 15)
+    expire_intent(clean_db, name)
+    # When the task finally runs
+    result = provisioning.provision(clean_db, salvy, purchase)
+    # Then nothing is bought (the cycle may already have bought its replacement)
+    assert (result["status"], result["code"]) == ("rejected", "expired")
+    assert standin.purchases == 0
+
+
+def test_a_number_cancelled_at_salvy_under_the_intents_name_is_not_bought_again(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given Salvy sold a number under the intent's name and someone cancelled it there
+    purchase = key()
+    name = provisioning.intent_name(purchase)
+    provisioning.ensure_intent(clean_db, name, 11, 15)
+    number = salvy.create(11, name)
+    salvy.cancel(number.id, "unnecessary")
+    # When the task runs
+    result = provisioning.provision(clean_db, salvy, purchase)
+    # Then it does not spend money a second time
+    assert (result["status"], result["code"]) == ("rejected", "canceled")
+    assert standin.purchases == 1
+
+
+# -- reconciliation ------------------------------------------------------------------------------------
+
+
+def test_a_stuck_intent_salvy_has_is_adopted(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given an intent past its deadline whose purchase did happen at Salvy
+    name = provisioning.intent_name(key())
+    intent = provisioning.ensure_intent(clean_db, name, 11, 15)
+    number = salvy.create(11, name)
+    expire_intent(clean_db, name)
+    # When the purchases are reconciled
+    result = provisioning.reconcile(clean_db, salvy)
+    # Then the number is adopted as a warming chip, and not reported as unknown
+    assert (result["adopted"], result["failed"], result["unknown"]) == (1, 0, 0)
+    chip = chip_row(clean_db, intent["id"])
+    assert (chip.status, chip.salvy_id) == ("warming", number.id)
+    assert messages_in(clean_db, "alertas") == []
+
+
+def test_a_stuck_intent_salvy_never_heard_of_is_failed_and_alerted(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given an intent past its deadline that Salvy has no number for
+    name = provisioning.intent_name(key())
+    intent = provisioning.ensure_intent(clean_db, name, 11, 15)
+    expire_intent(clean_db, name)
+    # When the purchases are reconciled
+    result = provisioning.reconcile(clean_db, salvy)
+    # Then the intent is failed (no longer counted in flight), logged and alerted
+    assert (result["adopted"], result["failed"]) == (0, 1)
+    assert chip_row(clean_db, intent["id"]).status == "cancelled"
+    (op,) = provision_ops(clean_db)
+    assert op.sucesso is False
+    assert len(messages_in(clean_db, "alertas")) == 1
+    assert standin.purchases == 0
+
+
+def test_an_intent_not_yet_past_its_deadline_is_left_alone(
+    clean_db: sa.Engine, salvy: SalvyClient
+) -> None:
+    intent = provisioning.ensure_intent(clean_db, provisioning.intent_name(key()), 11, 15)
+    result = provisioning.reconcile(clean_db, salvy)
+    assert (result["adopted"], result["failed"]) == (0, 0)
+    assert chip_row(clean_db, intent["id"]).status == "provisioning"
+
+
+def test_a_purchase_that_lands_after_its_intent_failed_is_adopted_not_orphaned(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given an intent reconciled as failed while its purchase was still on its way
+    name = provisioning.intent_name(key())
+    intent = provisioning.ensure_intent(clean_db, name, 11, 15)
+    expire_intent(clean_db, name)
+    provisioning.reconcile(clean_db, salvy)
+    number = salvy.create(11, name)
+    # When the next reconciliation runs
+    result = provisioning.reconcile(clean_db, salvy)
+    # Then the paid-for number is adopted under its intent rather than left unused
+    assert (result["adopted"], result["unknown"]) == (1, 0)
+    chip = chip_row(clean_db, intent["id"])
+    assert (chip.status, chip.salvy_id) == ("warming", number.id)
+    successes = [op for op in provision_ops(clean_db) if op.sucesso]
+    assert successes[0].metadata["adotado_apos_falha"] is True
+
+
+# -- unknown numbers -------------------------------------------------------------------------------------
+
+
+def test_numbers_salvy_bills_without_a_chip_are_alerted_once_and_never_cancelled(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given two numbers at Salvy that no chip holds, and one that a chip holds
+    strays = [salvy.create(11, "bought-by-hand"), salvy.create(21, None)]
+    ours = salvy.create(11, "ours")
+    make_chip(clean_db, "active", salvy_id=ours.id, telefone=ours.phone_number)
+    # When reconciliation runs twice
+    first = provisioning.reconcile(clean_db, salvy)
+    second = provisioning.reconcile(clean_db, salvy)
+    # Then ops get one alert naming both strays, and nothing is cancelled at Salvy
+    assert first["unknown"] == second["unknown"] == 2
+    (alert,) = messages_in(clean_db, "alertas")
+    assert all(n.phone_number[-4:] in alert.replace(" ", "").replace("-", "") for n in strays)
+    assert standin.cancellations == []
+    keys = {r.key for r in rows(clean_db, sa.select(alert_state.c.key))}
+    assert keys == {f"salvy_unknown:{n.id}" for n in strays}
+
+
+def test_a_number_being_bought_right_now_is_not_reported_as_unknown(
+    clean_db: sa.Engine, salvy: SalvyClient
+) -> None:
+    # Given a purchase in flight whose number Salvy already lists
+    name = provisioning.intent_name(key())
+    provisioning.ensure_intent(clean_db, name, 11, 15)
+    salvy.create(11, name)
+    # When reconciliation runs before the deadline
+    result = provisioning.reconcile(clean_db, salvy)
+    # Then it is not reported
+    assert result["unknown"] == 0 and messages_in(clean_db, "alertas") == []
+
+
+def test_a_second_number_under_a_completed_purchases_name_is_reported(
+    clean_db: sa.Engine, salvy: SalvyClient
+) -> None:
+    # Given a completed purchase, and a second number Salvy sold under the same name
+    purchase = key()
+    provisioning.provision(clean_db, salvy, purchase)
+    salvy.create(11, provisioning.intent_name(purchase))
+    # When reconciliation runs
+    # Then the double purchase is reported to ops
+    assert provisioning.reconcile(clean_db, salvy)["unknown"] == 1
+
+
+# -- cancel --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [("banned", "whatsapp-ban"), ("degraded", "unnecessary")]
+)
+def test_cancel_releases_the_number_with_the_reason_for_its_state(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin, status: str, reason: str
+) -> None:
+    # Given a chip in that state holding a Salvy number
+    number = salvy.create(11, "x")
+    chip = make_chip(clean_db, status, salvy_id=number.id, telefone=number.phone_number)
+    # When it is cancelled
+    result = provisioning.cancel(clean_db, salvy, chip)
+    # Then Salvy gets that reason, and the chip is cancelled with a cancel operation
+    assert result["salvy_reason"] == reason
+    assert standin.cancellations == [(number.id, reason)]
+    assert chip_row(clean_db, chip).status == "cancelled"
+    (op,) = rows(clean_db, sa.select(operations).where(operations.c.operacao == "cancel"))
+    assert op.metadata["salvy_reason"] == reason
+
+
+def test_an_active_chip_is_not_cancelled(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    number = salvy.create(11, "x")
+    chip = make_chip(clean_db, "active", salvy_id=number.id, telefone=number.phone_number)
+    with pytest.raises(Rejected):
+        provisioning.cancel(clean_db, salvy, chip)
+    assert standin.cancellations == [] and chip_row(clean_db, chip).status == "active"
+
+
+def test_provisioning_respects_the_configured_default_ddd(
+    clean_db: sa.Engine, salvy: SalvyClient
+) -> None:
+    set_config(clean_db, default_ddd=47)
+    result = provisioning.provision(clean_db, salvy, key())
+    assert chip_row(clean_db, result["chip_id"]).ddd == 47
