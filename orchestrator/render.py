@@ -1,9 +1,12 @@
-"""Readable terminal output (rich) for status and plan."""
+"""Readable terminal output (rich) for status, plan and the demo's live view."""
 
 from __future__ import annotations
 
-from rich.console import Console
+from collections.abc import Mapping, Sequence
+
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.pool import Plan
 
@@ -53,3 +56,62 @@ def print_plan(plan: Plan, status: dict, console: Console | None = None) -> None
             "[bold red]storm brake[/]", str(len(plan.held_for_storm)), "desconectados mantidos"
         )
     console.print(table)
+
+
+#: Colour per operation type in the live view.
+OPERATION_STYLE = {
+    "auto_replace": "bold red",
+    "auto_provision": "cyan",
+    "promotion_warming_ready": "green",
+    "promotion_ready_active": "bold green",
+    "cancel": "magenta",
+}
+
+
+def operations_table(operations: Sequence[Mapping]) -> Table:
+    """The newest orchestrator_operations rows, newest first."""
+    table = Table(title="Ultimas operacoes", expand=True)
+    for column in ("hora", "operacao", "chip", "destino", "motivo"):
+        table.add_column(column, overflow="fold" if column == "motivo" else "ellipsis")
+    for op in operations:
+        style = OPERATION_STYLE.get(op["operacao"], "") if op["sucesso"] else "red"
+        table.add_row(
+            f"{op['created_at']:%H:%M:%S}",
+            f"[{style}]{op['operacao']}[/]" if style else op["operacao"],
+            op["telefone"] or "-",
+            op["telefone_destino"] or "-",
+            op["motivo"] or "",
+        )
+    return table
+
+
+def status_line(status: dict) -> str:
+    """The pool in one plain line (for logs and --no-live)."""
+    p, r, w = status["producao"], status["ready"], status["warming"]
+    return (
+        f"pool {status['saude']}: producao {p['count']} (min {p['min']}, max {p['max']}), "
+        f"ready {r['count']} (min {r['min']}), warming {w['count']} + {w['em_compra']} em compra "
+        f"(buffer {w['buffer']}), degraded {status['degraded']['count']}, "
+        f"banned {status['totais']['banned']}, trust medio {status['totais']['trust_medio']:g}"
+    )
+
+
+def operation_line(op: Mapping) -> str:
+    """One operation in one plain line."""
+    target = f" -> {op['telefone_destino']}" if op["telefone_destino"] else ""
+    outcome = "" if op["sucesso"] else " (falhou)"
+    return (
+        f"{op['created_at']:%H:%M:%S} {op['operacao']}: {op['telefone'] or '-'}{target}"
+        f" {op['motivo'] or ''}{outcome}"
+    )
+
+
+def live_view(
+    status: dict, operations: Sequence[Mapping], events: Sequence[str], footer: str
+) -> RenderableType:
+    """The demo's screen: pool table, last operations, what the simulator just did."""
+    world = Table(title="Simulador (os outros servicos)", expand=True, show_header=False)
+    world.add_column("evento")
+    for line in events or ["(nada ainda)"]:
+        world.add_row(line)
+    return Group(status_table(status), operations_table(operations), world, Text(footer, "dim"))
