@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures (never timed assertions). Run `python -m benchmarks.run_all`."""

@@ -1,0 +1,135 @@
+"""Set-based pool generation (INSERT .. SELECT generate_series): 100k chips in seconds.
+
+Two mixes. `realistic`: most chips active/ready/warming/degraded/cancelled, a few low-trust,
+disconnected (past and within the grace period), banned and provisioning, ten conversations per
+chip (open only on serving chips). `serving`: only active, ready and warming chips with a clean
+history, so the invariant checker starts at zero violations before the worker benchmarks.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+#: Per-mille buckets of g % 1000 -> status (realistic mix).
+REALISTIC = """
+CASE
+  WHEN g % 1000 < 400 THEN 'active'
+  WHEN g % 1000 < 550 THEN 'ready'
+  WHEN g % 1000 < 800 THEN 'warming'
+  WHEN g % 1000 < 900 THEN 'degraded'
+  WHEN g % 1000 < 988 THEN 'cancelled'
+  WHEN g % 1000 < 996 THEN 'banned'
+  ELSE 'provisioning'
+END"""
+
+#: Serving-only mix: 40% active, 30% ready, 30% warming.
+SERVING = """
+CASE
+  WHEN g % 10 < 4 THEN 'active'
+  WHEN g % 10 < 7 THEN 'ready'
+  ELSE 'warming'
+END"""
+
+CHIPS = """
+INSERT INTO chips (telefone, instance_name, ddd, status, trust_score, trust_level, fase_warmup,
+                   warming_started_at, ready_at, promoted_to_active_at, degraded_at,
+                   evolution_connected, evolution_disconnected_at, msgs_enviadas_hoje,
+                   provisioning_name, created_at)
+SELECT CASE WHEN s = 'provisioning' THEN NULL ELSE '+55' || (11 + g % 89) || '9' || lpad(g::text, 8, '0') END,
+       'inst-' || g, 11 + g % 89, s,
+       CASE
+         WHEN s = 'active' AND g % 100 = 7 THEN 40 + g % 15           -- low trust (1%)
+         WHEN s = 'active' THEN 65 + (g * 37) % 35
+         WHEN s = 'ready' THEN 85 + (g * 13) % 15
+         WHEN s = 'warming' THEN 30 + (g * 7) % 70
+         ELSE 20 + (g * 11) % 60
+       END,
+       'nivel-' || (g % 5),
+       CASE WHEN s = 'warming' THEN (ARRAY['primeiros_contatos', 'expansao', 'pre_operacao',
+                                          'operacao', 'operacao'])[1 + g % 5]
+            ELSE 'operacao' END,
+       now() - make_interval(days => 5 + g % 40),
+       CASE WHEN s IN ('ready', 'active', 'degraded') THEN now() - interval '3 days' END,
+       CASE WHEN s IN ('active', 'degraded') THEN now() - interval '2 days' END,
+       CASE WHEN s = 'degraded' OR (s = 'banned' AND g % 2 = 0) OR s = 'cancelled'
+            THEN now() - interval '1 day' END,
+       NOT (s = 'active' AND g % 100 IN (13, 14)),                      -- disconnected (2%)
+       CASE WHEN s = 'active' AND g % 100 = 13 THEN now() - interval '45 minutes'
+            WHEN s = 'active' AND g % 100 = 14 THEN now() - interval '5 minutes' END,
+       g % 200,
+       CASE WHEN s = 'provisioning' THEN 'bench-' || g END,
+       now() - interval '60 days'
+FROM (SELECT g, {mix} AS s FROM generate_series(1, :n) AS g) AS gen
+"""
+
+# Open conversations live on serving chips (active, and banned chips not yet handled).
+CONVERSATIONS = """
+INSERT INTO conversation_chips (conversation_id, chip_id, active, created_at)
+SELECT c.id::text || '-' || k, c.id,
+       c.status = 'active' OR (c.status = 'banned' AND c.degraded_at IS NULL),
+       now() - make_interval(hours => k)
+FROM chips c CROSS JOIN generate_series(1, :per_chip) AS k
+"""
+
+
+def scaled_config(chips: int) -> dict[str, object]:
+    """A pool_config in proportion to the pool (the defaults are sized for 30 chips)."""
+    return {
+        "producao_min": int(chips * 0.38),
+        "producao_max": chips,
+        "ready_min": int(chips * 0.10),
+        "warmup_buffer": int(chips * 0.30),
+        "warmup_days": 21,
+    }
+
+
+def generate_pool(
+    engine: sa.Engine, chips: int, *, per_chip: int = 10, mix: str = "realistic"
+) -> None:
+    """Empty the pool and fill it with `chips` chips and `per_chip` conversations each."""
+    config = scaled_config(chips)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "TRUNCATE alert_state, notification_outbox, orchestrator_operations,"
+                " conversation_chips, chips"
+            )
+        )
+        conn.execute(
+            sa.text("UPDATE pool_config SET " + ", ".join(f"{k} = :{k}" for k in config)), config
+        )
+        body = CHIPS.format(mix=REALISTIC if mix == "realistic" else SERVING)
+        conn.execute(sa.text(body), {"n": chips})
+        if per_chip:
+            conn.execute(sa.text(CONVERSATIONS), {"per_chip": per_chip})
+    vacuum_analyze(engine)
+
+
+def vacuum_analyze(engine: sa.Engine) -> None:
+    """VACUUM ANALYZE the pool tables: fresh statistics and visibility map, as autovacuum would."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ("chips", "conversation_chips", "orchestrator_operations", "pool_config"):
+            conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
+
+
+def add_chip_with_conversations(engine: sa.Engine, status: str, trust: float, n: int) -> str:
+    """One chip holding n open conversations (set-based); returns its id."""
+    with engine.begin() as conn:
+        chip_id = conn.execute(
+            sa.text(
+                "INSERT INTO chips (telefone, ddd, status, trust_score, fase_warmup, ready_at,"
+                " promoted_to_active_at) VALUES ('+55119' || lpad((random() * 1e8)::bigint::text,"
+                " 8, '0') || lpad((random() * 1e4)::int::text, 4, '0'), 11, :status, :trust,"
+                " 'operacao', now() - interval '3 days', now() - interval '2 days') RETURNING id"
+            ),
+            {"status": status, "trust": trust},
+        ).scalar_one()
+        if n:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO conversation_chips (conversation_id, chip_id, active)"
+                    " SELECT :prefix || k, :chip, true FROM generate_series(1, :n) AS k"
+                ),
+                {"prefix": f"big-{chip_id}-", "chip": chip_id, "n": n},
+            )
+    return str(chip_id)
