@@ -14,51 +14,60 @@ from orchestrator.errors import ConfigError
 from orchestrator.settings import get_settings
 
 
-def _locked(task: str, chip_id: object, action: Callable[[locks.LockSet], dict]) -> dict:
+def _locked(
+    task: str,
+    chip_id: object,
+    action: Callable[[locks.LockSet], dict],
+    owner: str | None = None,
+) -> dict:
     chip_id = repo.parse_chip_id(chip_id)
     client = bootstrap.redis_client()
     locks.clear_queued(client, task, chip_id)
-    with locks.LockSet(client) as held:
+    with locks.LockSet(client, owner=owner) as held:
         if not held.acquire(chip_id):
             return {"status": "skipped", "chip_id": chip_id, "reason": "chip busy in another task"}
         return action(held)
 
 
-def replace_chip(chip_id: object, reason: object = None) -> dict:
-    """orchestrator.replace_chip: lock the chip, and the ready chip it takes."""
+def replace_chip(chip_id: object, reason: object = None, owner: str | None = None) -> dict:
+    """orchestrator.replace_chip: lock the chip, and the ready chip it takes (owner: task id)."""
     return _locked(
         runner.REPLACE,
         chip_id,
         lambda held: lifecycle.replace_chip(
             bootstrap.engine(), chip_id, reason, claim=held.acquire
         ),
+        owner,
     )
 
 
-def promote_warming_to_ready(chip_id: object) -> dict:
+def promote_warming_to_ready(chip_id: object, owner: str | None = None) -> dict:
     """orchestrator.promote_warming_to_ready."""
     return _locked(
         runner.PROMOTE_READY,
         chip_id,
         lambda _: lifecycle.promote_warming_to_ready(bootstrap.engine(), chip_id),
+        owner,
     )
 
 
-def promote_ready_to_active(chip_id: object) -> dict:
+def promote_ready_to_active(chip_id: object, owner: str | None = None) -> dict:
     """orchestrator.promote_ready_to_active."""
     return _locked(
         runner.PROMOTE_ACTIVE,
         chip_id,
         lambda _: lifecycle.promote_ready_to_active(bootstrap.engine(), chip_id),
+        owner,
     )
 
 
-def cancel_chip(chip_id: object) -> dict:
+def cancel_chip(chip_id: object, owner: str | None = None) -> dict:
     """orchestrator.cancel_chip: release the number at Salvy, then mark it cancelled."""
     return _locked(
         runner.CANCEL,
         chip_id,
         lambda _: provisioning.cancel(bootstrap.engine(), bootstrap.salvy_client(), chip_id),
+        owner,
     )
 
 

@@ -34,19 +34,39 @@ def _redis_call(fn, *args, **kwargs):
 
 
 class LockSet:
-    """Non-blocking chip locks held together and released together (a context manager)."""
+    """Non-blocking chip locks held together and released together (a context manager).
 
-    def __init__(self, client: redis.Redis, ttl: int = CHIP_LOCK_TTL) -> None:
-        self._client, self._ttl = client, ttl
+    With an owner (the Celery task id), the lock's token is the owner: a redelivery of the same
+    message after its worker died (acks_late) takes over the lock its dead first run left
+    behind, instead of being skipped until the TTL runs out. Other tasks are still kept out.
+    """
+
+    def __init__(
+        self, client: redis.Redis, ttl: int = CHIP_LOCK_TTL, owner: str | None = None
+    ) -> None:
+        self._client, self._ttl, self._owner = client, ttl, owner
         self._held: list[redis.lock.Lock] = []
 
     def acquire(self, chip_id: str) -> bool:
-        """Take the chip's lock if free; False if another worker holds it."""
+        """Take the chip's lock if free (or already ours); False if another task holds it."""
         lock = self._client.lock(f"{PREFIX}:lock:chip:{chip_id}", timeout=self._ttl)
-        if _redis_call(lock.acquire, blocking=False):
+        if _redis_call(lock.acquire, blocking=False, token=self._owner) or self._adopt(lock):
             self._held.append(lock)
             return True
         return False
+
+    def _adopt(self, lock: redis.lock.Lock) -> bool:
+        """Take over a lock whose token is our owner id (left by our own earlier delivery)."""
+        if self._owner is None:
+            return False
+        token = self._owner.encode()
+        if _redis_call(self._client.get, lock.name) != token:
+            return False
+        lock.local.token = token
+        try:
+            return bool(_redis_call(lock.reacquire))
+        except LockError:
+            return False
 
     def release_all(self) -> None:
         """Release what we hold; an expired or lost lock is only logged."""

@@ -8,34 +8,37 @@ from tasks.base import OrchestratorTask
 @app.task(
     name="orchestrator.replace_chip",
     base=OrchestratorTask,
+    bind=True,
     soft_time_limit=20,
     time_limit=30,
 )
-def replace_chip(chip_id: str, reason: str | None = None) -> dict:
+def replace_chip(self: OrchestratorTask, chip_id: str, reason: str | None = None) -> dict:
     """Swap a degraded or banned chip for the best ready one, moving its conversations."""
-    return handlers.replace_chip(chip_id, reason)
+    return handlers.replace_chip(chip_id, reason, owner=self.request.id)
 
 
 @app.task(
     name="orchestrator.promote_warming_to_ready",
     base=OrchestratorTask,
+    bind=True,
     soft_time_limit=20,
     time_limit=30,
 )
-def promote_warming_to_ready(chip_id: str) -> dict:
+def promote_warming_to_ready(self: OrchestratorTask, chip_id: str) -> dict:
     """warming -> ready when trust, phase and warm-up days allow."""
-    return handlers.promote_warming_to_ready(chip_id)
+    return handlers.promote_warming_to_ready(chip_id, owner=self.request.id)
 
 
 @app.task(
     name="orchestrator.promote_ready_to_active",
     base=OrchestratorTask,
+    bind=True,
     soft_time_limit=20,
     time_limit=30,
 )
-def promote_ready_to_active(chip_id: str) -> dict:
+def promote_ready_to_active(self: OrchestratorTask, chip_id: str) -> dict:
     """ready -> active while production is below producao_min."""
-    return handlers.promote_ready_to_active(chip_id)
+    return handlers.promote_ready_to_active(chip_id, owner=self.request.id)
 
 
 @app.task(
@@ -53,9 +56,10 @@ def provision_chip(self: OrchestratorTask, ddd: int | None = None) -> dict:
 @app.task(
     name="orchestrator.cancel_chip",
     base=OrchestratorTask,
+    bind=True,
     soft_time_limit=60,
     time_limit=90,
 )
-def cancel_chip(chip_id: str) -> dict:
+def cancel_chip(self: OrchestratorTask, chip_id: str) -> dict:
     """Release a degraded or banned number at Salvy and mark it cancelled."""
-    return handlers.cancel_chip(chip_id)
+    return handlers.cancel_chip(chip_id, owner=self.request.id)

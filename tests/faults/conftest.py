@@ -1,0 +1,197 @@
+"""Fault tests: real worker, beat, Redis and PostgreSQL processes that the tests kill and restart.
+
+Every test starts its own workers (they are the thing being hurt), and every test ends by
+asserting that the invariant checker finds nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from celery import Celery
+
+from orchestrator import checker
+from orchestrator.salvy_standin import SalvyStandin
+from orchestrator.settings import ROOT
+from tests.worker.conftest import QUEUES, worker_env
+
+__all__ = ["QUEUES", "worker_env"]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30, every: float = 0.1) -> object:
+    """Poll until predicate() is truthy; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def assert_no_violations(engine: sa.Engine) -> None:
+    """The checker's verdict, shown in full when it is not clean."""
+    assert checker.find_violations(engine) == []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Proc:
+    """A `celery -A tasks <worker|beat>` subprocess whose output goes to a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 40) -> Proc:
+        """Wait for the worker's 'ready.' line."""
+        wait_for(lambda: " ready." in self.log() or self.proc.poll() is not None, timeout)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"process exited early:\n{self.log()[-3000:]}")
+        return self
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        """Signal the process and wait; SIGKILL its group if it does not go in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Cluster:
+    """Starts workers and beats for one test and stops every one of them afterwards."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[Proc] = []
+
+    def worker(
+        self, env: dict[str, str], concurrency: int = 2, *extra: str, ready: bool = True
+    ) -> Proc:
+        name = f"fault-{uuid.uuid4().hex[:8]}@%h"
+        args = ["worker", "-P", "prefork", "-c", str(concurrency), "-Q", QUEUES, "-n", name]
+        args += ["--without-gossip", "--without-mingle", "-l", "INFO", *extra]
+        proc = Proc(args, env, self.log_dir / f"worker-{uuid.uuid4().hex[:6]}.log")
+        self.procs.append(proc)
+        return proc.wait_ready() if ready else proc
+
+    def beat(self, env: dict[str, str]) -> Proc:
+        schedule = self.log_dir / f"beat-{uuid.uuid4().hex[:6]}"
+        args = ["beat", "-l", "INFO", "--schedule", str(schedule)]
+        proc = Proc(args, env, self.log_dir / f"{schedule.name}.log")
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            proc.stop(timeout=15)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
+    """Workers/beats of this test; afterwards they are stopped and the test's Redis DB emptied."""
+    procs = Cluster(tmp_path)
+    yield procs
+    procs.stop_all()
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter("*"):
+        if key != b"chiporch:test-claim":
+            client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def celery_client(redis_url: str) -> Iterator[Celery]:
+    """A plain client, as another service has: only the broker (and results) URL."""
+    app = Celery("fault-client", broker=redis_url, backend=redis_url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def salvy() -> Iterator[SalvyStandin]:
+    with SalvyStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+def env(database_url: str, redis_url: str, salvy: SalvyStandin) -> dict[str, str]:
+    """The environment of this test's workers: test database, test Redis DB, the Salvy stand-in."""
+    salvy.reset()
+    return worker_env(
+        database_url, redis_url, SALVY_API_URL=salvy.url, SALVY_API_TOKEN="salvy_test_secret"
+    )
+
+
+class RedisServer:
+    """A private redis-server on a fixed port (restartable there), with its data in a tmp dir."""
+
+    def __init__(self, directory: Path, appendonly: bool = True) -> None:
+        self.dir, self.port, self.appendonly = directory, free_port(), appendonly
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        cmd += ["--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, 10, 0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: redis flushes the AOF and exits
+            self.proc.wait(10)
+
+    def _answers(self) -> bool:
+        try:
+            return redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+        except redis.RedisError:
+            return False
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test alone (never the machine's shared one), AOF on like production."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
