@@ -100,10 +100,7 @@ def operation_line(op: Mapping) -> str:
     """One operation in one plain line."""
     target = f" -> {op['telefone_destino']}" if op["telefone_destino"] else ""
     outcome = "" if op["sucesso"] else " (falhou)"
-    return (
-        f"{op['created_at']:%H:%M:%S} {op['operacao']}: {op['telefone'] or '-'}{target}"
-        f" {op['motivo'] or ''}{outcome}"
-    )
+    return f"{op['operacao']}: {op['telefone'] or '-'}{target} {op['motivo'] or ''}{outcome}"
 
 
 def live_view(
