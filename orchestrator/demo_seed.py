@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from orchestrator.schema import chips, conversation_chips, pool_config
+from orchestrator.schema import chips, conversation_chips, operations, pool_config
 
 #: pool_config of the demo: small, so each change shows; a 1-minute disconnection grace.
 DEMO_CONFIG = {
@@ -40,38 +40,59 @@ DEMO_CHIPS: tuple[tuple[str, float, float, str, int, dict], ...] = (
 )
 
 
-def pool_is_empty(engine: sa.Engine) -> bool:
-    """True when the chips table has no row at all."""
-    with engine.connect() as conn:
-        return conn.scalar(sa.select(sa.func.count()).select_from(chips)) == 0
-
-
 def seed_demo_pool(engine: sa.Engine, rng: random.Random) -> int:
-    """Write the demo pool_config and chips into an empty pool; returns chips written (0 if not empty)."""
+    """Write the demo pool_config, chips and their history into an empty pool; returns chips written."""
     with engine.begin() as conn:
         conn.execute(sa.text("LOCK TABLE chips IN EXCLUSIVE MODE"))  # two demos never both seed
         if conn.scalar(sa.select(sa.func.count()).select_from(chips)):
             return 0
         conn.execute(sa.update(pool_config).values(**DEMO_CONFIG, updated_at=sa.func.now()))
         now = conn.scalar(sa.select(sa.func.now()))
-        phones = _phones(rng, len(DEMO_CHIPS))
+        ids: dict[str, list[str]] = {}
         for phone, (status, trust, days, phase, convs, extra) in zip(
-            phones, DEMO_CHIPS, strict=True
+            _phones(rng, len(DEMO_CHIPS)), DEMO_CHIPS, strict=True
         ):
+            row = _row(phone, status, trust, now, days, phase, extra)
             chip_id = conn.execute(
-                sa.insert(chips)
-                .values(**_row(phone, status, trust, now, days, phase, extra))
-                .returning(chips.c.id)
+                sa.insert(chips).values(**row).returning(chips.c.id)
             ).scalar_one()
-            if convs:
-                conn.execute(
-                    sa.insert(conversation_chips),
-                    [
-                        {"conversation_id": f"demo-{uuid.uuid4().hex[:12]}", "chip_id": chip_id}
-                        for _ in range(convs)
-                    ],
-                )
+            ids.setdefault(status, []).append(chip_id)
+            _open_conversations(conn, chip_id, convs)
+        _history(conn, ids, now)
     return len(DEMO_CHIPS)
+
+
+def _open_conversations(conn: sa.Connection, chip_id: str, n: int) -> None:
+    rows = [
+        {"conversation_id": f"demo-{uuid.uuid4().hex[:12]}", "chip_id": chip_id} for _ in range(n)
+    ]
+    if rows:
+        conn.execute(sa.insert(conversation_chips), rows)
+
+
+def _history(conn: sa.Connection, ids: dict[str, list[str]], now: datetime) -> None:
+    """The operations that would have left the seeded degraded, banned and cancelled chips so."""
+    active = ids["active"]
+    rows = [
+        ("auto_replace", ids["degraded"][0], active[0], "Trust Score 45 < 60", 1),
+        ("auto_replace", ids["banned"][0], active[1], "Chip banido", 2),
+        ("cancel", ids["cancelled"][0], None, "Cancelado na Salvy (unnecessary)", 10),
+    ]
+    conn.execute(
+        sa.insert(operations),
+        [
+            {
+                "operacao": operacao,
+                "chip_id": chip,
+                "chip_destino_id": destino,
+                "motivo": motivo,
+                "metadata": {"demo_seed": True},
+                "sucesso": True,
+                "created_at": now - timedelta(days=days),
+            }
+            for operacao, chip, destino, motivo, days in rows
+        ],
+    )
 
 
 def _phones(rng: random.Random, n: int) -> list[str]:

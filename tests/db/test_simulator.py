@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import demo_seed, simulator
+from orchestrator import checker, demo_seed, simulator
 from orchestrator.schema import chips, conversation_chips, pool_config
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 
@@ -57,6 +57,13 @@ def test_the_demo_seed_fills_an_empty_pool_with_every_state_and_open_conversatio
     with clean_db.connect() as conn:
         config = conn.execute(sa.select(pool_config)).mappings().one()
     assert (config["producao_min"], config["producao_max"]) == (6, 8)
+
+
+def test_the_demo_seed_breaks_no_invariant(clean_db: sa.Engine) -> None:
+    # Given the demo pool, with the history of its degraded, banned and cancelled chips
+    demo_seed.seed_demo_pool(clean_db, random.Random(9))
+    # Then `chip-orchestrator check` would find nothing to report
+    assert checker.find_violations(clean_db) == []
 
 
 def test_the_demo_seed_never_touches_a_pool_that_has_chips(clean_db: sa.Engine) -> None:
