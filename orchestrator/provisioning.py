@@ -241,14 +241,19 @@ def reconcile(engine: sa.Engine, salvy: SalvyClient) -> dict:
     for intent in stuck:
         number = by_name.get(intent["provisioning_name"])
         if number is not None:
-            adopted += complete(engine, intent, number, intent["ddd"])["status"] == "provisioned"
+            adopted += _settled_now(complete(engine, intent, number, intent["ddd"]))
         else:
-            failed += fail(engine, intent, "compra nao concluida no prazo")["status"] == "failed"
+            failed += _settled_now(fail(engine, intent, "compra nao concluida no prazo"))
     for intent in _failed_intents_named(engine, list(by_name)):
         number = by_name[intent["provisioning_name"]]
-        adopted += complete(engine, intent, number, intent["ddd"])["status"] == "provisioned"
+        adopted += _settled_now(complete(engine, intent, number, intent["ddd"]))
     unknown = report_unknown(engine, numbers)
     return {"status": "reconciled", "adopted": adopted, "failed": failed, "unknown": unknown}
+
+
+def _settled_now(outcome: dict) -> bool:
+    """True when this call settled the intent (not a concurrent task before it)."""
+    return not outcome.get("already")
 
 
 def _failed_intents_named(engine: sa.Engine, names: Sequence[str]) -> list[Mapping]:
