@@ -40,8 +40,13 @@ visibility_timeout = _VISIBILITY
 broker_connection_retry_on_startup = True
 broker_connection_retry = True
 broker_connection_max_retries = None
-# On a lost broker connection, cancel running acks_late tasks so they are redelivered, not lost.
-worker_cancel_long_running_tasks_on_connection_loss = True
+# On a lost broker connection, let running tasks finish. Cancelling them (True) is meant for
+# AMQP, where the broker requeues unacked messages itself; on Redis, Celery terminates the task and
+# then acks its message by deleting it from the `unacked` hash: the work is lost (tests/faults,
+# Redis restart). Left running, the task finishes and acks over the new connection; had it died,
+# its message stays in `unacked` and is redelivered after visibility_timeout, and the use cases
+# are compare-and-set, so a redelivery never changes anything twice.
+worker_cancel_long_running_tasks_on_connection_loss = False
 # Redis restarts: reconnect the result backend too.
 redis_backend_health_check_interval = 10
 redis_retry_on_timeout = True
