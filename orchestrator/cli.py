@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from orchestrator.errors import OrchestratorError, Rejected
+from orchestrator.errors import OrchestratorError, Rejected, TransientError
 
 #: Exit codes: 0 ok, 1 a check found problems, 2 bad input / refused, 3 a dependency is down.
 EXIT_OK, EXIT_FOUND, EXIT_REJECTED, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -58,13 +58,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _enqueue(task: str, args: list, kwargs: dict, wait: bool, timeout: float) -> int:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
     from tasks import app
 
     result = app.send_task(task, args=args, kwargs=kwargs)
+    task_id = result.id
     if not wait:
-        print(f"queued {task} as task {result.id}")
+        print(f"queued {task} as task {task_id}")
         return EXIT_OK
-    outcome = result.get(timeout=timeout)
+    try:
+        outcome = result.get(timeout=timeout)
+    except CeleryTimeout:
+        outcome = None
+    finally:
+        # Unsubscribe now: left to AsyncResult.__del__ it would run at interpreter shutdown and
+        # print a traceback after our one-line error.
+        result.backend.remove_pending_result(result)
+        del result
+    if outcome is None:
+        raise TransientError(
+            f"worker unavailable: no result within {timeout:g}s (task {task_id} stays queued)"
+        )
     print(json.dumps(outcome, indent=2, ensure_ascii=False, default=str))
     return (
         EXIT_REJECTED
@@ -74,10 +89,11 @@ def _enqueue(task: str, args: list, kwargs: dict, wait: bool, timeout: float) ->
 
 
 def _resolve(ref: str) -> str:
+    """A chip id from an id or a phone number; Rejected (one line, exit 2) if no such chip."""
     from orchestrator import repository
 
     with _engine().connect() as conn:
-        return repository.find_chip_id(conn, ref)
+        return str(repository.get_chip(conn, repository.find_chip_id(conn, ref))["id"])
 
 
 def cmd_replace(args: argparse.Namespace) -> int:
