@@ -23,13 +23,16 @@ def take_snapshot(conn: sa.Connection) -> tuple[Snapshot, float]:
     config = repo.load_config(conn)
     counts, trust = repo.count_by_status(conn)
     serving = repo.serving_candidates(conn, config)
+    # The plan uses one ready chip per replacement, then fills the production deficit: fetch
+    # only that many (a large pool holds thousands of ready chips it would never look at).
+    deficit = max(0, min(config.producao_min, config.producao_max) - counts.active)
     snap = Snapshot(
         config=config,
         counts=counts,
         now=repo.db_now(conn),
         serving=serving,
         warming=repo.warming_candidates(conn, config),
-        ready_ranked=repo.ready_ranked(conn, limit=len(serving) + config.producao_max + 1),
+        ready_ranked=repo.ready_ranked(conn, limit=len(serving) + deficit),
         cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
     )
     return snap, trust

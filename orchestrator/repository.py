@@ -78,11 +78,17 @@ def serving_candidates(conn: sa.Connection, config: PoolConfig) -> list[ChipView
 
 
 def warming_candidates(conn: sa.Connection, config: PoolConfig) -> list[ChipView]:
-    """Warming chips in phase 'operacao' with enough trust (the days are checked in pool.py)."""
+    """Warming chips in phase 'operacao' with enough trust, warmed >= warmup_days (pool.py rechecks).
+
+    The days are whole 24-hour days before the transaction's now(), as pool.warmed_days counts
+    them (hours, not calendar days, so a DST change in the session's time zone cannot shift it).
+    """
+    warmed_before = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 24 * config.warmup_days)
     stmt = sa.select(*VIEW_COLUMNS).where(
         chips.c.status == "warming",
         chips.c.fase_warmup == "operacao",
         chips.c.trust_score >= config.trust_min_for_ready,
+        chips.c.warming_started_at <= warmed_before,
     )
     return [ChipView(**row) for row in conn.execute(stmt).mappings()]
 
