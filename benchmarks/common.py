@@ -134,7 +134,7 @@ class QueryClock:
     """Times every statement an engine sends (cursor execute: server time plus round trip)."""
 
     seconds: float = 0.0
-    statements: list[tuple[str, object]] = field(default_factory=list)
+    statements: list[tuple[str, object, float]] = field(default_factory=list)
     _started: dict[int, float] = field(default_factory=dict)
 
     def attach(self, engine: sa.Engine) -> QueryClock:
@@ -156,8 +156,9 @@ class QueryClock:
         self._started[id(cursor)] = time.perf_counter()
 
     def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        self.seconds += time.perf_counter() - self._started.pop(id(cursor), time.perf_counter())
-        self.statements.append((statement, parameters))
+        took = time.perf_counter() - self._started.pop(id(cursor), time.perf_counter())
+        self.seconds += took
+        self.statements.append((statement, parameters, took))
 
 
 def ms(seconds: float) -> str:

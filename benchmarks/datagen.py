@@ -48,7 +48,9 @@ SELECT CASE WHEN s = 'provisioning' THEN NULL ELSE '+55' || (11 + g % 89) || '9'
        CASE WHEN s = 'warming' THEN (ARRAY['primeiros_contatos', 'expansao', 'pre_operacao',
                                           'operacao', 'operacao'])[1 + g % 5]
             ELSE 'operacao' END,
-       now() - make_interval(days => 5 + g % 40),
+       -- warm-up started 0..20 days ago; 1 in 47 chips has warmed long enough (steady state:
+       -- the cycle promotes eligible chips every period, so few are eligible at any time)
+       now() - make_interval(days => CASE WHEN s <> 'warming' OR g % 47 = 0 THEN 30 ELSE g % 21 END),
        CASE WHEN s IN ('ready', 'active', 'degraded') THEN now() - interval '3 days' END,
        CASE WHEN s IN ('active', 'degraded') THEN now() - interval '2 days' END,
        CASE WHEN s = 'degraded' OR (s = 'banned' AND g % 2 = 0) OR s = 'cancelled'

@@ -12,15 +12,17 @@ from benchmarks.seed_way import seed_cycle
 from orchestrator import cycle
 
 
-def explain_ms(engine: sa.Engine, statements: list[tuple[str, object]]) -> list[tuple[str, float]]:
+def explain_ms(
+    engine: sa.Engine, statements: list[tuple[str, object, float]]
+) -> list[tuple[str, float]]:
     """Server execution time (EXPLAIN ANALYZE) of each SELECT the plan sent."""
     found = []
     with engine.connect() as conn:
-        for statement, params in statements:
+        for statement, params, _ in statements:
             if not statement.lstrip().upper().startswith("SELECT"):
                 continue
             plan = conn.exec_driver_sql(
-                "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params
+                "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + statement, params
             ).scalar_one()
             plan = plan if isinstance(plan, list) else json.loads(plan)
             found.append((" ".join(statement.split())[:90], plan[0]["Execution Time"] / 1000))
