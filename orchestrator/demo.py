@@ -173,7 +173,7 @@ class _PlainView:
     """--no-live: one line per simulator event and per new operation, the pool when it changes."""
 
     def __init__(self, console: Console) -> None:
-        self.seen: set[tuple] = set()
+        self.seen: set[tuple] | None = None  # the first read marks history as seen
         self.last_counts = ""
 
     def __enter__(self) -> _PlainView:
@@ -188,8 +188,10 @@ class _PlainView:
     def show(self, status: dict, operations: list, events: list[str]) -> None:
         for event in events:
             _say(f"simulador: {event}")
-        for op in reversed(operations):
-            key = (op["created_at"], op["operacao"], op["telefone"])
+        keys = [(op["created_at"], op["operacao"], op["telefone"]) for op in operations]
+        if self.seen is None:
+            self.seen = set(keys)
+        for key, op in reversed(list(zip(keys, operations, strict=True))):
             if key not in self.seen:
                 self.seen.add(key)
                 _say(f"operacao: {render.operation_line(op)}")
@@ -242,7 +244,7 @@ def _stop_embedded(settings: Settings, already_up: dict[str, bool], console: Con
         bootstrap.engine.cache_clear()
     if not settings.database_url and not already_up["postgres"]:
         embedded.stop_postgres(settings.data_dir)
-        console.print("PostgreSQL embutido parado (dados em .data/postgres)")
+        console.print(f"PostgreSQL embutido parado (dados em {settings.data_dir / 'postgres'})")
     if not settings.redis_url and not already_up["redis"]:
         embedded.stop_redis(settings.data_dir)
         console.print("Redis embutido parado")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -76,13 +77,19 @@ def operations_table(operations: Sequence[Mapping]) -> Table:
     for op in operations:
         style = OPERATION_STYLE.get(op["operacao"], "") if op["sucesso"] else "red"
         table.add_row(
-            f"{op['created_at']:%H:%M:%S}",
+            _when(op["created_at"]),
             f"[{style}]{op['operacao']}[/]" if style else op["operacao"],
             op["telefone"] or "-",
             op["telefone_destino"] or "-",
             op["motivo"] or "",
         )
     return table
+
+
+def _when(moment: datetime) -> str:
+    """Time of day for today's operations, day and time for older ones (the seed's history)."""
+    local = moment.astimezone()
+    return f"{local:%H:%M:%S}" if local.date() == date.today() else f"{local:%d/%m %H:%M}"
 
 
 def status_line(status: dict) -> str:
