@@ -115,7 +115,10 @@ def _loop(
     rng = random.Random()
     deadline = time.monotonic() + args.duration if args.duration else float("inf")
     tick = max(0.5, min(2.5, args.cycle_seconds / 2))
-    view = _PlainView(console) if args.no_live else _LiveView(console, args.cycle_seconds)
+    footer = (
+        f"ciclo a cada {args.cycle_seconds:g}s | logs em {children.log_dir} | Ctrl-C para parar"
+    )
+    view = _PlainView(console) if args.no_live else _LiveView(console, footer)
 
     def send(name: str, task_args: list, kwargs: dict) -> None:
         sender.send_task(name, args=task_args, kwargs=kwargs)
@@ -145,9 +148,9 @@ def _recent(engine: sa.Engine) -> list:
 class _LiveView:
     """rich.live: pool table, last operations, the simulator's last lines."""
 
-    def __init__(self, console: Console, cycle_seconds: float) -> None:
+    def __init__(self, console: Console, footer: str) -> None:
         self.events: deque[str] = deque(maxlen=8)
-        self.footer = f"ciclo a cada {cycle_seconds:g}s | Ctrl-C para parar"
+        self.footer = footer
         self.live = Live(console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> _LiveView:
