@@ -1,0 +1,93 @@
+"""The database role a worker needs: DML on our tables, no DDL (the SQL of docs/reliability.md)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from orchestrator import lifecycle, notify, outbox, provisioning
+from orchestrator.db import transaction
+from tests.factories import add_conversations, make_chip
+
+pytestmark = pytest.mark.db
+
+#: Exactly what docs/reliability.md tells ops to run ({role} is the worker's login role).
+GRANTS = """
+GRANT USAGE ON SCHEMA public TO {role};
+GRANT SELECT, UPDATE ON pool_config TO {role};
+GRANT SELECT, INSERT, UPDATE ON chips TO {role};
+GRANT SELECT, UPDATE ON conversation_chips TO {role};
+GRANT SELECT, INSERT ON orchestrator_operations TO {role};
+GRANT SELECT, INSERT, UPDATE ON notification_outbox TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON alert_state TO {role};
+"""
+
+
+@pytest.fixture
+def worker_role(clean_db: sa.Engine) -> sa.Engine:
+    """An engine whose every connection runs as a role holding only GRANTS."""
+    role = f"chiporch_worker_{uuid.uuid4().hex[:8]}"
+    with clean_db.begin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} NOLOGIN"))
+        conn.execute(sa.text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+        for statement in GRANTS.format(role=role).strip().splitlines():
+            conn.execute(sa.text(statement))
+    engine = sa.create_engine(clean_db.url)
+
+    @sa.event.listens_for(engine, "connect")
+    def _as_role(dbapi_conn, _record) -> None:
+        # Outside a transaction: a SET inside one would be undone by the first rollback.
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET ROLE {role}")
+        dbapi_conn.autocommit = False
+
+    yield engine
+    engine.dispose()
+    with clean_db.begin() as conn:
+        conn.execute(sa.text(f"DROP OWNED BY {role}"))
+        conn.execute(sa.text(f"DROP ROLE {role}"))
+
+
+class _Log:
+    via = "log"
+
+    def send(self, canal: str, texto: str) -> None:
+        pass
+
+
+def test_the_documented_grants_are_enough_for_every_use_case(
+    clean_db: sa.Engine, worker_role: sa.Engine
+) -> None:
+    # Given chips to replace, promote and a purchase intent, worked only through the worker role
+    old = make_chip(clean_db, "active", trust=30)
+    add_conversations(clean_db, old, 2)
+    make_chip(clean_db, "ready", trust=95)
+    banned = make_chip(clean_db, "banned")
+    add_conversations(clean_db, banned, 1)
+    # When every kind of write runs as that role
+    assert lifecycle.replace_chip(worker_role, old, "low_trust")["status"] == "replaced"
+    assert lifecycle.replace_chip(worker_role, banned)["status"] in ("replaced", "no_ready_chip")
+    ready = make_chip(clean_db, "ready", trust=90)
+    assert lifecycle.promote_ready_to_active(worker_role, ready)["status"] == "promoted"
+    intent = provisioning.ensure_intent(worker_role, "chiporch-grants", 11, 15)
+    provisioning.fail(worker_role, intent, "teste")
+    with transaction(worker_role) as conn:
+        outbox.alert_once(conn, "grants", "alerta", cooldown=None)
+        outbox.forget_alert(conn, "grants")
+    delivered = notify.deliver_pending(worker_role, _Log())
+    # Then all of it succeeded
+    assert delivered["pending"] == 0
+
+
+def test_the_worker_role_cannot_change_the_schema(worker_role: sa.Engine) -> None:
+    # When the worker role tries DDL
+    denied = r"permission denied|must be owner"
+    with pytest.raises(sa.exc.ProgrammingError, match=denied), worker_role.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE chips ADD COLUMN x int"))
+    with pytest.raises(sa.exc.ProgrammingError, match=denied), worker_role.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE intruder (id int)"))
+    with pytest.raises(sa.exc.ProgrammingError, match=denied), worker_role.begin() as conn:
+        conn.execute(sa.text("DELETE FROM orchestrator_operations"))
