@@ -68,7 +68,7 @@ def count_violations(engine: sa.Engine) -> tuple[int, str]:
 
 
 def worker_benchmarks(
-    url: str, redis_url: str, engine: sa.Engine, sizes: Sizes, extra: list[str]
+    url: str, redis_url: str, engine: sa.Engine, sizes: Sizes, extra: list[str], worker_app: str
 ) -> dict:
     """Moving conversations in-process, then latency, throughput and memory with a real worker."""
     generate_pool(engine, sizes.worker_pool, mix="serving")
@@ -77,12 +77,12 @@ def worker_benchmarks(
     before, checker = count_violations(engine)
     app = workers.client(redis_url)
     try:
-        with workers.running_worker(url, redis_url, app, 4, extra) as worker:
+        with workers.running_worker(url, redis_url, app, 4, extra, worker_app) as worker:
             time.sleep(1)
             memory = [("started", worker.rss_mib())]
             results["latency"] = replace.latency(engine, app, sizes.latency_bans)
             memory.append((f"after {sizes.latency_bans} bans one by one", worker.rss_mib()))
-            results["throughput"] = replace.throughput(engine, app, sizes.throughput_bans)
+            results["throughput"] = replace.throughput(engine, redis_url, sizes.throughput_bans)
             memory.append((f"after {sizes.throughput_bans} bans at once", worker.rss_mib()))
     finally:
         app.close()
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument("--only", choices=["planning", "workers"], help="run one group")
     parser.add_argument("--worker-arg", action="append", default=[], help="extra worker option")
+    parser.add_argument("--worker-app", default="tasks", help="Celery app the worker runs (-A)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if args.only in (None, "workers"):
                 results["workers"] = worker_benchmarks(
-                    url, redis_url, engine, sizes, args.worker_arg
+                    url, redis_url, engine, sizes, args.worker_arg, args.worker_app
                 )
         finally:
             engine.dispose()

@@ -30,10 +30,12 @@ def worker_env(database_url: str, redis_url: str) -> dict[str, str]:
 class Worker:
     """One worker subprocess (prefork, -c concurrency), logging to a temporary file."""
 
-    def __init__(self, env: dict[str, str], concurrency: int, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, env: dict[str, str], concurrency: int, extra: Sequence[str] = (), app: str = "tasks"
+    ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="bench-worker-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
-        cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "prefork"]
+        cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-P", "prefork"]
         cmd += ["-c", str(concurrency), "-Q", QUEUES, "-n", f"bench-{os.getpid()}@%h"]
         cmd += ["--without-gossip", "--without-mingle", "-l", "WARNING", *extra]
         self.proc = subprocess.Popen(
@@ -90,10 +92,15 @@ def client(redis_url: str) -> Celery:
 
 @contextlib.contextmanager
 def running_worker(
-    database_url: str, redis_url: str, app: Celery, concurrency: int, extra: Sequence[str] = ()
+    database_url: str,
+    redis_url: str,
+    app: Celery,
+    concurrency: int,
+    extra: Sequence[str] = (),
+    worker_app: str = "tasks",
 ) -> Iterator[Worker]:
     """A ready worker, stopped on exit."""
-    worker = Worker(worker_env(database_url, redis_url), concurrency, extra)
+    worker = Worker(worker_env(database_url, redis_url), concurrency, extra, worker_app)
     try:
         worker.wait_ready(app)
         yield worker
