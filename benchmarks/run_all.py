@@ -39,7 +39,7 @@ class Sizes:
 
 
 FULL = Sizes((1_000, 10_000, 100_000), 9, 5_000, 200, 1_000, 100_000, 3)
-QUICK = Sizes((1_000, 10_000), 5, 2_000, 50, 300, 100_000, 1)
+QUICK = Sizes((1_000, 10_000, 100_000), 3, 5_000, 50, 1_000, 100_000, 1)
 
 #: Invariants counted when orchestrator.checker is not available.
 OBVIOUS_VIOLATIONS = """
