@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import cache
 
@@ -12,6 +13,8 @@ from orchestrator import db, embedded
 from orchestrator.notify import LogSender, SlackSender, build_sender
 from orchestrator.salvy import SalvyClient
 from orchestrator.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -79,3 +82,13 @@ def reset_after_fork() -> None:
         engine().dispose(close=False)
     for factory in (engine, redis_client, salvy_client, sender):
         factory.cache_clear()
+
+
+def warm_up() -> None:
+    """Open one database and one Redis connection now; failures are left to the first task."""
+    try:
+        with engine().connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        redis_client().ping()
+    except Exception as error:  # the first task retries properly
+        log.warning("warm-up failed (%s); connecting on first use", type(error).__name__)
