@@ -40,6 +40,20 @@ class PoolConfig:
         """Build from a database row, ignoring columns we do not model."""
         return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
 
+    def problems(self) -> list[str]:
+        """What makes this config nonsensical (the database's CHECKs, repeated as a last line)."""
+        found = []
+        sizes = ("producao_min", "producao_max", "ready_min", "warmup_buffer", "warmup_days")
+        found += [f"{name} is negative" for name in sizes if getattr(self, name) < 0]
+        if self.producao_min > self.producao_max:
+            found.append("producao_min exceeds producao_max")
+        for name in ("trust_min_for_ready", "trust_degraded_threshold"):
+            if not 0 <= getattr(self, name) <= 100:
+                found.append(f"{name} outside 0..100")
+        if not 0 < self.replace_storm_fraction <= 1:
+            found.append("replace_storm_fraction outside (0, 1]")
+        return found
+
 
 @dataclass(frozen=True)
 class Counts:

@@ -48,7 +48,10 @@ def load_config(conn: sa.Connection, *, lock: bool = False) -> PoolConfig:
     row = conn.execute(stmt).mappings().first()
     if row is None:
         raise ConfigError("pool_config has no row; run `chip-orchestrator migrate`")
-    return PoolConfig.from_mapping(row)
+    config = PoolConfig.from_mapping(row)
+    if problems := config.problems():
+        raise ConfigError("pool_config invalid: " + "; ".join(problems))
+    return config
 
 
 def count_by_status(conn: sa.Connection) -> tuple[Counts, float]:

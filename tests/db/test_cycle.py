@@ -183,3 +183,31 @@ def test_a_constraint_violation_surfaces_as_a_clear_error(clean_db: sa.Engine) -
     ):
         conn.execute(sa.insert(chips).values(telefone="+5511999990000", status="ready"))
         conn.execute(sa.insert(chips).values(telefone="+5511999990000", status="ready"))
+
+
+def test_the_cycle_refuses_an_invalid_pool_config_that_slipped_past_the_database(
+    clean_db: sa.Engine, fresh_redis: redis.Redis
+) -> None:
+    # Given a nonsensical row written while the CHECK was not enforced (e.g. a manual restore)
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text("ALTER TABLE pool_config DROP CONSTRAINT pool_config_producao_min_le_max")
+        )
+        conn.execute(sa.text("UPDATE pool_config SET producao_min = 30, producao_max = 20"))
+    try:
+        broker = Broker()
+        result = cycle(clean_db, fresh_redis, broker)
+    finally:
+        with clean_db.begin() as conn:
+            conn.execute(sa.text("UPDATE pool_config SET producao_min = 10, producao_max = 20"))
+            conn.execute(
+                sa.text(
+                    "ALTER TABLE pool_config ADD CONSTRAINT pool_config_producao_min_le_max"
+                    " CHECK (producao_min <= producao_max)"
+                )
+            )
+    # Then nothing is dispatched and ops are told why
+    assert result["status"] == "rejected"
+    assert "producao_min exceeds producao_max" in result["reason"]
+    assert broker.sent == []
+    assert any("pool_config invalida" in a for a in alerts(clean_db))

@@ -201,3 +201,13 @@ def test_cancellation_of_banned_chips_only_when_configured() -> None:
 def test_eligible_warming_chips_are_promoted() -> None:
     plan = plan_cycle(snapshot(warming=[warming("w1"), warming("w2", trust=10)]))
     assert plan.promote_ready == ("w1",)
+
+
+def test_a_sane_config_has_no_problems_and_a_nonsensical_one_lists_them() -> None:
+    assert PoolConfig().problems() == []
+    bad = PoolConfig(producao_min=5, producao_max=2, ready_min=-1, trust_min_for_ready=120)
+    assert bad.problems() == [
+        "ready_min is negative",
+        "producao_min exceeds producao_max",
+        "trust_min_for_ready outside 0..100",
+    ]
