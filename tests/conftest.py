@@ -87,3 +87,25 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+def _wipe_orchestrator_keys(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter("chiporch:*"):
+            if key != b"chiporch:test-claim":
+                client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis_keys(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Locks, markers and cycle slots of one test never leak into the next (before and after)."""
+    if "redis_url" not in request.fixturenames:
+        yield
+        return
+    url = request.getfixturevalue("redis_url")
+    _wipe_orchestrator_keys(url)
+    yield
+    _wipe_orchestrator_keys(url)

@@ -18,7 +18,7 @@ from celery import Celery
 
 from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.settings import ROOT
-from tests.worker.conftest import QUEUES, WorkerProcess, worker_env
+from tests.worker.conftest import QUEUES, WorkerProcess, running_worker, worker_env
 
 #: How a test runs the CLI: cli("status", "--json") -> CompletedProcess.
 Cli = Callable[..., subprocess.CompletedProcess]
@@ -76,10 +76,10 @@ def worker(
     env = worker_env(
         database_url, redis_url, SALVY_API_URL=salvy.url, SALVY_API_TOKEN="salvy_test_cli"
     )
-    proc = WorkerProcess(env, tmp_path_factory.mktemp("cli-workers"), concurrency=2)
-    proc.wait_ready(celery_client)
-    yield proc
-    proc.stop()
+    with running_worker(
+        env, tmp_path_factory.mktemp("cli-workers"), celery_client, concurrency=2
+    ) as proc:
+        yield proc
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from celery import Celery
 from orchestrator.schema import conversation_chips
 from tests.factories import add_conversations, chip_row, make_chip
 from tests.ops.conftest import Service, free_port, ops_env, wait_for
-from tests.worker.conftest import WorkerProcess, worker_env
+from tests.worker.conftest import WorkerProcess, running_worker, worker_env
 
 pytestmark = pytest.mark.worker
 
@@ -60,14 +60,11 @@ def flower_worker(
 ) -> Iterator[WorkerProcess]:
     """A real prefork worker for this module only (stopped before other modules run)."""
     client = Celery("flower-test-client", broker=redis_url)
-    proc = WorkerProcess(
-        worker_env(database_url, redis_url), tmp_path_factory.mktemp("fw"), concurrency=2
-    )
+    env = worker_env(database_url, redis_url)
     try:
-        proc.wait_ready(client)
-        yield proc
+        with running_worker(env, tmp_path_factory.mktemp("fw"), client, concurrency=2) as proc:
+            yield proc
     finally:
-        proc.stop()
         client.close()
 
 

@@ -6,6 +6,7 @@ celery.contrib.pytest's; so workers are plain subprocesses started the way ops s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from celery import Celery
 
 from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.settings import ROOT
+from tests.support.private_stack import celery_client_for
 
 QUEUES = "orchestrator,provisioning,celery"
 
@@ -96,6 +98,19 @@ class WorkerProcess:
         return [int(p) for p in out.stdout.split()]
 
 
+@contextlib.contextmanager
+def running_worker(
+    env: dict[str, str], log_dir: Path, client: Celery, concurrency: int = 4
+) -> Iterator[WorkerProcess]:
+    """Start a worker, wait until it answers a ping, and always stop it afterwards."""
+    proc = WorkerProcess(env, log_dir, concurrency=concurrency)
+    try:
+        proc.wait_ready(client)
+        yield proc
+    finally:
+        proc.stop()
+
+
 @pytest.fixture(scope="session")
 def salvy() -> Iterator[SalvyStandin]:
     with SalvyStandin() as standin:
@@ -105,8 +120,7 @@ def salvy() -> Iterator[SalvyStandin]:
 @pytest.fixture(scope="session")
 def celery_client(redis_url: str) -> Iterator[Celery]:
     """A plain client, as another service has: only the broker (and results) URL."""
-    app = Celery("test-client", broker=redis_url, backend=redis_url)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+    app = celery_client_for(redis_url)
     yield app
     app.close()
 
@@ -122,22 +136,8 @@ def worker(
     env = worker_env(
         database_url, redis_url, SALVY_API_URL=salvy.url, SALVY_API_TOKEN="salvy_test_secret"
     )
-    proc = WorkerProcess(env, tmp_path_factory.mktemp("workers"))
-    proc.wait_ready(celery_client)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_redis_keys(request: pytest.FixtureRequest) -> None:
-    """Locks, markers and cycle slots of one test never leak into the next."""
-    if "redis_url" not in request.fixturenames:
-        return
-    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-    for key in client.scan_iter("chiporch:*"):
-        if key != b"chiporch:test-claim":
-            client.delete(key)
-    client.close()
+    with running_worker(env, tmp_path_factory.mktemp("workers"), celery_client) as proc:
+        yield proc
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from orchestrator.schema import alert_state, chips, outbox
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.fake_slack import FakeSlack
 from tests.support.private_stack import base_redis_url, celery_client_for, claim_redis_db
-from tests.worker.conftest import WorkerProcess, worker_env
+from tests.worker.conftest import WorkerProcess, running_worker, worker_env
 
 pytestmark = pytest.mark.worker
 
@@ -55,10 +55,8 @@ def worker(
     env = worker_env(
         database_url, redis_url, SLACK_BOT_TOKEN=slack.token, SLACK_API_URL=slack.base_url
     )
-    proc = WorkerProcess(env, tmp_path_factory.mktemp("slack-workers"))
-    proc.wait_ready(celery_client)
-    yield proc
-    proc.stop()
+    with running_worker(env, tmp_path_factory.mktemp("slack-workers"), celery_client) as proc:
+        yield proc
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.schema import chips, operations, outbox
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.private_stack import base_redis_url, celery_client_for, claim_redis_db
-from tests.worker.conftest import WorkerProcess, worker_env
+from tests.worker.conftest import WorkerProcess, running_worker, worker_env
 
 pytestmark = pytest.mark.worker
 
@@ -64,10 +64,10 @@ def worker(
         SALVY_READ_TIMEOUT_SECONDS="2",
         ORCHESTRATOR_DDD_FALLBACK="21,31",
     )
-    proc = WorkerProcess(env, tmp_path_factory.mktemp("provisioning-workers"))
-    proc.wait_ready(celery_client)
-    yield proc
-    proc.stop()
+    with running_worker(
+        env, tmp_path_factory.mktemp("provisioning-workers"), celery_client
+    ) as proc:
+        yield proc
 
 
 @pytest.fixture(autouse=True)
