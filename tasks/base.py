@@ -26,6 +26,9 @@ class OrchestratorTask(Task):
     """Rejected -> {"status": "rejected"}; TransientError -> retry with backoff up to max_retries."""
 
     abstract = True
+    #: No client-side signature check: a bad call reaches the worker and is answered
+    #: {"status": "rejected", "code": "bad_arguments"} (Flower shows it) instead of an empty 500.
+    typing = False
     max_retries = 5
     #: Backoff: factor * 2**retries seconds, capped, with full jitter (Celery's own helper).
     backoff_factor = 2

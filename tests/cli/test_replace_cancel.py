@@ -114,3 +114,26 @@ def test_cancel_with_wait_releases_the_number_at_salvy(
     with clean_db.connect() as conn:
         kinds = conn.execute(sa.select(operations.c.operacao)).scalars().all()
     assert kinds == ["cancel"]
+
+
+def test_a_hostile_reason_from_the_cli_is_stored_as_data_and_a_huge_one_refused(
+    clean_db: sa.Engine, worker: WorkerProcess, cli: Cli, empty_queues
+) -> None:
+    # Given an active chip and a ready chip
+    old = make_chip(clean_db, "active", trust=90)
+    make_chip(clean_db, "ready", trust=95)
+    # When ops paste a huge reason, the command refuses before queueing anything
+    huge = cli("replace", old, "--reason", "x" * 5000, "--wait")
+    assert huge.returncode == 2
+    assert huge.stderr.count("\n") == 1 and "reason" in huge.stderr
+    assert chip_row(clean_db, old).status == "active"
+    # And a hostile one is stored verbatim, never executed
+    hostile = "'); DROP TABLE chips; -- $(rm -rf /) `id`"
+    out = cli("replace", old, "--reason", hostile, "--wait")
+    assert out.returncode == 0, out.stderr
+    with clean_db.connect() as conn:
+        stored = conn.execute(
+            sa.select(operations.c.metadata["reason"].astext).where(operations.c.chip_id == old)
+        ).scalar_one()
+    assert stored == hostile
+    assert chip_row(clean_db, old).status == "degraded"

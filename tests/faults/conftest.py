@@ -24,6 +24,7 @@ from celery import Celery
 from orchestrator import checker
 from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.settings import ROOT
+from tests.support.private_stack import base_redis_url, claim_redis_db
 from tests.worker.conftest import QUEUES, worker_env
 
 __all__ = ["QUEUES", "worker_env"]
@@ -120,6 +121,13 @@ class Cluster:
     def stop_all(self) -> None:
         for proc in self.procs:
             proc.stop(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A broker of this module's own: no other test's worker may take (or refuse) its messages."""
+    with claim_redis_db(base_redis_url()) as url:
+        yield url
 
 
 @pytest.fixture

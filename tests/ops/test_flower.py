@@ -147,6 +147,31 @@ def test_a_malformed_chip_id_from_flower_is_answered_rejected(
     assert chip_row(clean_db, chip).status == "active"
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"args": [], "kwargs": {"chip_id": 42}},
+        {"args": ["a", "b", "c"]},
+        {"args": ["CHIP"], "kwargs": {"reason": "x" * 5000}},
+    ],
+    ids=["wrong-type", "wrong-count", "huge-reason"],
+)
+def test_bad_arguments_from_flower_are_rejected_and_change_nothing(
+    clean_db: sa.Engine, flower: FlowerProcess, payload: dict
+) -> None:
+    # Given an active low-trust chip and a ready chip
+    chip = make_chip(clean_db, "active", trust=10)
+    make_chip(clean_db, "ready", trust=95)
+    payload = {**payload, "args": [chip if a == "CHIP" else a for a in payload["args"]]}
+    # When ops dispatch the task with bad arguments through Flower
+    task_id = flower.dispatch("orchestrator.replace_chip", payload).json()["task-id"]
+    # Then the result is rejected with a reason, and the chip is untouched
+    doc = wait_for(lambda: flower.finished(task_id), timeout=30)
+    assert doc["result"]["status"] == "rejected"
+    assert doc["result"]["reason"]
+    assert chip_row(clean_db, chip).status == "active"
+
+
 @pytest.mark.parametrize("auth", [None, ("ops", "wrong")], ids=["no-credentials", "wrong-password"])
 def test_flower_answers_401_without_valid_credentials(
     clean_db: sa.Engine, flower: FlowerProcess, auth: tuple[str, str] | None
