@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from celery import Celery
 from rich.console import Console
 from rich.live import Live
+from sqlalchemy.engine import make_url
 
 from orchestrator import bootstrap, demo_seed, embedded, migrate, render, repository, simulator
 from orchestrator.settings import ROOT, Settings, get_settings
@@ -59,6 +60,8 @@ def _run(
     get_settings.cache_clear()  # this process now sees the exported URLs too
     before, after = migrate.upgrade(urls["DATABASE_URL"])
     console.print(f"banco na revisao {after}" + (" (sem mudancas)" if before == after else ""))
+    broker = make_url(urls["REDIS_URL"]).render_as_string(hide_password=True)
+    console.print(f"broker (para send_task de outros servicos): [bold]{broker}[/]")
     engine = bootstrap.engine()
     seeded = demo_seed.seed_demo_pool(engine, random.Random())
     console.print(
