@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from benchmarks import planning, replace, workers
+from benchmarks import memory, planning, replace, workers
 from benchmarks.common import (
     base_urls,
     describe_machine,
@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run everything; print the machine and one table per figure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
-    parser.add_argument("--only", choices=["planning", "workers"], help="run one group")
+    parser.add_argument(
+        "--only",
+        choices=["planning", "workers", "memory"],
+        help="run one group (memory: the 10-minute worker memory run, never in the default run)",
+    )
     parser.add_argument("--worker-arg", action="append", default=[], help="extra worker option")
     parser.add_argument("--worker-app", default="tasks", help="Celery app the worker runs (-A)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -124,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["workers"] = worker_benchmarks(
                     url, redis_url, engine, sizes, args.worker_arg, args.worker_app
                 )
+            if args.only == "memory":
+                results["memory"] = memory.run(
+                    url, redis_url, engine, memory.MINUTES, memory.RATE, memory.CHIPS
+                )
+                memory.print_report(results["memory"])
         finally:
             engine.dispose()
     print(f"\nbenchmarks took {time.monotonic() - started:.0f} s")
