@@ -26,13 +26,11 @@ def enqueue(conn: sa.Connection, canal: str, texto: str) -> int:
     ).scalar_one()
 
 
-def alert_once(
-    conn: sa.Connection, key: str, texto: str, *, cooldown: timedelta | None, canal: str = "alertas"
-) -> bool:
-    """Queue an alert unless the same key was sent within cooldown (None: only ever once).
+def claim(conn: sa.Connection, key: str, *, cooldown: timedelta | None = None) -> bool:
+    """True if this alert key is due: never seen, or last sent longer than cooldown ago.
 
     The check and the claim are one statement (INSERT .. ON CONFLICT .. WHERE), so two workers
-    racing on the same alert send it once.
+    racing on the same key get one True between them. cooldown None: only ever once.
     """
     stmt = pg_insert(alert_state).values(key=key, last_sent_at=sa.func.now(), times_sent=1)
     if cooldown is None:
@@ -43,16 +41,17 @@ def alert_once(
             set_={"last_sent_at": sa.func.now(), "times_sent": alert_state.c.times_sent + 1},
             where=alert_state.c.last_sent_at <= sa.func.now() - cooldown,
         )
-    claimed = conn.execute(stmt.returning(alert_state.c.key)).first() is not None
+    return conn.execute(stmt.returning(alert_state.c.key)).first() is not None
+
+
+def alert_once(
+    conn: sa.Connection, key: str, texto: str, *, cooldown: timedelta | None, canal: str = "alertas"
+) -> bool:
+    """Queue an alert unless the same key was sent within cooldown (None: only ever once)."""
+    claimed = claim(conn, key, cooldown=cooldown)
     if claimed:
         enqueue(conn, canal, texto)
     return claimed
-
-
-def claim_once(conn: sa.Connection, key: str) -> bool:
-    """True the first time a key is seen (for alerts that batch several keys in one message)."""
-    stmt = pg_insert(alert_state).values(key=key).on_conflict_do_nothing()
-    return conn.execute(stmt.returning(alert_state.c.key)).first() is not None
 
 
 def forget_alert(conn: sa.Connection, key: str) -> None:

@@ -294,7 +294,7 @@ def report_unknown(engine: sa.Engine, numbers: Sequence[SalvyNumber]) -> int:
             ).scalars()
         )
         unknown = [n for n in live if n.id not in known and n.name not in in_flight]
-        fresh = [n for n in unknown if outbox.claim_once(conn, f"salvy_unknown:{n.id}")]
+        fresh = [n for n in unknown if outbox.claim(conn, f"salvy_unknown:{n.id}")]
         if fresh:
             outbox.enqueue(
                 conn, "alertas", messages.unknown_salvy_numbers([n.phone_number for n in fresh])
