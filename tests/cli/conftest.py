@@ -1,7 +1,6 @@
 """The command line run as a user runs it: a subprocess on the test database and Redis DB.
 
-The worker here is module-scoped (not tests/worker's session one), so it is gone before
-tests/worker starts its own and the two never consume the same queues.
+The worker fixtures are tests/worker's: one worker per module, stopped when the module ends.
 """
 
 from __future__ import annotations
@@ -14,11 +13,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from celery import Celery
 
-from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.settings import ROOT
-from tests.worker.conftest import QUEUES, WorkerProcess, running_worker, worker_env
+from tests.worker.conftest import (  # noqa: F401  (fixtures shared with tests/worker)
+    QUEUES,
+    celery_client,
+    salvy,
+    worker,
+    worker_extra_env,
+)
 
 #: How a test runs the CLI: cli("status", "--json") -> CompletedProcess.
 Cli = Callable[..., subprocess.CompletedProcess]
@@ -51,35 +54,8 @@ def cli(database_url: str, redis_url: str) -> Cli:
 
 
 @pytest.fixture(scope="module")
-def salvy() -> Iterator[SalvyStandin]:
-    with SalvyStandin() as standin:
-        yield standin
-
-
-@pytest.fixture(scope="module")
-def celery_client(redis_url: str) -> Iterator[Celery]:
-    app = Celery("cli-test-client", broker=redis_url, backend=redis_url)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
-    yield app
-    app.close()
-
-
-@pytest.fixture(scope="module")
-def worker(
-    database_url: str,
-    redis_url: str,
-    salvy: SalvyStandin,
-    celery_client: Celery,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[WorkerProcess]:
-    """A real `celery -A tasks worker` on the test database, Redis DB and Salvy stand-in."""
-    env = worker_env(
-        database_url, redis_url, SALVY_API_URL=salvy.url, SALVY_API_TOKEN="salvy_test_cli"
-    )
-    with running_worker(
-        env, tmp_path_factory.mktemp("cli-workers"), celery_client, concurrency=2
-    ) as proc:
-        yield proc
+def worker_concurrency() -> int:
+    return 2
 
 
 @pytest.fixture

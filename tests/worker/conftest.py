@@ -111,13 +111,13 @@ def running_worker(
         proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def salvy() -> Iterator[SalvyStandin]:
     with SalvyStandin() as standin:
         yield standin
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_client(redis_url: str) -> Iterator[Celery]:
     """A plain client, as another service has: only the broker (and results) URL."""
     app = celery_client_for(redis_url)
@@ -125,18 +125,32 @@ def celery_client(redis_url: str) -> Iterator[Celery]:
     app.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def worker_extra_env() -> dict[str, str]:
+    """Environment a module adds to (or overrides in) its worker's; override it per module."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def worker_concurrency() -> int:
+    return 4
+
+
+@pytest.fixture(scope="module")
 def worker(
     database_url: str,
     redis_url: str,
     salvy: SalvyStandin,
     celery_client: Celery,
+    worker_extra_env: dict[str, str],
+    worker_concurrency: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
-    env = worker_env(
-        database_url, redis_url, SALVY_API_URL=salvy.url, SALVY_API_TOKEN="salvy_test_secret"
-    )
-    with running_worker(env, tmp_path_factory.mktemp("workers"), celery_client) as proc:
+    """One real worker per module, on that module's broker: it never takes others' messages."""
+    extra = {"SALVY_API_URL": salvy.url, "SALVY_API_TOKEN": "salvy_test_secret"}
+    env = worker_env(database_url, redis_url, **{**extra, **worker_extra_env})
+    log_dir = tmp_path_factory.mktemp("workers")
+    with running_worker(env, log_dir, celery_client, concurrency=worker_concurrency) as proc:
         yield proc
 
 

@@ -17,8 +17,8 @@ from celery import Celery
 from orchestrator.schema import alert_state, chips, outbox
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.fake_slack import FakeSlack
-from tests.support.private_stack import base_redis_url, celery_client_for, claim_redis_db
-from tests.worker.conftest import WorkerProcess, running_worker, worker_env
+from tests.support.private_stack import base_redis_url, claim_redis_db
+from tests.worker.conftest import WorkerProcess
 
 pytestmark = pytest.mark.worker
 
@@ -38,25 +38,8 @@ def slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture(scope="module")
-def celery_client(redis_url: str) -> Iterator[Celery]:
-    app = celery_client_for(redis_url)
-    yield app
-    app.close()
-
-
-@pytest.fixture(scope="module")
-def worker(
-    database_url: str,
-    redis_url: str,
-    slack: FakeSlack,
-    celery_client: Celery,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[WorkerProcess]:
-    env = worker_env(
-        database_url, redis_url, SLACK_BOT_TOKEN=slack.token, SLACK_API_URL=slack.base_url
-    )
-    with running_worker(env, tmp_path_factory.mktemp("slack-workers"), celery_client) as proc:
-        yield proc
+def worker_extra_env(slack: FakeSlack) -> dict[str, str]:
+    return {"SLACK_BOT_TOKEN": slack.token, "SLACK_API_URL": slack.base_url}
 
 
 @pytest.fixture(autouse=True)

@@ -21,8 +21,8 @@ from orchestrator.salvy import SalvyClient
 from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.schema import chips, operations, outbox
 from tests.factories import chip_row, make_chip, set_config
-from tests.support.private_stack import base_redis_url, celery_client_for, claim_redis_db
-from tests.worker.conftest import WorkerProcess, running_worker, worker_env
+from tests.support.private_stack import base_redis_url, claim_redis_db
+from tests.worker.conftest import WorkerProcess
 
 pytestmark = pytest.mark.worker
 
@@ -36,38 +36,12 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def salvy() -> Iterator[SalvyStandin]:
-    with SalvyStandin() as standin:
-        yield standin
-
-
-@pytest.fixture(scope="module")
-def celery_client(redis_url: str) -> Iterator[Celery]:
-    app = celery_client_for(redis_url)
-    yield app
-    app.close()
-
-
-@pytest.fixture(scope="module")
-def worker(
-    database_url: str,
-    redis_url: str,
-    salvy: SalvyStandin,
-    celery_client: Celery,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[WorkerProcess]:
-    env = worker_env(
-        database_url,
-        redis_url,
-        SALVY_API_URL=salvy.url,
-        SALVY_API_TOKEN=SALVY_TOKEN,
-        SALVY_READ_TIMEOUT_SECONDS="2",
-        ORCHESTRATOR_DDD_FALLBACK="21,31",
-    )
-    with running_worker(
-        env, tmp_path_factory.mktemp("provisioning-workers"), celery_client
-    ) as proc:
-        yield proc
+def worker_extra_env() -> dict[str, str]:
+    return {
+        "SALVY_API_TOKEN": SALVY_TOKEN,
+        "SALVY_READ_TIMEOUT_SECONDS": "2",
+        "ORCHESTRATOR_DDD_FALLBACK": "21,31",
+    }
 
 
 @pytest.fixture(autouse=True)
