@@ -3,7 +3,7 @@
 from kombu import Queue
 
 from orchestrator import bootstrap
-from orchestrator.settings import get_settings
+from orchestrator.settings import WORKER_QUEUES, get_settings
 
 _settings = get_settings()
 _cycle = _settings.cycle_seconds
@@ -54,7 +54,7 @@ redis_retry_on_timeout = True
 # Queues: a slow Salvy or Slack call never delays a replacement. `celery` is the default queue
 # other services' send_task lands on; workers consume all three.
 task_default_queue = "celery"
-task_queues = (Queue("orchestrator"), Queue("provisioning"), Queue("celery"))
+task_queues = tuple(Queue(name) for name in WORKER_QUEUES)
 task_routes = {
     "orchestrator.provision_chip": {"queue": "provisioning"},
     "orchestrator.cancel_chip": {"queue": "provisioning"},

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from celery import Celery
 
-from orchestrator.settings import ROOT
+from orchestrator.settings import ROOT, WORKER_QUEUES_ARG
 
-QUEUES = "orchestrator,provisioning,celery"
+QUEUES = WORKER_QUEUES_ARG
 
 
 def worker_env(database_url: str, redis_url: str) -> dict[str, str]:

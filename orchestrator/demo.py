@@ -29,7 +29,7 @@ from rich.live import Live
 from sqlalchemy.engine import make_url
 
 from orchestrator import bootstrap, demo_seed, embedded, migrate, render, repository, simulator
-from orchestrator.settings import ROOT, Settings, get_settings
+from orchestrator.settings import ROOT, WORKER_QUEUES_ARG, Settings, get_settings
 from orchestrator.status import pool_status
 from orchestrator.supervisor import Supervisor
 
@@ -100,8 +100,9 @@ def _start_children(children: Supervisor, settings: Settings, cycle_seconds: flo
         children.env["SALVY_API_URL"] = f"http://127.0.0.1:{port}"
         _wait_http(f"http://127.0.0.1:{port}/_standin/state", children)
     celery = [python, "-m", "celery", "-A", "tasks"]
-    queues = "orchestrator,provisioning,celery"
-    children.start("worker", [*celery, "worker", "-Q", queues, "-c", "2", "-l", "WARNING"])
+    children.start(
+        "worker", [*celery, "worker", "-Q", WORKER_QUEUES_ARG, "-c", "2", "-l", "WARNING"]
+    )
     schedule = str(settings.data_dir / "celerybeat-schedule")
     children.start("beat", [*celery, "beat", "-l", "WARNING", "--schedule", schedule])
 

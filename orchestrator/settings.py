@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+#: Queues every worker consumes: replacements and promotions, slow external calls (Salvy,
+#: Slack), and Celery's default queue, where other services' send_task lands.
+WORKER_QUEUES = ("orchestrator", "provisioning", "celery")
+#: The same, as `celery worker -Q` takes it.
+WORKER_QUEUES_ARG = ",".join(WORKER_QUEUES)
+
 #: Repository root (pyproject.toml lives here); .data/ and migrations/ hang off it.
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,10 +21,10 @@ import redis
 from celery import Celery
 
 from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.settings import ROOT
+from orchestrator.settings import ROOT, WORKER_QUEUES_ARG
 from tests.support.private_stack import celery_client_for
 
-QUEUES = "orchestrator,provisioning,celery"
+QUEUES = WORKER_QUEUES_ARG
 
 
 def worker_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
