@@ -14,26 +14,12 @@ from orchestrator import notify, outbox
 from orchestrator.errors import TransientError
 from orchestrator.schema import alert_state
 from orchestrator.schema import outbox as outbox_table
-from orchestrator.settings import Settings
 from tests.support.fake_slack import FakeSlack
+from tests.support.outbox_helpers import TOKEN, make_due, queue, rows, settings_for
 
 pytestmark = pytest.mark.db
 
-TOKEN = "xoxb-1111-2222-NeverLogThisToken"
 LogCapture = pytest.LogCaptureFixture
-CHANNELS = {"alertas": "#alertas-test", "operacoes": "#operacoes-test"}
-
-
-def settings_for(api_url: str | None, token: str | None = TOKEN) -> Settings:
-    return Settings(
-        database_url=None,
-        redis_url=None,
-        broker_url=None,
-        slack_bot_token=token,
-        slack_channel_alertas=CHANNELS["alertas"],
-        slack_channel_operacoes=CHANNELS["operacoes"],
-        slack_api_url=api_url,
-    )
 
 
 @pytest.fixture
@@ -51,18 +37,9 @@ def sender(slack: FakeSlack) -> notify.SlackSender:
     return built
 
 
-def queue(engine: sa.Engine, *messages: tuple[str, str]) -> list[int]:
-    """Each message in its own committed transaction, as separate state changes would."""
-    ids = []
-    for canal, texto in messages:
-        with engine.begin() as conn:
-            ids.append(outbox.enqueue(conn, canal, texto))
-    return ids
-
-
-def rows(engine: sa.Engine) -> list[sa.Row]:
-    with engine.connect() as conn:
-        return conn.execute(sa.select(outbox_table).order_by(outbox_table.c.id)).all()
+def counts(result: dict) -> tuple[int, int, int]:
+    """(delivered, fallback, pending) of one deliver_pending result."""
+    return result["delivered"], result["fallback"], result["pending"]
 
 
 def test_queued_messages_are_delivered_once_in_order_to_their_channels(
@@ -72,7 +49,7 @@ def test_queued_messages_are_delivered_once_in_order_to_their_channels(
 
     result = notify.deliver_pending(clean_db, sender)
 
-    assert result == {"delivered": 3, "fallback": 0, "pending": 0}
+    assert result["status"] == "delivered" and counts(result) == (3, 0, 0)
     assert slack.messages == [
         ("#alertas-test", "*pool crítico*"),
         ("#operacoes-test", "chip trocado"),
@@ -98,8 +75,8 @@ def test_slack_down_keeps_five_state_changes_pending_then_delivers_each_exactly_
     assert first.attempts == 1 and "503" in first.last_error and first.delivered_at is None
 
     slack.down = False
-    assert notify.deliver_pending(clean_db, sender) == {"delivered": 5, "fallback": 0, "pending": 0}
-    assert notify.deliver_pending(clean_db, sender) == {"delivered": 0, "fallback": 0, "pending": 0}
+    assert counts(notify.deliver_pending(clean_db, sender)) == (5, 0, 0)
+    assert counts(notify.deliver_pending(clean_db, sender)) == (0, 0, 0)
     assert slack.texts() == [f"mudança {n}" for n in range(5)]
 
 
@@ -116,23 +93,6 @@ def test_messages_wait_while_slack_refuses_connections_and_go_out_once_it_listen
     slack.start()
     assert notify.deliver_pending(clean_db, sender)["delivered"] == 2
     assert slack.texts() == ["a", "b"]
-
-
-def test_two_concurrent_deliverers_post_each_message_exactly_once(
-    clean_db: sa.Engine, slack: FakeSlack
-) -> None:
-    texts = [f"msg {n}" for n in range(20)]
-    queue(clean_db, *[("operacoes", t) for t in texts])
-    slack.delay = 0.02  # both deliverers are mid-send at the same time
-    senders = [notify.build_sender(settings_for(slack.base_url)) for _ in range(2)]
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda s: notify.deliver_pending(clean_db, s), senders))
-
-    assert sorted(slack.texts()) == sorted(texts)
-    assert sum(r["delivered"] for r in results) == 20
-    assert all(r["delivered"] > 0 for r in results), "both deliverers took part"
-    assert all(r.attempts == 1 for r in rows(clean_db))
 
 
 def test_a_rate_limited_post_is_retried_after_retry_after_and_delivered_once(
@@ -160,31 +120,6 @@ def test_a_rate_limit_longer_than_the_sdk_retries_is_a_transient_error_with_retr
     assert slack.calls == 3 and notify.pending_count(clean_db) == 1
 
 
-def test_a_message_slack_refuses_is_logged_not_retried_and_does_not_block_the_queue(
-    clean_db: sa.Engine,
-    slack: FakeSlack,
-    sender: notify.SlackSender,
-    caplog: LogCapture,
-) -> None:
-    queue(clean_db, ("alertas", "chip banido 5511"), ("alertas", "depois"))
-    slack.fail_next_with = "channel_not_found"
-
-    result = notify.deliver_pending(clean_db, sender)
-
-    assert result == {"delivered": 1, "fallback": 1, "pending": 0}
-    assert slack.calls == 2, "the refused message was tried once, not retried"
-    refused = [
-        r for r in caplog.records if r.levelno == logging.ERROR and r.name == notify.__name__
-    ]
-    assert len(refused) == 1
-    assert "channel_not_found" in refused[0].getMessage()
-    assert "chip banido 5511" in refused[0].getMessage()
-    first, second = rows(clean_db)
-    assert (first.delivered_via, second.delivered_via) == ("log", "slack")
-    assert "channel_not_found" in first.last_error
-    assert slack.texts() == ["depois"]
-
-
 def test_a_rolled_back_enqueue_delivers_nothing(
     clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
 ) -> None:
@@ -193,7 +128,7 @@ def test_a_rolled_back_enqueue_delivers_nothing(
         outbox.enqueue(conn, "alertas", "troca que falhou")
         transaction.rollback()
 
-    assert notify.deliver_pending(clean_db, sender) == {"delivered": 0, "fallback": 0, "pending": 0}
+    assert counts(notify.deliver_pending(clean_db, sender)) == (0, 0, 0)
     assert slack.calls == 0
 
 
@@ -205,7 +140,7 @@ def test_without_a_token_messages_go_to_the_log_and_are_marked_delivered_via_log
     assert isinstance(sender, notify.LogSender)
     queue(clean_db, ("alertas", "pool crítico"), ("operacoes", "chip promovido"))
 
-    assert notify.deliver_pending(clean_db, sender) == {"delivered": 2, "fallback": 0, "pending": 0}
+    assert counts(notify.deliver_pending(clean_db, sender)) == (2, 0, 0)
 
     logged = {r.getMessage(): r.levelno for r in caplog.records if r.name == notify.__name__}
     assert logged == {"[alertas] pool crítico": logging.WARNING, "[operacoes] chip promovido": 20}
@@ -229,6 +164,7 @@ def test_the_token_never_appears_in_logs_exceptions_repr_or_the_outbox(
     notify.deliver_pending(clean_db, sender)
     slack.stop()
     queue(clean_db, ("alertas", "m3"))
+    make_due(clean_db)
     with pytest.raises(TransientError) as unreachable:
         notify.deliver_pending(clean_db, sender)
 
@@ -259,6 +195,173 @@ def test_pending_count_and_oldest_age_follow_the_queue(
     notify.deliver_pending(clean_db, sender, limit=1)
     assert notify.pending_count(clean_db) == 1
     assert notify.oldest_pending_age_seconds(clean_db) < 60
+
+
+def hold_delivery_lock(engine: sa.Engine) -> sa.Connection:
+    """A connection of the test's own holding the deliverers' advisory lock (close to free it)."""
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    assert conn.execute(
+        sa.select(sa.func.pg_try_advisory_lock(notify.DELIVERY_LOCK_KEY))
+    ).scalar_one()
+    return conn
+
+
+def test_a_deliverer_finding_another_at_work_answers_busy_and_sends_nothing(
+    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+) -> None:
+    # Given another deliverer holds the delivery lock (here: the test's own connection)
+    queue(clean_db, ("alertas", "a"), ("alertas", "b"))
+    holder = hold_delivery_lock(clean_db)
+    try:
+        # When a deliverer runs
+        busy = notify.deliver_pending(clean_db, sender)
+    finally:
+        holder.close()
+    # Then it returned at once without calling Slack
+    assert (busy["status"], busy["delivered"], busy["pending"]) == ("busy", 0, 2)
+    assert slack.calls == 0
+    # And once the other is done, the next run delivers
+    assert notify.deliver_pending(clean_db, sender)["delivered"] == 2
+
+
+def test_two_deliverers_at_once_one_posts_everything_the_other_is_busy(
+    clean_db: sa.Engine, slack: FakeSlack
+) -> None:
+    # Given twenty messages and a first deliverer parked inside its first Slack call
+    texts = [f"msg {n}" for n in range(20)]
+    queue(clean_db, *[("operacoes", t) for t in texts])
+    first_sender, second_sender = (
+        notify.build_sender(settings_for(slack.base_url)) for _ in range(2)
+    )
+    slack.hold()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(notify.deliver_pending, clean_db, first_sender)
+        assert slack.waiting.wait(10)
+        # When a second deliverer runs meanwhile
+        second = notify.deliver_pending(clean_db, second_sender)
+        slack.release()
+        first_result = first.result(timeout=30)
+    # Then the second answered busy and the first posted each message exactly once
+    assert second["status"] == "busy" and second["delivered"] == 0
+    assert first_result["delivered"] == 20
+    assert slack.texts() == texts
+    assert all(r.attempts == 1 for r in rows(clean_db))
+
+
+def test_no_transaction_or_row_lock_is_held_while_slack_is_called(
+    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+) -> None:
+    # Given a deliverer parked inside its Slack call (Slack is slow to answer)
+    (first, _) = queue(clean_db, ("alertas", "a"), ("alertas", "b"))
+    slack.hold()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(notify.deliver_pending, clean_db, sender)
+        assert slack.waiting.wait(10)
+        try:
+            # When another session looks at the database meanwhile
+            with clean_db.connect() as conn:
+                in_transaction = conn.execute(sa.text(IDLE_IN_TRANSACTION)).scalars().all()
+                with conn.begin():
+                    locked = conn.execute(sa.text(LOCK_NOWAIT), {"id": first}).scalar_one()
+                    claim = conn.execute(sa.text(CLAIM_OF), {"id": first}).one()
+        finally:
+            slack.release()
+        result = running.result(timeout=30)
+    # Then no session was idle in a transaction and the row being sent was not row-locked
+    assert in_transaction == []
+    assert locked == first
+    # But it was claimed (leased) by the deliverer, and was delivered once afterwards
+    assert claim.claimed_until is not None and claim.leased
+    assert result["delivered"] == 2 and slack.texts() == ["a", "b"]
+    assert all(r.claimed_until is None for r in rows(clean_db))
+
+
+IDLE_IN_TRANSACTION = """
+SELECT pid FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid()
+   AND state LIKE 'idle in transaction%'
+"""
+LOCK_NOWAIT = "SELECT id FROM notification_outbox WHERE id = :id FOR UPDATE NOWAIT"
+CLAIM_OF = """
+SELECT claimed_until, claimed_until > now() AS leased FROM notification_outbox WHERE id = :id
+"""
+
+
+def test_a_message_claimed_by_a_deliverer_that_died_waits_for_its_lease_then_goes_out(
+    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+) -> None:
+    # Given a message leased by a deliverer that died mid-send, and one queued after it
+    (claimed, _) = queue(clean_db, ("alertas", "reclamada"), ("alertas", "depois"))
+    lease(clean_db, claimed, timedelta(minutes=1))
+    # When a deliverer runs during the lease
+    early = notify.deliver_pending(clean_db, sender)
+    # Then neither is sent (the later one never overtakes it)
+    assert early["delivered"] == 0 and slack.calls == 0
+    # When the lease has expired
+    lease(clean_db, claimed, timedelta(seconds=-1))
+    late = notify.deliver_pending(clean_db, sender)
+    # Then both go out, in order, once
+    assert late["delivered"] == 2
+    assert slack.texts() == ["reclamada", "depois"]
+
+
+def lease(engine: sa.Engine, row_id: int, remaining: timedelta) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(outbox_table)
+            .where(outbox_table.c.id == row_id)
+            .values(claimed_until=sa.func.now() + remaining, claimed_by="dead-deliverer")
+        )
+
+
+def test_pruning_removes_delivered_messages_older_than_the_retention_only(
+    clean_db: sa.Engine,
+) -> None:
+    # Given delivered messages 31 and 29 days old, one delivered now, and an old pending one
+    ids = queue(clean_db, *[("operacoes", name) for name in ("31d", "29d", "agora", "pendente")])
+    age(clean_db, ids[0], delivered=timedelta(days=31))
+    age(clean_db, ids[1], delivered=timedelta(days=29))
+    age(clean_db, ids[2], delivered=timedelta(0))
+    age(clean_db, ids[3], created=timedelta(days=40))
+    # When the outbox is pruned
+    removed = notify.prune_delivered(clean_db)
+    # Then only the 31-day-old delivered message is gone
+    assert removed == 1
+    assert [r.texto for r in rows(clean_db)] == ["29d", "agora", "pendente"]
+
+
+def test_the_deliverer_prunes_old_delivered_messages_at_most_once_per_period(
+    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+) -> None:
+    # Given an old delivered message
+    (old,) = queue(clean_db, ("operacoes", "velha"))
+    age(clean_db, old, delivered=timedelta(days=45))
+    # When the deliverer runs
+    notify.deliver_pending(clean_db, sender)
+    # Then it pruned it
+    assert rows(clean_db) == []
+    # And a second old message waits for the next pruning period
+    (older,) = queue(clean_db, ("operacoes", "outra velha"))
+    age(clean_db, older, delivered=timedelta(days=45))
+    notify.deliver_pending(clean_db, sender)
+    assert [r.texto for r in rows(clean_db)] == ["outra velha"]
+
+
+def age(
+    engine: sa.Engine,
+    row_id: int,
+    *,
+    delivered: timedelta | None = None,
+    created: timedelta | None = None,
+) -> None:
+    values: dict[str, object] = {}
+    if delivered is not None:
+        values.update(delivered_at=sa.func.now() - delivered, delivered_via="slack")
+        values["created_at"] = sa.func.now() - delivered
+    if created is not None:
+        values["created_at"] = sa.func.now() - created
+    with engine.begin() as conn:
+        conn.execute(sa.update(outbox_table).where(outbox_table.c.id == row_id).values(**values))
 
 
 def alert(engine: sa.Engine, key: str, cooldown: timedelta | None) -> bool:

@@ -7,8 +7,12 @@ Switches (plain attributes, safe to flip from the test thread):
   down             answer every call with 503, as Slack does in an incident
   rate_limit_next  the next n calls get 429 with Retry-After: 1
   fail_next_with   the next call gets {"ok": false, "error": <this>} (e.g. "channel_not_found")
+  refuse_with      every call gets {"ok": false, "error": <this>} until it is set back to None
+                   (e.g. "token_revoked": the token was revoked, then ops issued a new one)
   delay            seconds to wait before answering (makes concurrent deliverers overlap)
-and stop() / start() to close the listening socket and listen again on the same port.
+hold() parks every request at the door until release(); `waiting` is set once one is parked,
+so a test can look at the database while a deliverer is mid-call. stop() / start() close the
+listening socket and listen again on the same port.
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ class FakeSlack:
         self.down = False
         self.rate_limit_next = 0
         self.fail_next_with: str | None = None
+        self.refuse_with: str | None = None
         self.delay = 0.0
+        self.waiting = threading.Event()
+        self._open = threading.Event()
+        self._open.set()
         self._lock = threading.Lock()
         self._port = 0
         self._server: ThreadingHTTPServer | None = None
@@ -58,6 +66,22 @@ class FakeSlack:
             self._server.server_close()
             self._server = None
 
+    def hold(self) -> None:
+        """Park every request until release() (a Slack call that takes as long as the test likes)."""
+        self.waiting.clear()
+        self._open.clear()
+
+    def release(self) -> None:
+        """Let parked and future requests through."""
+        self._open.set()
+
+    def wait_at_door(self, timeout: float = 30) -> None:
+        """Block while held: called by the handler thread of each request."""
+        if not self._open.is_set():
+            self.waiting.set()
+            if not self._open.wait(timeout):
+                raise TimeoutError("FakeSlack held a request for longer than the test allowed")
+
     def texts(self) -> list[str]:
         """The texts of the accepted messages, in arrival order."""
         with self._lock:
@@ -77,6 +101,8 @@ class FakeSlack:
             if self.fail_next_with is not None:
                 error, self.fail_next_with = self.fail_next_with, None
                 return 200, {}, {"ok": False, "error": error}
+            if self.refuse_with is not None:
+                return 200, {}, {"ok": False, "error": self.refuse_with}
             if method == "auth.test":
                 return 200, {}, {"ok": True, "team": "fake", "user_id": "U1"}
             if method != "chat.postMessage":
@@ -98,6 +124,7 @@ def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = _parse_body(self.headers.get("Content-Type", ""), self._read_body())
+            fake.wait_at_door()
             if fake.delay:
                 time.sleep(fake.delay)
             method = self.path.split("?")[0].rsplit("/", 1)[-1]
