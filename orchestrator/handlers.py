@@ -93,8 +93,12 @@ def reconcile_provisioning() -> dict:
 
 
 def deliver_notifications() -> dict:
-    """orchestrator.deliver_notifications: post the outbox (Slack, or the log without a token)."""
-    return {"status": "delivered", **notify.deliver_pending(bootstrap.engine(), bootstrap.sender())}
+    """orchestrator.deliver_notifications: post the outbox (Slack, or the log without a token).
+
+    Answers "delivered", "refused" (Slack refuses our token or a channel: kept pending, with
+    the code) or "busy" (another deliverer is at work).
+    """
+    return notify.deliver_pending(bootstrap.engine(), bootstrap.sender())
 
 
 def run_cycle(send: runner.Send) -> dict:

@@ -1,209 +1,283 @@
-"""Deliver the notification outbox to Slack (slack-sdk chat.postMessage) or, with no token, the log.
+"""Deliver the notification outbox: one deliverer at a time, no transaction open across Slack.
 
-Each message is claimed in its own transaction (`FOR UPDATE SKIP LOCKED`, oldest first), sent,
-and marked delivered in that same transaction, so two concurrent deliverers never post the same
-row. Delivery is at-least-once. A message is posted twice only when Slack accepted it and we
-could not record that: a crash (or a lost database connection) between the send and the commit,
-or Slack's answer lost after it received the request (read timeout, connection reset), which the
-next run sends again. A failed send leaves the row pending and stops the batch (TransientError,
-the task retries with backoff). A message Slack refuses for good (channel_not_found,
-invalid_auth...) is written to the log at ERROR and marked delivered via 'log', so it neither
-blocks the queue nor disappears.
+A run (deliver_pending):
+1. Takes the advisory lock DELIVERY_LOCK_KEY on a connection of its own, outside any
+   transaction; another deliverer at work means "busy" at once. The lock dies with the session.
+2. Claims a batch in one short transaction: a lease (claimed_until) on the oldest due messages,
+   FOR UPDATE SKIP LOCKED, committed. Due: next_attempt_at has passed and no older message of the
+   same canal is waiting (back-off or lease), so each canal keeps its order.
+3. Sends each outside any transaction and records the outcome in a short transaction of its own:
+   - accepted: marked delivered (`via` slack, or log without a token);
+   - transient (503, 429 past the SDK's retries, network): recorded, raised; the task retries;
+   - Slack refusing our token (invalid_auth, token_revoked...) or a channel (channel_not_found,
+     not_in_channel, codes we do not know): kept pending; the canal (token: every canal) waits
+     RETRY_BASE, doubling per attempt up to RETRY_CAP; the cause is logged once per cool-down
+     (an alert_state key, so across processes) and shown in the metrics; delivered once Slack
+     accepts again, in order. Never marked delivered via the log;
+   - refused for its own content (msg_too_long, no_text, invalid_blocks...): no retry can change
+     that, and keeping it would hold its canal forever, so it is written whole to the log at
+     ERROR and marked delivered via 'log' (the only case where a token does not mean Slack).
+4. Releases unused leases and, at most once per PRUNE_EVERY, deletes messages delivered more
+   than RETENTION ago.
+Delivery is at least once: a crash (or a lost answer) between Slack accepting a message and the
+commit that marks it sends it again after the lease; a message is never lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from http.client import HTTPException
-from typing import Protocol
-from urllib.error import URLError
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import sqlalchemy as sa
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    RetryHandler,
+
+from orchestrator import outbox as outbox_writes
+from orchestrator.db import transaction
+from orchestrator.errors import OrchestratorError, Rejected, TransientError
+from orchestrator.schema import alert_state, outbox, pool_config
+from orchestrator.slack import (
+    CONTENT,
+    MAX_ERROR_LENGTH,
+    TOKEN,
+    LogSender,
+    Sender,
+    SlackSender,
+    build_sender,
+    classify,
 )
 
-from orchestrator.db import transaction
-from orchestrator.errors import Rejected, TransientError
-from orchestrator.schema import outbox
-from orchestrator.settings import Settings
+__all__ = ["LogSender", "Sender", "SlackSender", "build_sender", "deliver_pending"]
 
 logger = logging.getLogger(__name__)
 
-#: Slack `error` codes that mean "try again later", as opposed to "this will never work".
-TRANSIENT_SLACK_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
-#: Seconds before slack-sdk gives up on one HTTP request.
-SLACK_TIMEOUT = 10
-#: Log level per canal when messages go to the log instead of Slack.
-LOG_LEVELS = {"alertas": logging.WARNING, "operacoes": logging.INFO}
-#: Longest last_error stored in the outbox.
-MAX_ERROR_LENGTH = 200
+#: pg advisory lock key of the deliverer (migrations use 727_001).
+DELIVERY_LOCK_KEY = 727_002
+#: How long a claim keeps other deliverers off a message: above the task's hard time limit.
+LEASE = timedelta(seconds=120)
+#: Messages claimed per short transaction.
+BATCH = 10
+#: Seconds after which a run claims nothing more (the task's soft limit is 60 s).
+BUDGET_SECONDS = 40.0
+#: First wait after a refusal; doubles per attempt of the refused message, up to RETRY_CAP.
+RETRY_BASE = timedelta(seconds=10)
+#: Longest wait between two attempts while Slack refuses us (bounds the delay once fixed).
+RETRY_CAP = timedelta(seconds=60)
+#: Delivered messages older than this are deleted.
+RETENTION = timedelta(days=30)
+#: Pruning runs at most this often (across processes: an alert_state key).
+PRUNE_EVERY = timedelta(hours=1)
+#: Rows deleted per pruning at most.
+PRUNE_BATCH = 1000
+#: Cool-down of the refusal log line when pool_config has none.
+DEFAULT_COOLDOWN = timedelta(minutes=30)
+#: alert_state keys: one per refusal cause and what it holds ("token" or the canal).
+REFUSED_PREFIX = "slack_refused:"
+PRUNE_KEY = "outbox:prune"
 
 
-class Sender(Protocol):
-    """Something that posts one message; `via` is what the outbox records."""
-
-    via: str
-
-    def send(self, canal: str, texto: str) -> None:
-        """Post texto to canal; raise TransientError (retry) or Rejected (never will work)."""
+def retry_delay(attempts: int) -> timedelta:
+    """Wait after a message's attempts-th refusal: RETRY_BASE doubling, capped at RETRY_CAP."""
+    return min(RETRY_BASE * 2 ** min(max(attempts - 1, 0), 16), RETRY_CAP)
 
 
-class LogSender:
-    """Writes messages to the `orchestrator.notify` log (no Slack token configured)."""
-
-    via = "log"
-
-    def send(self, canal: str, texto: str) -> None:
-        """Log texto at WARNING for alertas, INFO for operacoes."""
-        logger.log(LOG_LEVELS.get(canal, logging.WARNING), "[%s] %s", canal, texto)
-
-
-class SlackSender:
-    """Posts messages with slack-sdk's WebClient; translates its errors into ours."""
-
-    via = "slack"
-
-    def __init__(self, token: str, channels: dict[str, str], base_url: str | None = None) -> None:
-        if not token:
-            raise ValueError("SlackSender needs a bot token (SLACK_BOT_TOKEN)")
-        self._token = token
-        self._channels = dict(channels)
-        self._client = WebClient(
-            token=token,
-            base_url=base_url or WebClient.BASE_URL,
-            timeout=SLACK_TIMEOUT,
-            retry_handlers=_retry_handlers(),
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SlackSender:
-        """A sender for the configured token, channels and (optional) API URL."""
-        channels = {
-            "alertas": settings.slack_channel_alertas,
-            "operacoes": settings.slack_channel_operacoes,
-        }
-        return cls(settings.slack_bot_token or "", channels, settings.slack_api_url)
-
-    def __repr__(self) -> str:
-        return f"SlackSender(base_url={self._client.base_url!r}, channels={self._channels!r})"
-
-    def send(self, canal: str, texto: str) -> None:
-        """Post texto (Slack mrkdwn) to the channel mapped to canal."""
-        channel = self._channels.get(canal)
-        if channel is None:
-            raise Rejected(f"no Slack channel for canal {canal!r}", code="unknown_canal")
+def deliver_pending(
+    engine: sa.Engine,
+    sender: Sender,
+    *,
+    limit: int = 100,
+    batch: int = BATCH,
+    budget: float = BUDGET_SECONDS,
+) -> dict:
+    """Deliver up to `limit` due messages, oldest first; "busy" if another deliverer is at work."""
+    with _sole_deliverer(engine) as mine:
+        if not mine:
+            return {
+                "status": "busy",
+                "delivered": 0,
+                "fallback": 0,
+                "pending": pending_count(engine),
+            }
+        run = _Run(engine, sender)
         try:
-            self._client.chat_postMessage(channel=channel, text=texto, mrkdwn=True)
-        except SlackApiError as error:
-            raise self._translate_api_error(error) from None
-        except (OSError, HTTPException) as error:  # URLError, timeouts, resets
-            raise TransientError(self._redact(f"slack unreachable: {_describe(error)}")) from None
-        except SlackClientError as error:
-            raise Rejected(self._redact(f"slack client: {error}"), code="slack_client") from None
-
-    def _translate_api_error(self, error: SlackApiError) -> Rejected | TransientError:
-        response = error.response
-        data = response.data if isinstance(response.data, dict) else {}
-        code = str(data.get("error") or f"http_{response.status_code}")
-        status, retry_after = response.status_code, _retry_after(response.headers)
-        if status == 429 or status >= 500:
-            return TransientError(f"slack answered HTTP {status}", retry_after=retry_after)
-        if code in TRANSIENT_SLACK_ERRORS:
-            return TransientError(f"slack error: {code}", retry_after=retry_after)
-        return Rejected(self._redact(f"slack refused the message: {code}"), code=code)
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._token, "***")[:MAX_ERROR_LENGTH]
+            run.deliver(limit, batch, time.monotonic() + budget)
+        finally:
+            run.release()
+        _prune_if_due(engine)
+    return {**run.result(), "pending": pending_count(engine)}
 
 
-def _retry_handlers() -> list[RetryHandler]:
-    # 429 is safe to retry: Slack did not post. Only URLError (failure while connecting or
-    # sending) is retried among connection errors; a reset after the request went out may
-    # mean Slack posted it, so that one goes back to the outbox's own retry instead.
-    return [
-        RateLimitErrorRetryHandler(max_retry_count=2),
-        ConnectionErrorRetryHandler(max_retry_count=1, error_types=[URLError]),
-    ]
-
-
-def _describe(error: BaseException) -> str:
-    reason = getattr(error, "reason", None) or error
-    return f"{type(error).__name__}: {reason}"
-
-
-def _retry_after(headers: dict) -> float | None:
-    for name, value in (headers or {}).items():
-        if name.lower() == "retry-after":
-            raw = value[0] if isinstance(value, list) else value
-            try:
-                return float(raw)
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-def build_sender(settings: Settings) -> SlackSender | LogSender:
-    """Slack when a bot token is configured, the log otherwise."""
-    return SlackSender.from_settings(settings) if settings.slack_bot_token else LogSender()
-
-
-def deliver_pending(engine: sa.Engine, sender: Sender, *, limit: int = 100) -> dict[str, int]:
-    """Deliver up to `limit` pending messages, oldest first; TransientError stops the batch."""
-    counts = {"delivered": 0, "fallback": 0}
-    for _ in range(limit):
-        outcome = _deliver_next(engine, sender)
-        if outcome is None:
-            break
-        counts[outcome] += 1
-    return {**counts, "pending": pending_count(engine)}
-
-
-def _deliver_next(engine: sa.Engine, sender: Sender) -> str | None:
-    """Claim, send and mark one message in one transaction; None when nothing is claimable."""
-    with transaction(engine) as conn:
-        row = _claim_oldest(conn)
-        if row is None:
-            return None
+@contextlib.contextmanager
+def _sole_deliverer(engine: sa.Engine) -> Iterator[bool]:
+    """Hold the deliverers' advisory lock on a session of its own, in autocommit (no transaction)."""
+    try:
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        mine = conn.execute(sa.select(sa.func.pg_try_advisory_lock(DELIVERY_LOCK_KEY))).scalar()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+        raise TransientError(f"database unavailable: {type(error.orig).__name__}") from None
+    try:
+        yield bool(mine)
+    finally:
         try:
-            sender.send(row.canal, row.texto)
+            if mine:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(DELIVERY_LOCK_KEY)))
+        except sa.exc.SQLAlchemyError:
+            conn.invalidate()  # closing the session is what frees the lock then
+        conn.close()
+
+
+@dataclass
+class _Run:
+    """One deliverer's pass: what it claimed, sent, and which canais Slack holds back."""
+
+    engine: sa.Engine
+    sender: Sender
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    delivered: int = 0
+    fallback: int = 0
+    refusal: Rejected | None = None
+    held: set[str] = field(default_factory=set)  # canais refused in this run
+    all_held: bool = False
+    accepted: set[str] = field(default_factory=set)  # canais Slack took a message for
+
+    def deliver(self, limit: int, batch: int, deadline: float) -> None:
+        """Claim and send batches until nothing is due, the limit, a refusal of all, or deadline."""
+        while self.delivered + self.fallback < limit and time.monotonic() < deadline:
+            rows = _claim(
+                self.engine, self.run_id, min(batch, limit - self.delivered - self.fallback)
+            )
+            if not rows:
+                return
+            for row in rows:
+                if not self.all_held and row.canal not in self.held:
+                    self._send(row)
+            if self.all_held:
+                return
+
+    def _send(self, row: sa.Row) -> None:
+        try:
+            self.sender.send(row.canal, row.texto)
         except TransientError as error:
-            # Recorded and committed with the claim (a second transaction would wait on our own
-            # row lock); the row stays pending for the task's retry.
-            _record_failure(conn, row.id, error.reason)
-            failure = error
+            with transaction(self.engine) as conn:
+                _record_attempt(conn, row.id, error.reason, getattr(error, "code", "transient"))
+            logger.warning("outbox %s not delivered, will retry: %s", row.id, error.reason)
+            raise
         except Rejected as error:
-            logger.error(
-                "outbox %s refused by %s (%s); delivered to this log instead: [%s] %s",
-                row.id, sender.via, error.reason, row.canal, row.texto,
-            )  # fmt: skip
-            _mark_delivered(conn, row.id, "log", error.reason)
-            return "fallback"
+            self._refused(row, error)
         else:
-            _mark_delivered(conn, row.id, sender.via)
-            return "delivered"
-    logger.warning("outbox %s not delivered, will retry: %s", row.id, failure.reason)
-    raise failure
+            self._accepted(row)
+
+    def _accepted(self, row: sa.Row) -> None:
+        cleared: list[str] = []
+        with transaction(self.engine) as conn:
+            _mark_delivered(conn, row.id, self.sender.via)
+            if row.canal not in self.accepted:
+                self.accepted.add(row.canal)
+                cleared = _forget_refusals(conn, row.canal)
+        self.delivered += 1
+        if cleared:
+            logger.warning("Slack accepts messages again (it was refusing: %s)", ", ".join(cleared))
+
+    def _refused(self, row: sa.Row, error: Rejected) -> None:
+        scope = classify(error.code)
+        if scope == CONTENT:
+            logger.error(
+                "outbox %s refused by %s for its content (%s); delivered to this log instead: [%s] %s",
+                row.id, self.sender.via, error.reason, row.canal, row.texto,
+            )  # fmt: skip
+            with transaction(self.engine) as conn:
+                _mark_delivered(conn, row.id, "log", error)
+            self.fallback += 1
+            return
+        canal = None if scope == TOKEN else row.canal
+        wait = retry_delay(row.attempts + 1)
+        with transaction(self.engine) as conn:
+            _record_attempt(conn, row.id, error.reason, error.code)
+            _hold(conn, canal, wait)
+            key = f"{REFUSED_PREFIX}{canal or TOKEN}:{error.code}"
+            first = outbox_writes.claim(conn, key, cooldown=_cooldown(conn))
+            waiting = _pending_in(conn, canal)
+        _log_refusal(first, error, canal, waiting, wait)
+        self.refusal = error
+        self.all_held = self.all_held or canal is None
+        self.held.add(row.canal)
+
+    def release(self) -> None:
+        """Give back the leases of messages this run claimed and did not settle."""
+        try:
+            with transaction(self.engine) as conn:
+                conn.execute(
+                    sa.update(outbox)
+                    .where(outbox.c.claimed_by == self.run_id, outbox.c.delivered_at.is_(None))
+                    .values(claimed_until=None, claimed_by=None)
+                )
+        except OrchestratorError as error:  # the leases expire by themselves
+            logger.warning("outbox leases not released (%s); they expire in %s", error, LEASE)
+
+    def result(self) -> dict:
+        """The task's answer: status, counts, and what Slack refused, if anything."""
+        out = {"status": "delivered", "delivered": self.delivered, "fallback": self.fallback}
+        if self.refusal is not None:
+            out.update(status="refused", code=self.refusal.code, reason=self.refusal.reason)
+        return out
 
 
-def _claim_oldest(conn: sa.Connection) -> sa.Row | None:
-    query = (
-        sa.select(outbox.c.id, outbox.c.canal, outbox.c.texto)
-        .where(outbox.c.delivered_at.is_(None))
-        .order_by(outbox.c.id)
-        .limit(1)
+def _claim(engine: sa.Engine, run_id: str, n: int) -> list[sa.Row]:
+    """Lease the n oldest due messages to this run and commit; oldest first."""
+    now = sa.func.now()
+    cand, older = outbox.alias("cand"), outbox.alias("older")
+    waiting_ahead = sa.exists().where(
+        older.c.delivered_at.is_(None),
+        older.c.canal == cand.c.canal,
+        older.c.id < cand.c.id,
+        sa.or_(older.c.next_attempt_at > now, older.c.claimed_until > now),
+    )
+    due = (
+        sa.select(cand.c.id)
+        .where(
+            cand.c.delivered_at.is_(None),
+            cand.c.next_attempt_at <= now,
+            sa.or_(cand.c.claimed_until.is_(None), cand.c.claimed_until <= now),
+            ~waiting_ahead,
+        )
+        .order_by(cand.c.id)
+        .limit(n)
         .with_for_update(skip_locked=True)
     )
-    return conn.execute(query).first()
+    claim = (
+        sa.update(outbox)
+        .where(outbox.c.id.in_(due.scalar_subquery()))
+        .values(claimed_until=now + LEASE, claimed_by=run_id)
+        .returning(outbox.c.id, outbox.c.canal, outbox.c.texto, outbox.c.attempts)
+    )
+    with transaction(engine) as conn:
+        return sorted(conn.execute(claim).all(), key=lambda row: row.id)
 
 
-def _mark_delivered(conn: sa.Connection, row_id: int, via: str, error: str | None = None) -> None:
+def _record_attempt(conn: sa.Connection, row_id: int, error: str, code: str) -> None:
+    conn.execute(
+        sa.update(outbox)
+        .where(outbox.c.id == row_id)
+        .values(
+            attempts=outbox.c.attempts + 1,
+            last_error=error[:MAX_ERROR_LENGTH],
+            last_error_code=code,
+            last_attempt_at=sa.func.now(),
+            claimed_until=None,
+            claimed_by=None,
+        )
+    )
+
+
+def _mark_delivered(
+    conn: sa.Connection, row_id: int, via: str, refusal: Rejected | None = None
+) -> None:
+    errors = {}
+    if refusal is not None:
+        errors = {"last_error": refusal.reason[:MAX_ERROR_LENGTH], "last_error_code": refusal.code}
     conn.execute(
         sa.update(outbox)
         .where(outbox.c.id == row_id)
@@ -211,17 +285,82 @@ def _mark_delivered(conn: sa.Connection, row_id: int, via: str, error: str | Non
             delivered_at=sa.func.now(),
             delivered_via=via,
             attempts=outbox.c.attempts + 1,
-            last_error=error[:MAX_ERROR_LENGTH] if error else outbox.c.last_error,
+            last_attempt_at=sa.func.now(),
+            claimed_until=None,
+            claimed_by=None,
+            **errors,
         )
     )
 
 
-def _record_failure(conn: sa.Connection, row_id: int, error: str) -> None:
-    conn.execute(
+def _hold(conn: sa.Connection, canal: str | None, wait: timedelta) -> None:
+    """Every pending message of canal (None: of every canal) waits at least `wait` from now."""
+    stmt = (
         sa.update(outbox)
-        .where(outbox.c.id == row_id)
-        .values(attempts=outbox.c.attempts + 1, last_error=error[:MAX_ERROR_LENGTH])
+        .where(outbox.c.delivered_at.is_(None))
+        .values(
+            next_attempt_at=sa.func.greatest(outbox.c.next_attempt_at, sa.func.now() + wait),
+            claimed_until=None,
+            claimed_by=None,
+        )
     )
+    conn.execute(stmt if canal is None else stmt.where(outbox.c.canal == canal))
+
+
+def _pending_in(conn: sa.Connection, canal: str | None) -> int:
+    query = sa.select(sa.func.count()).where(outbox.c.delivered_at.is_(None))
+    return conn.execute(query if canal is None else query.where(outbox.c.canal == canal)).scalar()
+
+
+def _cooldown(conn: sa.Connection) -> timedelta:
+    minutes = conn.execute(sa.select(pool_config.c.alert_cooldown_minutes)).scalar()
+    return DEFAULT_COOLDOWN if minutes is None else timedelta(minutes=minutes)
+
+
+def _forget_refusals(conn: sa.Connection, canal: str) -> list[str]:
+    """Slack took a message of canal: forget its refusals (and the token's); their codes."""
+    keys = sa.or_(
+        alert_state.c.key.startswith(f"{REFUSED_PREFIX}{TOKEN}:", autoescape=True),
+        alert_state.c.key.startswith(f"{REFUSED_PREFIX}{canal}:", autoescape=True),
+    )
+    gone = conn.execute(sa.delete(alert_state).where(keys).returning(alert_state.c.key)).scalars()
+    return sorted(key.rsplit(":", 1)[1] for key in gone)
+
+
+def _log_refusal(
+    first: bool, error: Rejected, canal: str | None, waiting: int, wait: timedelta
+) -> None:
+    """ERROR once per cool-down per cause; the repeats at INFO."""
+    what = "the token" if canal is None else f"channel of canal {canal!r}"
+    logger.log(
+        logging.ERROR if first else logging.INFO,
+        "Slack refuses %s (%s): %d pending message(s) kept, next attempt in %ds; fix "
+        "SLACK_BOT_TOKEN / the channel and they go out in order (%s)",
+        what, error.code, waiting, wait.total_seconds(), error.reason,
+    )  # fmt: skip
+
+
+def _prune_if_due(engine: sa.Engine) -> None:
+    """Prune at most once per PRUNE_EVERY; a failure here never fails the delivery."""
+    try:
+        with transaction(engine) as conn:
+            due = outbox_writes.claim(conn, PRUNE_KEY, cooldown=PRUNE_EVERY)
+        if due and (removed := prune_delivered(engine)):
+            logger.info("outbox: pruned %d message(s) delivered over %s ago", removed, RETENTION)
+    except (OrchestratorError, sa.exc.SQLAlchemyError) as error:
+        logger.warning("outbox pruning failed (%s); next try in %s", error, PRUNE_EVERY)
+
+
+def prune_delivered(
+    engine: sa.Engine, *, older_than: timedelta = RETENTION, limit: int = PRUNE_BATCH
+) -> int:
+    """Delete up to `limit` messages delivered more than `older_than` ago; how many went."""
+    old = outbox.alias("old")
+    ids = sa.select(old.c.id).where(old.c.delivered_at < sa.func.now() - older_than).limit(limit)
+    with transaction(engine) as conn:
+        return conn.execute(
+            sa.delete(outbox).where(outbox.c.id.in_(ids.scalar_subquery()))
+        ).rowcount
 
 
 def pending_count(engine: sa.Engine) -> int:
@@ -238,3 +377,36 @@ def oldest_pending_age_seconds(engine: sa.Engine) -> float | None:
     with engine.connect() as conn:
         value = conn.execute(query).scalar_one()
     return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class OutboxReading:
+    """The outbox as the metrics show it."""
+
+    pending: int
+    oldest_pending_seconds: float  # 0 when nothing is pending
+    last_errors: dict[str, str]  # canal -> error code of its last failed attempt, while pending
+    last_delivered_at: float | None  # unix time of the newest delivery
+
+
+def read_outbox(engine: sa.Engine) -> OutboxReading:
+    """Backlog, its age, the errors holding it and the last delivery, in three small queries."""
+    pending = outbox.c.delivered_at.is_(None)
+    age = sa.func.extract("epoch", sa.func.now() - sa.func.min(outbox.c.created_at))
+    last = (
+        sa.select(outbox.c.canal, outbox.c.last_error_code)
+        .where(pending, outbox.c.last_attempt_at.is_not(None))
+        .order_by(outbox.c.canal, outbox.c.last_attempt_at.desc())
+        .distinct(outbox.c.canal)
+    )
+    delivered = sa.select(sa.func.extract("epoch", sa.func.max(outbox.c.delivered_at)))
+    with engine.connect() as conn:
+        count, oldest = conn.execute(sa.select(sa.func.count(), age).where(pending)).one()
+        errors = {canal: code for canal, code in conn.execute(last) if code}
+        last_delivered = conn.execute(delivered).scalar()
+    return OutboxReading(
+        pending=count,
+        oldest_pending_seconds=float(oldest or 0.0),
+        last_errors=errors,
+        last_delivered_at=None if last_delivered is None else float(last_delivered),
+    )

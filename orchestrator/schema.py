@@ -92,6 +92,11 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("delivered_at", sa.DateTime(timezone=True)),
     sa.Column("delivered_via", sa.Text),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("last_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error_code", sa.Text),
 )
 
 alert_state = sa.Table(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -197,13 +198,16 @@ def test_pending_count_and_oldest_age_follow_the_queue(
     assert notify.oldest_pending_age_seconds(clean_db) < 60
 
 
-def hold_delivery_lock(engine: sa.Engine) -> sa.Connection:
-    """A connection of the test's own holding the deliverers' advisory lock (close to free it)."""
-    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    assert conn.execute(
-        sa.select(sa.func.pg_try_advisory_lock(notify.DELIVERY_LOCK_KEY))
-    ).scalar_one()
-    return conn
+@contextlib.contextmanager
+def holding_delivery_lock(engine: sa.Engine) -> Iterator[None]:
+    """The deliverers' advisory lock, held by a session of the test's own."""
+    key = notify.DELIVERY_LOCK_KEY
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
+        try:
+            yield
+        finally:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
 
 
 def test_a_deliverer_finding_another_at_work_answers_busy_and_sends_nothing(
@@ -211,12 +215,9 @@ def test_a_deliverer_finding_another_at_work_answers_busy_and_sends_nothing(
 ) -> None:
     # Given another deliverer holds the delivery lock (here: the test's own connection)
     queue(clean_db, ("alertas", "a"), ("alertas", "b"))
-    holder = hold_delivery_lock(clean_db)
-    try:
+    with holding_delivery_lock(clean_db):
         # When a deliverer runs
         busy = notify.deliver_pending(clean_db, sender)
-    finally:
-        holder.close()
     # Then it returned at once without calling Slack
     assert (busy["status"], busy["delivered"], busy["pending"]) == ("busy", 0, 2)
     assert slack.calls == 0
@@ -261,9 +262,9 @@ def test_no_transaction_or_row_lock_is_held_while_slack_is_called(
             # When another session looks at the database meanwhile
             with clean_db.connect() as conn:
                 in_transaction = conn.execute(sa.text(IDLE_IN_TRANSACTION)).scalars().all()
-                with conn.begin():
-                    locked = conn.execute(sa.text(LOCK_NOWAIT), {"id": first}).scalar_one()
-                    claim = conn.execute(sa.text(CLAIM_OF), {"id": first}).one()
+            with clean_db.begin() as conn:
+                locked = conn.execute(sa.text(LOCK_NOWAIT), {"id": first}).scalar_one()
+                claim = conn.execute(sa.text(CLAIM_OF), {"id": first}).one()
         finally:
             slack.release()
         result = running.result(timeout=30)
