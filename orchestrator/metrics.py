@@ -58,6 +58,8 @@ class DatabaseReading:
     provisioning_overdue: int
     outbox_pending: int
     outbox_oldest_seconds: float
+    outbox_last_errors: dict[str, str] = field(default_factory=dict)  # canal -> error code
+    outbox_last_delivered: float | None = None  # unix time
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
                 chips.c.status == "provisioning", chips.c.provisioning_deadline < sa.func.now()
             )
         ).scalar_one()
+    box = notify.read_outbox(engine)
     by_op = {(op, "true"): 0 for op in OPERACOES} | {(op, "false"): 0 for op in OPERACOES}
     for operacao, sucesso, n in ops:
         by_op[(operacao, "false" if sucesso is False else "true")] += n
@@ -95,8 +98,10 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
         health=pool_health,
         operations=by_op,
         provisioning_overdue=overdue,
-        outbox_pending=notify.pending_count(engine),
-        outbox_oldest_seconds=notify.oldest_pending_age_seconds(engine) or 0.0,
+        outbox_pending=box.pending,
+        outbox_oldest_seconds=box.oldest_pending_seconds,
+        outbox_last_errors=box.last_errors,
+        outbox_last_delivered=box.last_delivered_at,
     )
 
 
@@ -213,6 +218,25 @@ def _database_metrics(reading: DatabaseReading | None) -> Iterator[Metric]:
         "Age of the oldest undelivered Slack message (0 when none is pending).",
         reading.outbox_oldest_seconds,
     )
+    yield from _outbox_delivery_metrics(reading)
+
+
+def _outbox_delivery_metrics(reading: DatabaseReading) -> Iterator[Metric]:
+    errors = GaugeMetricFamily(
+        f"{NS}_outbox_last_error",
+        "1 per canal whose waiting messages last failed with this Slack error code "
+        "(e.g. token_revoked, channel_not_found, http_503); absent when nothing failed.",
+        labels=["canal", "code"],
+    )
+    for canal, code in sorted(reading.outbox_last_errors.items()):
+        errors.add_metric([canal, code], 1)
+    yield errors
+    if reading.outbox_last_delivered is not None:
+        yield _gauge(
+            "outbox_last_delivered_timestamp_seconds",
+            "Unix time of the newest delivered outbox message (Slack, or the log).",
+            reading.outbox_last_delivered,
+        )
 
 
 def _cycle_metrics(reading: CycleReading | None) -> Iterator[Metric]:

@@ -13,10 +13,12 @@ import requests
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator import outbox, runner
+from orchestrator import notify, outbox, runner
 from orchestrator.schema import chips, operations
 from tests.factories import make_chip, set_config
 from tests.ops.conftest import Service, free_port, ops_env, wait_for
+from tests.support.fake_slack import FakeSlack
+from tests.support.outbox_helpers import TOKEN, make_due, queue, settings_for
 
 pytestmark = pytest.mark.db
 
@@ -132,6 +134,41 @@ def test_the_outbox_backlog_and_its_oldest_message_age_are_exported(
     # Then
     assert value(samples, "chip_orchestrator_outbox_pending") == 3
     assert 120 <= value(samples, "chip_orchestrator_outbox_oldest_pending_seconds") < 600
+
+
+def test_slack_refusing_the_token_shows_as_pending_age_and_error_code_until_it_accepts(
+    clean_db: sa.Engine, metrics: MetricsProcess
+) -> None:
+    # Given four alerts Slack refused (token_revoked) on the deliverer's first try
+    slack = FakeSlack(token=TOKEN)
+    slack.start()
+    try:
+        sender = notify.build_sender(settings_for(slack.base_url))
+        slack.refuse_with = "token_revoked"
+        queue(clean_db, *[("alertas", f"alerta {n}") for n in range(4)])
+        assert notify.deliver_pending(clean_db, sender)["status"] == "refused"
+        # When Prometheus scrapes
+        refused = next_scrape(metrics)
+        # And after Slack accepts again and the back-off has passed
+        slack.refuse_with = None
+        make_due(clean_db)
+        assert notify.deliver_pending(clean_db, sender)["delivered"] == 4
+        accepted = next_scrape(metrics)
+    finally:
+        slack.stop()
+    # Then the first scrape showed the backlog, its age and the cause
+    assert value(refused, "chip_orchestrator_outbox_pending") == 4
+    assert value(refused, "chip_orchestrator_outbox_oldest_pending_seconds") > 0
+    error = "chip_orchestrator_outbox_last_error"
+    assert value(refused, error, canal="alertas", code="token_revoked") == 1
+    assert [k for k in refused if k[0] == error] == [
+        (error, (("canal", "alertas"), ("code", "token_revoked")))
+    ]
+    # And the second an empty backlog, no error, and a delivery just now
+    assert value(accepted, "chip_orchestrator_outbox_pending") == 0
+    assert [k for k in accepted if k[0] == error] == []
+    delivered = value(accepted, "chip_orchestrator_outbox_last_delivered_timestamp_seconds")
+    assert time.time() - 60 < delivered <= time.time() + 1
 
 
 def test_a_change_in_the_pool_shows_in_the_scrape_after_one_interval(
