@@ -14,9 +14,11 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
+from orchestrator import outbox as outbox_writes
 from orchestrator.schema import alert_state, chips, outbox
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.fake_slack import FakeSlack
+from tests.support.outbox_helpers import make_due
 from tests.support.private_stack import base_redis_url, claim_redis_db
 from tests.worker.conftest import WorkerProcess
 
@@ -46,6 +48,7 @@ def worker_extra_env(slack: FakeSlack) -> dict[str, str]:
 def _slack_up_and_empty(_quiet_worker: None, slack: FakeSlack) -> None:
     """Once the previous test's tasks are done: Slack answers again and has no messages."""
     slack.down, slack.rate_limit_next, slack.fail_next_with = False, 0, None
+    slack.refuse_with = None
     slack.messages.clear()
 
 
@@ -132,6 +135,45 @@ def test_a_pool_critical_for_ten_cycles_alerts_once_and_again_after_the_cool_dow
     run(celery_client, "orchestrator.deliver_notifications")
     # Then exactly one more alert went out
     assert len(slack.texts()) == 2
+
+
+def test_a_revoked_token_keeps_messages_pending_across_runs_then_they_go_out_in_order(
+    clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery, slack: FakeSlack
+) -> None:
+    # Given four alerts queued while Slack answers token_revoked
+    slack.refuse_with = "token_revoked"
+    texts = [f":rotating_light: alerta {n}" for n in range(4)]
+    with clean_db.begin() as conn:
+        for texto in texts:
+            outbox_writes.enqueue(conn, "alertas", texto)
+    log_start = len(worker.log_path.read_text())
+    # When the delivery task runs three times, each after the back-off has passed
+    outcomes = []
+    for _ in range(3):
+        outcomes.append(run(celery_client, "orchestrator.deliver_notifications"))
+        make_due(clean_db)
+    # Then all four are still pending, none via the log, and every run answered "refused"
+    assert [(r.delivered_at, r.delivered_via) for r in outbox_rows(clean_db)] == [(None, None)] * 4
+    assert slack.texts() == []
+    assert [(o["status"], o.get("code"), o["pending"]) for o in outcomes] == [
+        ("refused", "token_revoked", 4)
+    ] * 3
+    # And the cause is in the worker's log once at ERROR, not once per run
+    log = worker.log_path.read_text()[log_start:]
+    errors = [line for line in log.splitlines() if "ERROR/" in line and "Slack refuses" in line]
+    assert len(errors) == 1 and "token_revoked" in errors[0]
+    # When ops put a valid token in place and the back-off has passed
+    slack.refuse_with = None
+    delivered = run(celery_client, "orchestrator.deliver_notifications")
+    # Then the four go out once each, in order
+    assert (delivered["status"], delivered["delivered"], delivered["pending"]) == (
+        "delivered",
+        4,
+        0,
+    )
+    assert slack.texts() == texts
+    assert {r.delivered_via for r in outbox_rows(clean_db)} == {"slack"}
+    assert "accepts messages again" in worker.log_path.read_text()[log_start:]
 
 
 def test_a_change_rolled_back_at_commit_sends_no_message(
