@@ -20,7 +20,7 @@ GRANT SELECT, UPDATE ON pool_config TO {role};
 GRANT SELECT, INSERT, UPDATE ON chips TO {role};
 GRANT SELECT, UPDATE ON conversation_chips TO {role};
 GRANT SELECT, INSERT ON orchestrator_operations TO {role};
-GRANT SELECT, INSERT, UPDATE ON notification_outbox TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON notification_outbox TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON alert_state TO {role};
 """
 
@@ -78,6 +78,7 @@ def test_the_documented_grants_are_enough_for_every_use_case(
         outbox.alert_once(conn, "grants", "alerta", cooldown=None)
         outbox.forget_alert(conn, "grants")
     delivered = notify.deliver_pending(worker_role, _Log())
+    notify.prune_delivered(worker_role)
     # Then all of it succeeded
     assert delivered["pending"] == 0
 
