@@ -113,20 +113,24 @@ def deliver_pending(
 @contextlib.contextmanager
 def _sole_deliverer(engine: sa.Engine) -> Iterator[bool]:
     """Hold the deliverers' advisory lock on a session of its own, in autocommit (no transaction)."""
+    lock, unlock = sa.func.pg_try_advisory_lock, sa.func.pg_advisory_unlock
     try:
         conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        mine = conn.execute(sa.select(sa.func.pg_try_advisory_lock(DELIVERY_LOCK_KEY))).scalar()
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
         raise TransientError(f"database unavailable: {type(error.orig).__name__}") from None
-    try:
-        yield bool(mine)
-    finally:
+    with conn:
         try:
-            if mine:
-                conn.execute(sa.select(sa.func.pg_advisory_unlock(DELIVERY_LOCK_KEY)))
-        except sa.exc.SQLAlchemyError:
-            conn.invalidate()  # closing the session is what frees the lock then
-        conn.close()
+            mine = bool(conn.execute(sa.select(lock(DELIVERY_LOCK_KEY))).scalar())
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            raise TransientError(f"database unavailable: {type(error.orig).__name__}") from None
+        try:
+            yield mine
+        finally:
+            try:
+                if mine:
+                    conn.execute(sa.select(unlock(DELIVERY_LOCK_KEY)))
+            except sa.exc.SQLAlchemyError:
+                conn.invalidate()  # then closing the session is what frees the lock
 
 
 @dataclass
