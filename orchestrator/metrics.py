@@ -58,6 +58,7 @@ class DatabaseReading:
     provisioning_overdue: int
     outbox_pending: int
     outbox_oldest_seconds: float
+    stranded_conversations: int
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
                 chips.c.status == "provisioning", chips.c.provisioning_deadline < sa.func.now()
             )
         ).scalar_one()
+        stranded = repo.stranded_conversations(conn)
     by_op = {(op, "true"): 0 for op in OPERACOES} | {(op, "false"): 0 for op in OPERACOES}
     for operacao, sucesso, n in ops:
         by_op[(operacao, "false" if sucesso is False else "true")] += n
@@ -97,6 +99,7 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
         provisioning_overdue=overdue,
         outbox_pending=notify.pending_count(engine),
         outbox_oldest_seconds=notify.oldest_pending_age_seconds(engine) or 0.0,
+        stranded_conversations=stranded,
     )
 
 
@@ -201,6 +204,11 @@ def _database_metrics(reading: DatabaseReading | None) -> Iterator[Metric]:
         "provisioning_overdue",
         "Purchases still provisioning past their deadline (reconciliation pending).",
         reading.provisioning_overdue,
+    )
+    yield _gauge(
+        "stranded_conversations",
+        "Open conversations on chips that are not active (the cycle moves them).",
+        reading.stranded_conversations,
     )
     yield _gauge(
         "active_trust_score_mean", "Average trust_score of active chips.", reading.trust_mean
