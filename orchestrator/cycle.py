@@ -14,12 +14,14 @@ from orchestrator.errors import ConfigError
 from orchestrator.pool import Plan, PoolConfig, Snapshot, plan_cycle
 from orchestrator.status import status_from
 
+#: Stranded chips handed to migrate_conversations per cycle; the next cycle takes the rest.
+MAX_STRANDED_PER_CYCLE = 500
 #: Alert keys for pool-level alerts (cool-down per key).
 CRITICAL_KEY, STORM_KEY, CONFIG_KEY = "pool:critico", "pool:storm", "pool:config"
 
 
 def take_snapshot(conn: sa.Connection) -> tuple[Snapshot, float]:
-    """The pool at one instant, from four indexed queries, and the active chips' mean trust."""
+    """The pool at one instant, from a few indexed queries, and the active chips' mean trust."""
     config = repo.load_config(conn)
     counts, trust = repo.count_by_status(conn)
     serving = repo.serving_candidates(conn, config)
@@ -34,6 +36,7 @@ def take_snapshot(conn: sa.Connection) -> tuple[Snapshot, float]:
         warming=repo.warming_candidates(conn, config),
         ready_ranked=repo.ready_ranked(conn, limit=len(serving) + deficit),
         cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
+        stranded=repo.stranded_chip_ids(conn, limit=MAX_STRANDED_PER_CYCLE),
     )
     return snap, trust
 

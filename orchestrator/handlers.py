@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrator import bootstrap, lifecycle, locks, notify, provisioning, runner
+from orchestrator import bootstrap, conversations, lifecycle, locks, notify, provisioning, runner
 from orchestrator import repository as repo
 from orchestrator.errors import ConfigError
 from orchestrator.settings import get_settings
@@ -67,6 +67,16 @@ def cancel_chip(chip_id: object, owner: str | None = None) -> dict:
         runner.CANCEL,
         chip_id,
         lambda _: provisioning.cancel(bootstrap.engine(), bootstrap.salvy_client(), chip_id),
+        owner,
+    )
+
+
+def migrate_conversations(chip_id: object, owner: str | None = None) -> dict:
+    """orchestrator.migrate_conversations: move what is left on a chip that no longer serves."""
+    return _locked(
+        runner.MIGRATE,
+        chip_id,
+        lambda _: conversations.migrate_conversations(bootstrap.engine(), chip_id),
         owner,
     )
 

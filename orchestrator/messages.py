@@ -134,3 +134,25 @@ def invalid_config(error: str) -> str:
     return (
         f":no_entry: *pool_config invalida*: {error}. O ciclo nao vai planejar ate ser corrigida."
     )
+
+
+#: How a stranded chip's conversations found their new chip, as ops read it.
+DESTINO_TEXT = {"substituto": "substituto do chip", "menos_carregado": "ativo menos carregado"}
+
+
+def conversations_migrated(chip: Mapping, target: Mapping, moved: int, destino_por: str) -> str:
+    """Open conversations left on a chip that no longer serves were moved (canal operacoes)."""
+    return (
+        f":twisted_rightwards_arrows: {moved} conversa(s) aberta(s) no chip"
+        f" `{phone(chip['telefone'])}` ({chip['status']}) movida(s) para"
+        f" `{phone(target['telefone'])}` ({DESTINO_TEXT.get(destino_por, destino_por)})."
+    )
+
+
+def stranded_without_target(chip: Mapping, waiting: int) -> str:
+    """Stranded conversations have no healthy active chip to go to (canal alertas)."""
+    return (
+        f":rotating_light: *CRITICO*: {waiting} conversa(s) aberta(s) no chip"
+        f" `{phone(chip['telefone'])}` ({chip['status']}), que nao atende mais, e"
+        " *nenhum chip ativo saudavel para recebe-las*. Pool precisa de atencao imediata."
+    )

@@ -58,6 +58,7 @@ class DatabaseReading:
     provisioning_overdue: int
     outbox_pending: int
     outbox_oldest_seconds: float
+    stranded_conversations: int
     outbox_last_errors: dict[str, str] = field(default_factory=dict)  # canal -> error code
     outbox_last_delivered: float | None = None  # unix time
 
@@ -88,6 +89,7 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
                 chips.c.status == "provisioning", chips.c.provisioning_deadline < sa.func.now()
             )
         ).scalar_one()
+        stranded = repo.stranded_conversations(conn)
     box = notify.read_outbox(engine)
     by_op = {(op, "true"): 0 for op in OPERACOES} | {(op, "false"): 0 for op in OPERACOES}
     for operacao, sucesso, n in ops:
@@ -102,6 +104,7 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
         outbox_oldest_seconds=box.oldest_pending_seconds,
         outbox_last_errors=box.last_errors,
         outbox_last_delivered=box.last_delivered_at,
+        stranded_conversations=stranded,
     )
 
 
@@ -206,6 +209,11 @@ def _database_metrics(reading: DatabaseReading | None) -> Iterator[Metric]:
         "provisioning_overdue",
         "Purchases still provisioning past their deadline (reconciliation pending).",
         reading.provisioning_overdue,
+    )
+    yield _gauge(
+        "stranded_conversations",
+        "Open conversations on chips that are not active (the cycle moves them).",
+        reading.stranded_conversations,
     )
     yield _gauge(
         "active_trust_score_mean", "Average trust_score of active chips.", reading.trust_mean

@@ -117,6 +117,7 @@ class Snapshot:
     warming: Sequence[ChipView] = ()  # warming chips in fase 'operacao' with enough trust
     ready_ranked: Sequence[str] = ()  # ready chip ids, best first
     cancellable: Sequence[str] = ()  # banned chips already replaced (auto_cancel_banned)
+    stranded: Sequence[str] = ()  # chips not active that still hold open conversations
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Plan:
     promote_active: tuple[str, ...] = ()
     provision: int = 0
     cancel: tuple[str, ...] = ()
+    migrate: tuple[str, ...] = ()
     storm: bool = False
     held_for_storm: tuple[str, ...] = field(default=())
 
@@ -216,6 +218,11 @@ def plan_cycle(snap: Snapshot) -> Plan:
     room = min(config.producao_min, config.producao_max) - counts.active - refills
     spare_ready = list(snap.ready_ranked)[len(replace) :]
     need = deficits(config, counts)
+    # A chip replaced this cycle takes its conversations with it: no second task for them.
+    replacing = {r.chip_id for r in replace}
+    # cancel refuses a chip with open conversations: cancel it once they have moved.
+    stranded = set(snap.stranded)
+    cancellable = [c for c in snap.cancellable if c not in stranded]
     to_buy = min(need.warming, config.max_provisions_per_cycle) if config.auto_provision else 0
     return Plan(
         health=health(config, counts),
@@ -224,7 +231,8 @@ def plan_cycle(snap: Snapshot) -> Plan:
         promote_ready=tuple(c.id for c in snap.warming if is_ready_eligible(c, config, now)),
         promote_active=tuple(spare_ready[: max(0, room)]),
         provision=max(0, to_buy),
-        cancel=tuple(snap.cancellable) if config.auto_cancel_banned else (),
+        cancel=tuple(cancellable) if config.auto_cancel_banned else (),
+        migrate=tuple(c for c in snap.stranded if c not in replacing),
         storm=storm,
         held_for_storm=tuple(held),
     )

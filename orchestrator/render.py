@@ -53,6 +53,7 @@ def print_plan(plan: Plan, status: dict, console: Console | None = None) -> None
         "comprar na Salvy", str(plan.provision), f"deficit warming {plan.deficits.warming}"
     )
     table.add_row("cancelar", str(len(plan.cancel)), "auto_cancel_banned")
+    table.add_row("migrar conversas", str(len(plan.migrate)), "conversas em chips fora de producao")
     if plan.storm:
         table.add_row(
             "[bold red]storm brake[/]", str(len(plan.held_for_storm)), "desconectados mantidos"

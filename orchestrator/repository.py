@@ -278,3 +278,74 @@ def recent_operations(conn: sa.Connection, limit: int = 10) -> list[Mapping]:
 def db_now(conn: sa.Connection) -> datetime:
     """The database's clock (transaction start): one clock for every comparison."""
     return conn.execute(sa.select(sa.func.now())).scalar_one()
+
+
+# -- stranded conversations (open rows left on chips that no longer serve) ----------------------
+
+
+def stranded_chips_query(limit: int | None = None) -> sa.Select:
+    """Chips that are not active (any other status) holding open conversations, with how many.
+
+    A hash join of the open rows (index-only scan of the partial index) with the non-active
+    chips, grouped after the join: at 100k chips / 1M rows it beat a skip scan over the distinct
+    chip ids and EXISTS from the chips side (benchmarks/stranded.py, docs/benchmarks.md).
+    """
+    cc = conversation_chips
+    stmt = (
+        sa.select(cc.c.chip_id, sa.func.count().label("n"))
+        .join(chips, chips.c.id == cc.c.chip_id)
+        .where(cc.c.active, chips.c.status != "active")
+        .group_by(cc.c.chip_id)
+        .order_by(cc.c.chip_id)
+    )
+    return stmt if limit is None else stmt.limit(limit)
+
+
+def stranded_chip_ids(conn: sa.Connection, limit: int) -> list[str]:
+    """Up to limit chips that are not active and still hold open conversations."""
+    return list(conn.execute(stranded_chips_query(limit)).scalars())
+
+
+def stranded_conversations(conn: sa.Connection) -> int:
+    """How many open conversations sit on chips that are not active."""
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(conversation_chips.join(chips, chips.c.id == conversation_chips.c.chip_id))
+        .where(conversation_chips.c.active, chips.c.status != "active")
+    )
+    return conn.execute(stmt).scalar_one()
+
+
+def replacement_of(conn: sa.Connection, chip_id: str) -> str | None:
+    """The chip that took over chip_id in its newest successful auto_replace, if any."""
+    stmt = (
+        sa.select(operations.c.chip_destino_id)
+        .where(
+            operations.c.chip_id == chip_id,
+            operations.c.operacao == "auto_replace",
+            operations.c.sucesso,
+            operations.c.chip_destino_id.is_not(None),
+        )
+        .order_by(operations.c.created_at.desc())
+        .limit(1)
+    )
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def lock_if_serving(conn: sa.Connection, config: PoolConfig, chip_id: str) -> Mapping | None:
+    """Share-lock chip_id if it is active, connected and trusted; None otherwise.
+
+    FOR SHARE keeps a replacement of that chip from committing until we do; a chip replaced
+    while we waited is re-checked on its new row version and comes back None.
+    """
+    stmt = (
+        sa.select(chips)
+        .where(
+            chips.c.id == chip_id,
+            chips.c.status == "active",
+            chips.c.evolution_connected,
+            chips.c.trust_score >= config.trust_degraded_threshold,
+        )
+        .with_for_update(read=True)
+    )
+    return conn.execute(stmt).mappings().first()

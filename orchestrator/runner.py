@@ -23,6 +23,7 @@ PROMOTE_READY = "orchestrator.promote_warming_to_ready"
 PROMOTE_ACTIVE = "orchestrator.promote_ready_to_active"
 PROVISION = "orchestrator.provision_chip"
 CANCEL = "orchestrator.cancel_chip"
+MIGRATE = "orchestrator.migrate_conversations"
 #: Redis hash of the last planned cycle (finished_at epoch seconds, duration_seconds), for metrics.
 LAST_CYCLE_KEY = "chiporch:cycle:last"
 
@@ -46,7 +47,7 @@ def run_cycle(
         return {"status": "rejected", "reason": str(error)}
     alerts = cycle.raise_alerts(engine, plan, status, config.alert_cooldown_minutes)
     queued_ttl = max(60, int(period_seconds * 5))
-    sent = {REPLACE: 0, PROMOTE_READY: 0, PROMOTE_ACTIVE: 0, PROVISION: 0, CANCEL: 0}
+    sent = {REPLACE: 0, PROMOTE_READY: 0, PROMOTE_ACTIVE: 0, PROVISION: 0, CANCEL: 0, MIGRATE: 0}
     already = 0
 
     def once(task: str, chip_id: str, args: list) -> None:
@@ -65,6 +66,8 @@ def run_cycle(
         once(PROMOTE_ACTIVE, chip_id, [chip_id])
     for chip_id in plan.cancel:
         once(CANCEL, chip_id, [chip_id])
+    for chip_id in plan.migrate:
+        once(MIGRATE, chip_id, [chip_id])
     for _ in range(plan.provision):
         # The intent is committed before the task exists, so the next cycle counts it in flight.
         task_id = str(uuid.uuid4())

@@ -63,3 +63,15 @@ def provision_chip(self: OrchestratorTask, ddd: int | None = None) -> dict:
 def cancel_chip(self: OrchestratorTask, chip_id: str) -> dict:
     """Release a degraded or banned number at Salvy and mark it cancelled."""
     return handlers.cancel_chip(chip_id, owner=self.request.id)
+
+
+@app.task(
+    name="orchestrator.migrate_conversations",
+    base=OrchestratorTask,
+    bind=True,
+    soft_time_limit=20,
+    time_limit=30,
+)
+def migrate_conversations(self: OrchestratorTask, chip_id: str) -> dict:
+    """Move the open conversations left on a chip that no longer serves."""
+    return handlers.migrate_conversations(chip_id, owner=self.request.id)

@@ -119,6 +119,23 @@ def test_a_handled_banned_chip_with_conversations_is_reported(clean_db: sa.Engin
     assert kinds(clean_db) == ["conversation_on_inactive_chip"]
 
 
+@pytest.mark.parametrize("status", ["provisioning", "warming", "ready", "degraded", "cancelled"])
+def test_an_open_conversation_on_a_chip_of_any_status_but_active_is_reported(
+    clean_db: sa.Engine, status: str
+) -> None:
+    # Given a router that left an open conversation on a chip in that status
+    extra = (
+        {"telefone": None, "provisioning_name": "chiporch-x"} if status == "provisioning" else {}
+    )
+    chip = make_chip(clean_db, status, **extra)
+    add_conversations(clean_db, chip, 2)
+    # Then the checker names that chip
+    found = [
+        v for v in checker.find_violations(clean_db) if v.kind == "conversation_on_inactive_chip"
+    ]
+    assert [(v.chip_id, v.detail) for v in found] == [(chip, f"2 on a {status} chip")]
+
+
 def test_more_active_chips_than_producao_max_are_reported(clean_db: sa.Engine) -> None:
     # Given producao_max 2 and three active chips
     set_config(clean_db, producao_min=1, producao_max=2)

@@ -16,7 +16,7 @@ from orchestrator import locks, runner
 from orchestrator.db import transaction
 from orchestrator.errors import Rejected
 from orchestrator.schema import alert_state, chips, outbox
-from tests.factories import make_chip, set_config
+from tests.factories import add_conversations, make_chip, set_config
 
 pytestmark = pytest.mark.db
 
@@ -80,6 +80,7 @@ def test_a_cycle_fans_out_one_task_per_chip_and_per_number(
         "promote_ready_to_active": 1,
         "provision_chip": 2,
         "cancel_chip": 0,
+        "migrate_conversations": 0,
     }
 
 
@@ -126,6 +127,35 @@ def test_a_chip_already_queued_is_not_queued_again(
     third = Broker()
     cycle(clean_db, fresh_redis, third)
     assert "orchestrator.replace_chip" in third.names()
+
+
+def test_every_cycle_sends_one_migration_per_chip_left_holding_conversations(
+    clean_db: sa.Engine, fresh_redis: redis.Redis
+) -> None:
+    # Given open conversations a router left on chips of every status that does not serve, a
+    # banned chip not yet handled (replace takes its conversations), and a busy active chip
+    set_config(clean_db, producao_min=1, producao_max=3, auto_provision=False)
+    add_conversations(clean_db, make_chip(clean_db, "active"), 3)
+    stranded = {
+        status: make_chip(clean_db, status, degraded_at=sa.func.now())
+        for status in ("degraded", "banned", "cancelled", "ready", "warming")
+    }
+    for chip in stranded.values():
+        add_conversations(clean_db, chip, 2)
+    fresh_ban = make_chip(clean_db, "banned")
+    add_conversations(clean_db, fresh_ban, 2)
+    make_chip(clean_db, "ready", trust=95)
+    broker = Broker()
+    # When the cycle runs, and again in the next period
+    result = cycle(clean_db, fresh_redis, broker)
+    again = cycle(clean_db, fresh_redis, Broker())
+    # Then one migrate_conversations per stranded chip, none for the chip being replaced, and the
+    # next cycle sends no duplicate while those are queued
+    migrate = [args for name, args, _ in broker.sent if name == runner.MIGRATE]
+    assert sorted(migrate) == sorted([chip] for chip in stranded.values())
+    assert (runner.REPLACE, [fresh_ban, "banned"], None) in broker.sent
+    assert result["dispatched"]["migrate_conversations"] == 5
+    assert again["dispatched"]["migrate_conversations"] == 0
 
 
 def test_a_critical_pool_alerts_once_per_cooldown(

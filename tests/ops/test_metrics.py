@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator import notify, outbox, runner
-from orchestrator.schema import chips, operations
-from tests.factories import make_chip, set_config
+from orchestrator.schema import chips, conversation_chips, operations
+from tests.factories import add_conversations, make_chip, set_config
 from tests.ops.conftest import Service, free_port, ops_env, wait_for
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import TOKEN, make_due, queue, settings_for
@@ -169,6 +169,29 @@ def test_slack_refusing_the_token_shows_as_pending_age_and_error_code_until_it_a
     assert [k for k in accepted if k[0] == error] == []
     delivered = value(accepted, "chip_orchestrator_outbox_last_delivered_timestamp_seconds")
     assert time.time() - 60 < delivered <= time.time() + 1
+
+
+def test_open_conversations_on_chips_that_are_not_active_are_exported_exactly(
+    clean_db: sa.Engine, metrics: MetricsProcess
+) -> None:
+    # Given open conversations on active chips (fine), on a degraded, a cancelled and a freshly
+    # banned chip (stranded: 3 + 2 + 1), and closed ones on a degraded chip (not open)
+    add_conversations(clean_db, make_chip(clean_db, "active"), 5)
+    degraded = make_chip(clean_db, "degraded")
+    add_conversations(clean_db, degraded, 3)
+    add_conversations(clean_db, make_chip(clean_db, "cancelled"), 2)
+    add_conversations(clean_db, make_chip(clean_db, "banned"), 1)
+    closed = add_conversations(clean_db, degraded, 4)
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.update(conversation_chips)
+            .where(conversation_chips.c.conversation_id.in_(closed))
+            .values(active=False)
+        )
+    # When Prometheus scrapes
+    samples = next_scrape(metrics)
+    # Then the gauge carries exactly the open conversations on chips that are not active
+    assert value(samples, "chip_orchestrator_stranded_conversations") == 6
 
 
 def test_a_change_in_the_pool_shows_in_the_scrape_after_one_interval(

@@ -211,3 +211,18 @@ def test_a_sane_config_has_no_problems_and_a_nonsensical_one_lists_them() -> Non
         "producao_min exceeds producao_max",
         "trust_min_for_ready outside 0..100",
     ]
+
+
+def test_chips_left_holding_conversations_are_migrated_unless_replaced_this_cycle() -> None:
+    # Given two stranded chips, one of them a banned chip the cycle replaces (with its rows)
+    banned = ChipView(id="b", status="banned", trust_score=90)
+    plan = plan_cycle(snapshot(serving=[banned], stranded=["d", "b"], ready_ranked=["r1"]))
+    # Then the other is migrated, and the banned one is left to its replacement
+    assert plan.migrate == ("d",)
+    assert [r.chip_id for r in plan.replace] == ["b"]
+
+
+def test_a_banned_chip_still_holding_conversations_is_not_cancelled_yet() -> None:
+    config = PoolConfig(producao_min=4, producao_max=6, auto_cancel_banned=True)
+    plan = plan_cycle(snapshot(config=config, cancellable=["b1", "b2"], stranded=["b2"]))
+    assert (plan.cancel, plan.migrate) == (("b1",), ("b2",))
