@@ -92,18 +92,18 @@ def _cas(conn: sa.Connection, chip_id: str, expected: Sequence[str], **values: o
     return row
 
 
-def _lock(conn: sa.Connection, chip_id: str) -> tuple[Mapping, PoolConfig, bool]:
+def _lock(conn: sa.Connection, chip_id: str) -> tuple[Mapping, PoolConfig]:
     """The chip's row and the config, in the one lock order: pool_config, then chips.
 
     Replacing an already-banned chip adds an active chip, so it locks pool_config (as promotions
     do) before the chip's row; an unlocked read of the status tells which case this is.
     """
-    grows = repo.get_chip(conn, chip_id)["status"] == "banned"
-    config = repo.load_config(conn, lock=grows)
+    config_locked = repo.get_chip(conn, chip_id)["status"] == "banned"
+    config = repo.load_config(conn, lock=config_locked)
     old = repo.get_chip(conn, chip_id, lock=True)
-    if old["status"] == "banned" and not grows:
-        raise _busy(f"chip {chip_id} was banned while we read it")  # retry takes pool_config
-    return old, config, grows
+    if old["status"] == "banned" and not config_locked:
+        raise _busy(f"chip {chip_id} was banned while we read it")  # the retry locks pool_config
+    return old, config
 
 
 def _recheck(conn: sa.Connection, old: Mapping, config: PoolConfig, now: datetime) -> str:
@@ -157,13 +157,14 @@ def replace_chip(
     chip_id, reason = repo.parse_chip_id(chip_id), clean_reason(reason)
     with transaction(engine) as conn:
         now = repo.db_now(conn)
-        old, config, grows = _lock(conn, chip_id)
+        old, config = _lock(conn, chip_id)
         _check_replaceable(conn, old)
         if reason in PLANNED and old["status"] == "active":
             reason = _recheck(conn, old, config, now)
             if reason in (RECOVERED, STORM):
                 return {"status": "skipped", "chip_id": chip_id, "reason": reason}
-        banned = old["status"] == "banned" or reason == BANNED
+        grows = old["status"] == "banned"  # its replacement adds an active chip
+        banned = grows or reason == BANNED
         room = not grows or repo.count_active(conn) < config.producao_max
         new = _take_ready(conn, config, chip_id, claim) if room else None
         if new is None:

@@ -99,6 +99,7 @@ def hold(clean_db: sa.Engine) -> Iterator[Callable[[str], None]]:
         conn.execute(sa.text(sql), params)
 
     run.release = conn.rollback  # type: ignore[attr-defined]
+    run.commit = conn.commit  # type: ignore[attr-defined]
     yield run
     conn.rollback()
     conn.close()
@@ -392,6 +393,27 @@ def test_a_banned_replace_and_a_late_promote_of_the_same_chip_never_deadlock(
     assert replaced["result"]["replacement_id"] == ready
     assert isinstance(promoted.get("error"), Rejected), promoted
     assert promoted["error"].code == "wrong_state"
+
+
+def test_a_chip_banned_between_the_status_read_and_the_row_lock_is_retried_in_lock_order(
+    clean_db: sa.Engine, hold
+) -> None:
+    # Given an active chip that another service is banning right now (row locked, not committed)
+    chip = make_chip(clean_db, "active")
+    add_conversations(clean_db, chip, 2)
+    ready = make_chip(clean_db, "ready", trust=95)
+    hold("UPDATE chips SET status = 'banned' WHERE id = :id", id=chip)
+    # When its replace reads "active" (no pool_config lock needed), then waits for the row
+    replace, out = in_thread(lambda: lifecycle.replace_chip(clean_db, chip, "banned"))
+    wait_until(lambda: waiting_backends(clean_db) == 1)
+    hold.commit()
+    replace.join(30)
+    # Then, finding it banned, it does not lock pool_config after the chip: it asks for a retry
+    assert isinstance(out.get("error"), TransientError), out
+    assert conversations_on(clean_db, chip) == 2
+    # And the retry takes the locks in order and replaces it
+    result = lifecycle.replace_chip(clean_db, chip, "banned")
+    assert (result["replacement_id"], result["chip_status"]) == (ready, "banned")
 
 
 def test_every_connection_gives_up_on_a_lock_before_the_tasks_soft_time_limit(
