@@ -34,7 +34,7 @@ def take_snapshot(conn: sa.Connection) -> tuple[Snapshot, float]:
         now=repo.db_now(conn),
         serving=serving,
         warming=repo.warming_candidates(conn, config),
-        ready_ranked=repo.ready_ranked(conn, limit=len(serving) + deficit),
+        ready_ranked=repo.ready_ranked(conn, config, limit=len(serving) + deficit),
         cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
         stranded=repo.stranded_chip_ids(conn, limit=MAX_STRANDED_PER_CYCLE),
     )

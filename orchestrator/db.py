@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 
 import sqlalchemy as sa
+from psycopg import errors
 from sqlalchemy import exc
 
 from orchestrator.errors import Rejected, TransientError
@@ -24,14 +25,29 @@ CONSTRAINT_MESSAGES = {
 }
 
 
-def create_engine(url: str, **kwargs: object) -> sa.Engine:
-    """An engine with a small pool, pre-ping (survives a PostgreSQL restart) and a statement cap."""
+#: How long a statement waits for a row or table lock before giving up (a retry, not a hang).
+LOCK_TIMEOUT_MS = 5_000
+#: Longest statement. Both stay below the smallest task soft_time_limit (20 s, tasks/chips.py),
+#: so a stuck wait ends as TransientError (retried) instead of the task being killed; a use
+#: case waits on at most three locks in a row (config, chip, conversations): 3 x 5 s < 20 s.
+STATEMENT_TIMEOUT_MS = 15_000
+
+
+def create_engine(
+    url: str,
+    *,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    **kwargs: object,
+) -> sa.Engine:
+    """An engine with a small pool, pre-ping (survives a PostgreSQL restart) and lock/statement caps."""
+    timeouts = f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms}"
     options: dict[str, object] = {
         "pool_size": 5,
         "max_overflow": 5,
         "pool_pre_ping": True,
         "pool_recycle": 1800,
-        "connect_args": {"connect_timeout": 5, "options": "-c statement_timeout=30000"},
+        "connect_args": {"connect_timeout": 5, "options": timeouts},
     }
     options.update(kwargs)
     return sa.create_engine(url, **options)
@@ -47,17 +63,35 @@ def describe_integrity_error(error: exc.IntegrityError) -> str:
     return re.sub(r"\s+", " ", f"{name or 'constraint'}: {detail}").strip()
 
 
+def _transient(error: exc.DBAPIError) -> TransientError | None:
+    """The retryable reading of a database error, or None when it is a bug to surface."""
+    if isinstance(error.orig, errors.LockNotAvailable):
+        return TransientError("database lock wait timed out (lock_timeout): another task holds it")
+    if isinstance(error.orig, errors.QueryCanceled):
+        return TransientError("database statement timed out or was cancelled")
+    if isinstance(error, (exc.OperationalError, exc.InterfaceError)):
+        return TransientError(f"database unavailable: {type(error.orig).__name__}")
+    if error.connection_invalidated:
+        return TransientError("database connection lost")
+    return None
+
+
 @contextlib.contextmanager
-def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """One transaction; constraint violations become Rejected, lost connections TransientError."""
+def translated_errors() -> Iterator[None]:
+    """Constraint violations become Rejected; timeouts, lost connections TransientError."""
     try:
-        with engine.begin() as conn:
-            yield conn
+        yield
     except exc.IntegrityError as error:
         raise Rejected(describe_integrity_error(error), code="constraint") from None
-    except (exc.OperationalError, exc.InterfaceError) as error:
-        raise TransientError(f"database unavailable: {type(error.orig).__name__}") from None
     except exc.DBAPIError as error:
-        if error.connection_invalidated:
-            raise TransientError("database connection lost") from None
-        raise
+        transient = _transient(error)
+        if transient is None:
+            raise
+        raise transient from None
+
+
+@contextlib.contextmanager
+def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One transaction, its database errors translated (translated_errors)."""
+    with translated_errors(), engine.begin() as conn:
+        yield conn

@@ -1,4 +1,4 @@
-"""Pure pool decisions: health, deficits, degradation, eligibility, the storm brake, the plan.
+"""Pure pool decisions: health, deficits, degradation, fitness, the storm brake, the plan.
 
 No database, Redis, Celery or HTTP here: plain data in, plain data out. The repository fetches
 a superset of candidates with indexed SQL; these functions make the final call.
@@ -115,7 +115,7 @@ class Snapshot:
         ChipView
     ] = ()  # active chips that are low-trust or disconnected; banned unhandled
     warming: Sequence[ChipView] = ()  # warming chips in fase 'operacao' with enough trust
-    ready_ranked: Sequence[str] = ()  # ready chip ids, best first
+    ready_ranked: Sequence[ChipView] = ()  # ready chips fit to serve, best first
     cancellable: Sequence[str] = ()  # banned chips already replaced (auto_cancel_banned)
     stranded: Sequence[str] = ()  # chips not active that still hold open conversations
 
@@ -194,6 +194,11 @@ def is_ready_eligible(chip: ChipView, config: PoolConfig, now: datetime) -> bool
     )
 
 
+def is_fit_to_serve(chip: ChipView, config: PoolConfig) -> bool:
+    """May take conversations: connected and trust >= trust_min_for_ready (replace, promote, plan)."""
+    return chip.evolution_connected and chip.trust_score >= config.trust_min_for_ready
+
+
 def is_storm(config: PoolConfig, active: int, disconnected: int) -> bool:
     """More than replace_storm_fraction of active chips disconnected: blame the gateway."""
     return active > 0 and disconnected > config.replace_storm_fraction * active
@@ -216,7 +221,8 @@ def plan_cycle(snap: Snapshot) -> Plan:
     # A replaced banned chip frees a slot that its replacement fills; others swap one for one.
     refills = sum(1 for r in replace if r.reason == BANNED)
     room = min(config.producao_min, config.producao_max) - counts.active - refills
-    spare_ready = list(snap.ready_ranked)[len(replace) :]
+    fit = [c.id for c in snap.ready_ranked if c.status == "ready" and is_fit_to_serve(c, config)]
+    spare_ready = fit[len(replace) :]
     need = deficits(config, counts)
     # A chip replaced this cycle takes its conversations with it: no second task for them.
     replacing = {r.chip_id for r in replace}

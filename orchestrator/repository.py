@@ -96,15 +96,15 @@ def warming_candidates(conn: sa.Connection, config: PoolConfig) -> list[ChipView
     return [ChipView(**row) for row in conn.execute(stmt).mappings()]
 
 
-def ready_ranked(conn: sa.Connection, limit: int) -> list[str]:
-    """Ready chip ids, best first (highest trust, then longest ready)."""
+def ready_ranked(conn: sa.Connection, config: PoolConfig, limit: int) -> list[ChipView]:
+    """Ready chips fit to serve, best first (highest trust, then longest ready): replace's order."""
     stmt = (
-        sa.select(chips.c.id)
-        .where(chips.c.status == "ready")
+        sa.select(*VIEW_COLUMNS)
+        .where(*fit_ready_clauses(config))
         .order_by(chips.c.trust_score.desc(), chips.c.ready_at)
         .limit(limit)
     )
-    return list(conn.execute(stmt).scalars())
+    return [ChipView(**row) for row in conn.execute(stmt).mappings()]
 
 
 def cancellable_banned(conn: sa.Connection, limit: int = 100) -> list[str]:
@@ -148,15 +148,10 @@ def find_chip_id(conn: sa.Connection, ref: str) -> str:
 
 
 def best_ready(conn: sa.Connection, config: PoolConfig, exclude: Sequence[str]) -> Mapping | None:
-    """Lock the best ready chip nobody else holds (FOR UPDATE SKIP LOCKED)."""
+    """Lock the best ready chip fit to serve that nobody else holds (FOR UPDATE SKIP LOCKED)."""
     stmt = (
         sa.select(chips)
-        .where(
-            chips.c.status == "ready",
-            chips.c.trust_score >= config.trust_min_for_ready,
-            chips.c.degraded_at.is_(None),
-            chips.c.id.not_in(exclude),
-        )
+        .where(*fit_ready_clauses(config), chips.c.id.not_in(exclude))
         .order_by(chips.c.trust_score.desc(), chips.c.ready_at)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -349,3 +344,31 @@ def lock_if_serving(conn: sa.Connection, config: PoolConfig, chip_id: str) -> Ma
         .with_for_update(read=True)
     )
     return conn.execute(stmt).mappings().first()
+
+
+def fit_ready_clauses(config: PoolConfig) -> tuple[sa.ColumnElement[bool], ...]:
+    """SQL twin of pool.is_fit_to_serve for ready chips (idx_chips_ready_fit serves it).
+
+    A chip once degraded is never taken again (degraded_at IS NULL), as replace always did.
+    """
+    return (
+        chips.c.status == "ready",
+        chips.c.evolution_connected,
+        chips.c.degraded_at.is_(None),
+        chips.c.trust_score >= config.trust_min_for_ready,
+    )
+
+
+def fit_ready_exists(conn: sa.Connection, config: PoolConfig, exclude: Sequence[str]) -> bool:
+    """Whether a fit ready chip exists, locked by others or not (a plain read never waits)."""
+    stmt = sa.select(sa.exists().where(*fit_ready_clauses(config), chips.c.id.not_in(exclude)))
+    return bool(conn.execute(stmt).scalar_one())
+
+
+def count_active_disconnected(conn: sa.Connection) -> tuple[int, int]:
+    """Active chips, and how many of them are disconnected now (the storm brake's inputs)."""
+    stmt = sa.select(
+        sa.func.count(), sa.func.count().filter(sa.not_(chips.c.evolution_connected))
+    ).where(chips.c.status == "active")
+    active, disconnected = conn.execute(stmt).one()
+    return active, disconnected

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from orchestrator import lifecycle
-from orchestrator.errors import Rejected
+from orchestrator.errors import Rejected, TransientError
 from orchestrator.schema import conversation_chips, operations, outbox
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 
@@ -53,6 +55,16 @@ def snapshot_state(engine: sa.Engine) -> list[tuple]:
         n_ops = conn.execute(sa.text("SELECT count(*) FROM orchestrator_operations")).scalar()
         n_out = conn.execute(sa.text("SELECT count(*) FROM notification_outbox")).scalar()
     return [tuple(chips_), tuple(convs), n_ops, n_out]
+
+
+def retrying(fn: Callable[[], dict], attempts: int = 6) -> dict:
+    """Call fn again after TransientError's retry_after, as the Celery task does (max 5 retries)."""
+    for _ in range(attempts - 1):
+        try:
+            return fn()
+        except TransientError as error:
+            time.sleep(error.retry_after or 0.5)
+    return fn()
 
 
 # --- replace -------------------------------------------------------------------------------
@@ -244,7 +256,7 @@ def test_two_concurrent_replacements_never_promote_one_ready_chip_twice(
 
     def run(chip: str) -> None:
         barrier.wait()
-        results[chip] = lifecycle.replace_chip(clean_db, chip)
+        results[chip] = retrying(lambda: lifecycle.replace_chip(clean_db, chip))
 
     # When both are replaced at the same instant
     threads = [threading.Thread(target=run, args=(c,)) for c in (low, banned)]
@@ -253,7 +265,8 @@ def test_two_concurrent_replacements_never_promote_one_ready_chip_twice(
     for t in threads:
         t.join()
 
-    # Then exactly one got the ready chip and the other took SPEC's fallback
+    # Then exactly one got the ready chip and the other (after a retry while it was busy) took
+    # SPEC's fallback
     statuses = sorted(r["status"] for r in results.values())
     assert statuses == ["no_ready_chip", "replaced"]
     with clean_db.connect() as conn:
@@ -283,7 +296,7 @@ def test_many_concurrent_replacements_use_each_ready_chip_once(clean_db: sa.Engi
 
     def run(chip: str) -> None:
         barrier.wait()
-        results.append(lifecycle.replace_chip(clean_db, chip))
+        results.append(retrying(lambda: lifecycle.replace_chip(clean_db, chip)))
 
     threads = [threading.Thread(target=run, args=(c,)) for c in degraded]
     for t in threads:

@@ -15,6 +15,7 @@ from orchestrator.pool import (
     deficits,
     degraded_reason,
     health,
+    is_fit_to_serve,
     is_ready_eligible,
     is_storm,
     plan_cycle,
@@ -34,6 +35,10 @@ def active(
         evolution_connected=disconnected_for is None,
         evolution_disconnected_at=None if disconnected_for is None else NOW - disconnected_for,
     )
+
+
+def ready(chip_id: str = "r", trust: float = 90, connected: bool = True) -> ChipView:
+    return ChipView(id=chip_id, status="ready", trust_score=trust, evolution_connected=connected)
 
 
 def warming(
@@ -154,7 +159,7 @@ def test_promotions_to_active_fill_the_gap_but_skip_ready_chips_that_replacement
         snapshot(
             counts=Counts(active=1, ready=5, warming=4),
             serving=[banned],
-            ready_ranked=["r1", "r2", "r3", "r4", "r5"],
+            ready_ranked=[ready(f"r{i}") for i in range(1, 6)],
         )
     )
     # min 4, active 1, one ban refilled by r1 -> two more promotions, from r2 on
@@ -164,7 +169,9 @@ def test_promotions_to_active_fill_the_gap_but_skip_ready_chips_that_replacement
 def test_promotions_never_exceed_producao_max() -> None:
     config = PoolConfig(producao_min=6, producao_max=6)
     plan = plan_cycle(
-        snapshot(config=config, counts=Counts(active=6, ready=3), ready_ranked=["r1", "r2"])
+        snapshot(
+            config=config, counts=Counts(active=6, ready=3), ready_ranked=[ready("r1"), ready("r2")]
+        )
     )
     assert plan.promote_active == ()
 
@@ -216,7 +223,7 @@ def test_a_sane_config_has_no_problems_and_a_nonsensical_one_lists_them() -> Non
 def test_chips_left_holding_conversations_are_migrated_unless_replaced_this_cycle() -> None:
     # Given two stranded chips, one of them a banned chip the cycle replaces (with its rows)
     banned = ChipView(id="b", status="banned", trust_score=90)
-    plan = plan_cycle(snapshot(serving=[banned], stranded=["d", "b"], ready_ranked=["r1"]))
+    plan = plan_cycle(snapshot(serving=[banned], stranded=["d", "b"], ready_ranked=[ready("r1")]))
     # Then the other is migrated, and the banned one is left to its replacement
     assert plan.migrate == ("d",)
     assert [r.chip_id for r in plan.replace] == ["b"]
@@ -226,3 +233,34 @@ def test_a_banned_chip_still_holding_conversations_is_not_cancelled_yet() -> Non
     config = PoolConfig(producao_min=4, producao_max=6, auto_cancel_banned=True)
     plan = plan_cycle(snapshot(config=config, cancellable=["b1", "b2"], stranded=["b2"]))
     assert (plan.cancel, plan.migrate) == (("b1",), ("b2",))
+
+
+@pytest.mark.parametrize(
+    ("chip", "fit"),
+    [
+        (ready(trust=85), True),  # exactly trust_min_for_ready
+        (ready(trust=84.9), False),
+        (ready(trust=100, connected=False), False),
+        (active(trust=90), True),
+        (active(trust=90, disconnected_for=timedelta(minutes=1)), False),  # no grace to serve
+    ],
+)
+def test_fit_to_serve_means_connected_and_trusted_enough_for_ready(
+    chip: ChipView, fit: bool
+) -> None:
+    assert is_fit_to_serve(chip, CONFIG) is fit
+
+
+def test_the_plan_never_promotes_a_ready_chip_unfit_to_serve() -> None:
+    ranked = [ready("offline", trust=99, connected=False), ready("low", trust=80), ready("ok")]
+    plan = plan_cycle(snapshot(counts=Counts(active=3, ready=3, warming=4), ready_ranked=ranked))
+    assert plan.promote_active == ("ok",)
+
+
+def test_replacements_take_the_first_fit_ready_chips_and_promotions_the_rest() -> None:
+    banned = ChipView(id="b", status="banned", trust_score=90)
+    ranked = [ready("offline", trust=99, connected=False), ready("r1"), ready("r2")]
+    plan = plan_cycle(
+        snapshot(counts=Counts(active=2, ready=3, warming=4), serving=[banned], ready_ranked=ranked)
+    )
+    assert plan.promote_active == ("r2",)

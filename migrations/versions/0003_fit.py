@@ -1,0 +1,38 @@
+"""Fit-to-serve ranking: ready chips connected and never degraded, best trust first.
+
+Replace, promotion and the cycle rank ready chips by the one fitness predicate
+(pool.is_fit_to_serve: connected, trust >= trust_min_for_ready), and replace never takes a chip
+once degraded. This partial index serves that ranking; the old one over every ready chip is
+then read by no query and only costs writes, so it goes. Safe to run twice.
+
+Revision ID: 0003_fit
+Revises: 0002_outbox
+Create Date: 2026-12-02
+"""
+
+from alembic import op
+
+revision = "0003_fit"
+down_revision = "0002_outbox"
+branch_labels = None
+depends_on = None
+
+UPGRADE = """
+CREATE INDEX IF NOT EXISTS idx_chips_ready_fit ON chips (trust_score DESC, ready_at)
+    WHERE status = 'ready' AND evolution_connected AND degraded_at IS NULL;
+DROP INDEX IF EXISTS idx_chips_ready_best;
+"""
+
+DOWNGRADE = """
+CREATE INDEX IF NOT EXISTS idx_chips_ready_best ON chips (trust_score DESC, ready_at)
+    WHERE status = 'ready';
+DROP INDEX IF EXISTS idx_chips_ready_fit;
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute(DOWNGRADE)
