@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterable, Iterator
@@ -19,7 +20,6 @@ from collections.abc import Iterable, Iterator
 import redis
 from celery import Celery
 from kombu import Connection
-from kombu.exceptions import OperationalError
 
 from orchestrator import embedded
 from orchestrator.settings import Settings
@@ -73,7 +73,8 @@ def broker_under_test() -> str:
 
 def rabbitmqctl(*args: str) -> str:
     """Run `rabbitmqctl ARGS` against the machine's RabbitMQ; its output, or a clear error."""
-    out = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+    command = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"  # sbin: maybe not on PATH
+    out = subprocess.run([command, *args], capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {out.stderr or out.stdout}")
     return out.stdout
@@ -125,9 +126,7 @@ def queue_depths(broker_url: str, queues: Iterable[str]) -> dict[str, int]:
             channel = conn.channel()
             try:
                 depths[queue] = channel.queue_declare(queue, passive=True).message_count
-            except OperationalError:
-                raise
-            except Exception:  # RabbitMQ: not declared yet (NOT_FOUND closes the channel)
+            except conn.channel_errors:  # not declared yet (NOT_FOUND; it closes the channel)
                 depths[queue] = 0
             finally:
                 with contextlib.suppress(Exception):

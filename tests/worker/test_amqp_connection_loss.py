@@ -72,15 +72,21 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30) -> object:
     raise AssertionError("condition not met in time")
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def running_pids(client: Celery, task_id: str) -> set[int]:
     """Pool processes that are alive and running this task id, as the workers report them."""
     # A connection of its own each time: the test closes every connection of the vhost.
     with client.connection_for_write() as conn:
         active = client.control.inspect(timeout=1, connection=conn).active() or {}
     pids = {r["worker_pid"] for reqs in active.values() for r in reqs if r["id"] == task_id}
-    return {
-        pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
-    }
+    return {pid for pid in pids if alive(pid)}
 
 
 def blocked_by(conn: sa.Connection) -> int:
@@ -108,9 +114,9 @@ def test_a_lost_broker_connection_never_leaves_a_task_running_beside_its_redeliv
     rabbitmqctl("close_all_connections", "--vhost", vhost, "test: connection lost")
     # Then the redelivery starts, and it is the only live run of that task id
     redelivered = wait_for(lambda: running_pids(celery_client, result.id) - {first})
+    wait_for(lambda: not alive(first), timeout=10)
     assert len(redelivered) == 1
     assert running_pids(celery_client, result.id) == redelivered
-    assert not psutil.pid_exists(first) or psutil.Process(first).status() == "zombie"
     # And once the row is free the chip is replaced once, by the redelivery
     holder.rollback()
     holder.close()
