@@ -32,11 +32,13 @@ RUN groupadd --system --gid 10001 app \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # Same path as in the build stage: the editable install's finder maps the packages to /app.
-# Owned by root and read-only for the app user; beat keeps its schedule file under /tmp.
+# Owned by root and read-only for the app user. Compose's beat (RedBeat) keeps its schedule in
+# Redis; the default scheduler needs a writable file: `beat --schedule /tmp/celerybeat-schedule`.
 COPY pyproject.toml README.md celeryconfig.py ./
 COPY orchestrator/ orchestrator/
 COPY tasks/ tasks/
 COPY migrations/ migrations/
 USER app
 EXPOSE 5555 8099 9108
+# Without a command: one worker on every queue. Compose runs a swap worker and an I/O worker.
 CMD ["celery", "-A", "tasks", "worker", "-Q", "orchestrator,provisioning,celery", "-l", "INFO"]

@@ -47,6 +47,7 @@ class Faults:
     timeout_after_purchase: int = 0  #: next n purchases succeed, then hang hang_seconds
     hang_seconds: float = 30.0
     out_of_stock: list[int] = field(default_factory=list)  #: DDDs with nothing to sell
+    hold_purchases: bool = False  #: POSTs wait, before buying, until switched off or stopped
 
 
 class SalvyError(Exception):
@@ -66,6 +67,8 @@ class SalvyStandin:
         self.host, self.port, self.stock = host, port, tuple(stock)
         self.faults = Faults()
         self._lock = threading.Lock()
+        self._switched = threading.Condition(self._lock)  # wakes held purchases
+        self._held = 0
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._numbers: dict[str, dict[str, Any]] = {}
@@ -115,12 +118,14 @@ class SalvyStandin:
         coerced = {name: _coerce(name, value) for name, value in changes.items()}
         with self._lock:
             self.faults = dataclasses.replace(self.faults, **coerced)
+            self._switched.notify_all()
             return self.faults
 
     def reset(self) -> None:
         """Forget every number, purchase and cancellation; switch every fault off."""
         with self._lock:
             self.faults = Faults()
+            self._switched.notify_all()
             self._numbers.clear()
             self._cancellations.clear()
             self._purchases = 0
@@ -129,6 +134,11 @@ class SalvyStandin:
     def purchases(self) -> int:
         """How many POSTs bought a number."""
         return self._purchases
+
+    @property
+    def held_purchases(self) -> int:
+        """How many POSTs are waiting on hold_purchases right now."""
+        return self._held
 
     @property
     def numbers(self) -> dict[str, dict[str, Any]]:
@@ -148,6 +158,7 @@ class SalvyStandin:
             "purchases": self.purchases,
             "numbers": self.numbers,
             "cancellations": [list(c) for c in self.cancellations],
+            "held_purchases": self.held_purchases,
             "faults": dataclasses.asdict(self.faults),
         }
 
@@ -159,6 +170,18 @@ class SalvyStandin:
             if left > 0:
                 setattr(self.faults, name, left - 1)
             return left > 0
+
+    def hold(self) -> None:
+        """Keep a purchase waiting while hold_purchases is on (counted in held_purchases)."""
+        with self._switched:
+            if not self.faults.hold_purchases:
+                return
+            self._held += 1
+            try:
+                while self.faults.hold_purchases and not self._stopping.is_set():
+                    self._switched.wait(0.5)  # stop() sets no condition: look again now and then
+            finally:
+                self._held -= 1
 
     def pause(self, seconds: float) -> None:
         """Sleep, but wake up when the server stops."""
@@ -230,6 +253,8 @@ class SalvyStandin:
 def _coerce(name: str, value: Any) -> Any:
     """Give a switch set over HTTP the type of its default (counts int, seconds float)."""
     default = getattr(Faults(), name)
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
     return [int(v) for v in value] if isinstance(default, list) else type(default)(value)
 
 
@@ -302,6 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
         if (method, path) == ("GET", ACCOUNTS):
             return 200, standin.list_numbers()
         if (method, path) == ("POST", ACCOUNTS):
+            standin.hold()
             number = standin.buy(body)
             if standin.take_fault("timeout_after_purchase"):
                 standin.pause(standin.faults.hang_seconds)

@@ -7,11 +7,24 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-#: Queues every worker consumes: replacements and promotions, slow external calls (Salvy,
-#: Slack), and Celery's default queue, where other services' send_task lands.
-WORKER_QUEUES = ("orchestrator", "provisioning", "celery")
-#: The same, as `celery worker -Q` takes it.
+from orchestrator.errors import ConfigError
+
+#: The swap worker's queues: replacements, promotions, migrations and the cycle, and Celery's
+#: default queue, where other services' send_task lands. Nothing slow runs here.
+SWAP_QUEUES = ("orchestrator", "celery")
+#: The I/O worker's queue: calls that wait on someone else (Salvy purchases and cancels,
+#: reconciliation, Slack deliveries). Four hanging purchases fill this worker, never the other.
+IO_QUEUES = ("provisioning",)
+#: Every queue: one worker consuming them all (`make run`, the tests, the benchmarks).
+WORKER_QUEUES = (*SWAP_QUEUES, *IO_QUEUES)
+#: The same three, as `celery worker -Q` takes them.
+SWAP_QUEUES_ARG = ",".join(SWAP_QUEUES)
+IO_QUEUES_ARG = ",".join(IO_QUEUES)
 WORKER_QUEUES_ARG = ",".join(WORKER_QUEUES)
+
+#: Broker URL schemes by the kind of broker celeryconfig tunes for.
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+REDIS_SCHEMES = ("redis", "rediss")
 
 #: Repository root (pyproject.toml lives here); .data/ and migrations/ hang off it.
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +87,18 @@ class Settings:
         ):
             found.append(self.database_url.split("@")[0].rsplit(":", 1)[1])
         return tuple(s for s in found if s)
+
+
+def broker_kind(url: str) -> str:
+    """ "amqp" or "redis" for a broker URL; ConfigError for any other scheme."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in AMQP_SCHEMES:
+        return "amqp"
+    if scheme in REDIS_SCHEMES:
+        return "redis"
+    known = ", ".join(f"{s}://" for s in (*REDIS_SCHEMES, *AMQP_SCHEMES))
+    given = f"{scheme}://" if scheme else "a URL without a scheme"  # never the URL: a password
+    raise ConfigError(f"CELERY_BROKER_URL must start with one of {known}, not {given}")
 
 
 @cache

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from orchestrator.settings import ROOT
+from tests.support.private_stack import broker_url_for, purge_queues
 from tests.worker.conftest import (  # noqa: F401  (fixtures shared with tests/worker)
     QUEUES,
     celery_client,
@@ -28,10 +29,12 @@ Cli = Callable[..., subprocess.CompletedProcess]
 
 
 def cli_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
-    """A user's shell: DATABASE_URL/REDIS_URL set to the test servers, no secrets or brokers."""
+    """A user's shell: the test servers (and the test broker, if not that Redis), no secrets."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SALVY_"))}
     env.pop("CELERY_BROKER_URL", None)
     env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
+    if (broker := broker_url_for(redis_url)) != redis_url:
+        env["CELERY_BROKER_URL"] = broker
     env.update(extra)
     return env
 
@@ -64,8 +67,7 @@ def empty_queues(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
 
     def wipe() -> None:
-        for queue in QUEUES.split(","):
-            client.delete(queue)
+        purge_queues(broker_url_for(redis_url), QUEUES.split(","))
         for key in client.scan_iter("chiporch:*"):
             if key != b"chiporch:test-claim":
                 client.delete(key)

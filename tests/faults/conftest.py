@@ -24,7 +24,13 @@ from celery import Celery
 from orchestrator import checker
 from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.settings import ROOT
-from tests.support.private_stack import base_redis_url, claim_redis_db
+from tests.support.private_stack import (
+    base_redis_url,
+    broker_under_test,
+    broker_url_for,
+    claim_redis_db,
+    purge_queues,
+)
 from tests.worker.conftest import QUEUES, worker_env
 
 __all__ = ["QUEUES", "worker_env"]
@@ -136,6 +142,10 @@ def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
     procs = Cluster(tmp_path)
     yield procs
     procs.stop_all()
+    if (
+        broker_under_test() == "amqp"
+    ):  # messages a test left behind never reach the next one's workers
+        purge_queues(broker_url_for(redis_url), QUEUES.split(","))
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter("*"):
         if key != b"chiporch:test-claim":
@@ -146,7 +156,7 @@ def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
 @pytest.fixture
 def celery_client(redis_url: str) -> Iterator[Celery]:
     """A plain client, as another service has: only the broker (and results) URL."""
-    app = Celery("fault-client", broker=redis_url, backend=redis_url)
+    app = Celery("fault-client", broker=broker_url_for(redis_url), backend=redis_url)
     app.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
     yield app
     app.close()

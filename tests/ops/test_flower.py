@@ -17,6 +17,7 @@ from celery import Celery
 from orchestrator.schema import conversation_chips
 from tests.factories import add_conversations, chip_row, make_chip
 from tests.ops.conftest import Service, free_port, ops_env, wait_for
+from tests.support.private_stack import broker_url_for
 from tests.worker.conftest import WorkerProcess, running_worker, worker_env
 
 pytestmark = pytest.mark.worker
@@ -59,7 +60,7 @@ def flower_worker(
     database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     """A real prefork worker for this module only (stopped before other modules run)."""
-    client = Celery("flower-test-client", broker=redis_url)
+    client = Celery("flower-test-client", broker=broker_url_for(redis_url))
     env = worker_env(database_url, redis_url)
     try:
         with running_worker(env, tmp_path_factory.mktemp("fw"), client, concurrency=2) as proc:
@@ -75,7 +76,10 @@ def flower(
     flower_worker: WorkerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[FlowerProcess]:
-    proc = FlowerProcess(ops_env(database_url, redis_url), tmp_path_factory.mktemp("flower"))
+    env = ops_env(database_url, redis_url)
+    if (broker := broker_url_for(redis_url)) != redis_url:
+        env["CELERY_BROKER_URL"] = broker
+    proc = FlowerProcess(env, tmp_path_factory.mktemp("flower"))
     yield proc
     proc.stop()
 

@@ -9,14 +9,26 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.settings import IO_QUEUES, SWAP_QUEUES, WORKER_QUEUES
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 #: Services `docker compose --profile demo up` must start.
-SERVICES = ("postgres", "redis", "migrate", "worker", "beat", "flower", "metrics", "salvy-standin")
-#: Queues the workers must consume: ours, and `celery` where other services' send_task lands.
-QUEUES = {"orchestrator", "provisioning", "celery"}
+SERVICES = (
+    "postgres",
+    "redis",
+    "migrate",
+    "worker",
+    "worker-io",
+    "beat",
+    "flower",
+    "metrics",
+    "salvy-standin",
+)
+#: Each worker service and the queues it consumes: swaps apart from slow I/O (Salvy, Slack).
+WORKER_ROLES = {"worker": set(SWAP_QUEUES), "worker-io": set(IO_QUEUES)}
 #: Literal secrets that must never be written into the compose file.
 SECRET_PATTERNS = (
     re.compile(r"xox[abposr]-[A-Za-z0-9-]+"),  # Slack tokens
@@ -51,7 +63,7 @@ def test_compose_defines_every_service_of_the_stack(services):
     assert set(SERVICES) <= set(services)
 
 
-@pytest.mark.parametrize("name", ["worker", "beat", "flower", "metrics"])
+@pytest.mark.parametrize("name", ["worker", "worker-io", "beat", "flower", "metrics"])
 def test_app_services_start_only_after_migrations_completed(services, name):
     assert _conditions(services[name])["migrate"] == "service_completed_successfully"
 
@@ -75,26 +87,55 @@ def test_postgres_keeps_its_data_in_a_named_volume(services):
     assert volume in yaml.safe_load(COMPOSE.read_text())["volumes"]
 
 
-def test_worker_consumes_the_orchestrator_provisioning_and_default_queues(services):
-    command = _command(services["worker"])
+def _option(command: list[str], *names: str) -> str:
+    index = next(i for i, part in enumerate(command) if part in names)
+    return command[index + 1]
 
-    queues = command[command.index("-Q") + 1]
+
+def _workers(services: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    return {
+        name: _command(service)
+        for name, service in services.items()
+        if _command(service)[:4] == ["celery", "-A", "tasks", "worker"]
+    }
+
+
+@pytest.mark.parametrize(("name", "queues"), WORKER_ROLES.items())
+def test_each_worker_service_consumes_the_queues_of_its_role(services, name, queues):
+    command = _command(services[name])
+
     assert command[:4] == ["celery", "-A", "tasks", "worker"]
-    assert set(queues.split(",")) == QUEUES
+    assert set(_option(command, "-Q", "--queues").split(",")) == queues
 
 
-def test_worker_has_a_healthcheck_that_pings_itself(services):
-    test = " ".join(services["worker"]["healthcheck"]["test"])
+def test_the_workers_consume_every_queue_and_no_queue_twice(services):
+    consumed = [
+        queue
+        for command in _workers(services).values()
+        for queue in _option(command, "-Q", "--queues").split(",")
+    ]
 
+    assert sorted(consumed) == sorted(WORKER_QUEUES)
+    assert "celery" in _option(_command(services["worker"]), "-Q")  # foreign send_task lands here
+
+
+@pytest.mark.parametrize("name", WORKER_ROLES)
+def test_each_worker_has_a_healthcheck_that_pings_itself_by_its_node_name(services, name):
+    command = _command(services[name])
+    test = " ".join(services[name]["healthcheck"]["test"])
+
+    node = _option(command, "-n", "--hostname").replace("%h", "$$HOSTNAME")
     assert "inspect ping" in test
+    assert f"-d {node}" in test
 
 
-def test_there_is_exactly_one_beat(services):
+def test_beat_runs_two_replicas_of_which_redbeats_lock_lets_one_send(services):
     beat = services["beat"]
+    command = _command(beat)
 
-    assert _command(beat)[:4] == ["celery", "-A", "tasks", "beat"]
-    assert beat.get("deploy", {}).get("replicas", 1) == 1
-    assert beat.get("scale", 1) == 1
+    assert command[:4] == ["celery", "-A", "tasks", "beat"]
+    assert _option(command, "-S", "--scheduler") == "redbeat.RedBeatScheduler"
+    assert beat["deploy"]["replicas"] == 2
     assert sum("beat" in _command(service) for service in services.values()) == 1
 
 

@@ -19,6 +19,7 @@ from orchestrator.schema import operations, outbox
 from tests.factories import add_conversations, chip_row, make_chip
 from tests.faults.conftest import Cluster, assert_no_violations, wait_for, worker_env
 from tests.support.fake_slack import FakeSlack
+from tests.support.private_stack import broker_url_for
 
 pytestmark = pytest.mark.worker
 
@@ -47,7 +48,7 @@ def test_a_pickled_message_is_refused_and_never_runs(
     worker = cluster.worker(env, concurrency=1)
     # When an attacker with broker access sends replace_chip pickled, with a code-running argument
     marker = tmp_path / "pwned"
-    attacker = Celery("attacker", broker=redis_url)
+    attacker = Celery("attacker", broker=broker_url_for(redis_url))
     attacker.conf.update(task_serializer="pickle", accept_content=["pickle", "json"])
     attacker.send_task(
         "orchestrator.replace_chip", args=[old, _RunsCode(marker)], serializer="pickle"
@@ -80,7 +81,7 @@ def test_secrets_never_reach_logs_results_or_exceptions(
         SLACK_BOT_TOKEN=SLACK_SECRET, SLACK_API_URL=slack.base_url,
     )  # fmt: skip
     worker = cluster.worker(env, 2, "-l", "DEBUG")
-    client = Celery("client", broker=redis_url, backend=redis_url)
+    client = Celery("client", broker=broker_url_for(redis_url), backend=redis_url)
     client.conf.update(accept_content=["json"], result_accept_content=["json"])
     # When a full run happens, with Salvy errors (500s, 429) and Slack errors (refusal, outage)
     old = make_chip(clean_db, "active", trust=30)

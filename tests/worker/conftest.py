@@ -1,5 +1,7 @@
-"""Real `celery -A tasks worker` processes on the real Redis broker (no eager mode).
+"""Real `celery -A tasks worker` processes on a real broker (no eager mode).
 
+The broker is the module's Redis DB, or with CHIPORCH_TEST_BROKER=amqp a RabbitMQ vhost made for
+it (tests/support/private_stack.py); results and locks are in Redis either way, as in production.
 pytest-celery 1.x needs Docker, which these machines lack, and its fixtures shadow
 celery.contrib.pytest's; so workers are plain subprocesses started the way ops start them.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,18 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from celery import Celery
 
 from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.settings import ROOT, WORKER_QUEUES_ARG
-from tests.support.private_stack import celery_client_for
+from tests.support.private_stack import broker_url_for, celery_client_for, queue_depths
 
 QUEUES = WORKER_QUEUES_ARG
 
 
 def worker_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
-    """The environment a worker gets: the test database and Redis DB, nothing else."""
+    """The environment a worker gets: the test database, Redis DB and its broker, nothing else."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SALVY_"))}
     env.update(
         DATABASE_URL=database_url,
@@ -37,6 +39,9 @@ def worker_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str
         PYTHONUNBUFFERED="1",
     )
     env.pop("CELERY_BROKER_URL", None)
+    broker = broker_url_for(redis_url)
+    if broker != redis_url:
+        env["CELERY_BROKER_URL"] = broker
     env.update(extra)
     return env
 
@@ -45,9 +50,14 @@ class WorkerProcess:
     """One `celery -A tasks worker` subprocess; its log goes to a file for post-mortems."""
 
     def __init__(
-        self, env: dict[str, str], log_dir: Path, concurrency: int = 4, pool: str = "prefork"
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        concurrency: int = 4,
+        pool: str = "prefork",
+        queues: str = QUEUES,
     ) -> None:
-        self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.name = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
         self._log = self.log_path.open("wb")
         cmd = [
@@ -62,7 +72,7 @@ class WorkerProcess:
             "-c",
             str(concurrency),
             "-Q",
-            QUEUES,
+            queues,
             "-n",
             self.name,
             "--without-gossip",
@@ -75,11 +85,12 @@ class WorkerProcess:
         )
 
     def wait_ready(self, app: Celery, timeout: float = 30) -> None:
+        """Wait until this worker (not just any) answers a ping."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            if app.control.ping(timeout=0.5):
+            if app.control.ping(destination=[self.name], timeout=0.5):
                 return
         raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
 
@@ -100,10 +111,10 @@ class WorkerProcess:
 
 @contextlib.contextmanager
 def running_worker(
-    env: dict[str, str], log_dir: Path, client: Celery, concurrency: int = 4
+    env: dict[str, str], log_dir: Path, client: Celery, concurrency: int = 4, queues: str = QUEUES
 ) -> Iterator[WorkerProcess]:
     """Start a worker, wait until it answers a ping, and always stop it afterwards."""
-    proc = WorkerProcess(env, log_dir, concurrency=concurrency)
+    proc = WorkerProcess(env, log_dir, concurrency=concurrency, queues=queues)
     try:
         proc.wait_ready(client)
         yield proc
@@ -115,6 +126,12 @@ def running_worker(
 def salvy() -> Iterator[SalvyStandin]:
     with SalvyStandin() as standin:
         yield standin
+
+
+@pytest.fixture(scope="module")
+def broker_url(redis_url: str) -> str:
+    """The module's broker: its Redis DB, or the RabbitMQ vhost made for it."""
+    return broker_url_for(redis_url)
 
 
 @pytest.fixture(scope="module")
@@ -155,18 +172,14 @@ def worker(
 
 
 @pytest.fixture(autouse=True)
-def _quiet_worker(worker: WorkerProcess, celery_client: Celery, redis_url: str) -> None:
+def _quiet_worker(worker: WorkerProcess, celery_client: Celery, broker_url: str) -> None:
     """Wait until the previous test's tasks are done, so they never touch this test's data."""
-    client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            queued = sum(client.llen(q) for q in QUEUES.split(","))
-            active = celery_client.control.inspect(timeout=0.5).active() or {}
-            reserved = celery_client.control.inspect(timeout=0.5).reserved() or {}
-            busy = sum(len(v) for v in active.values()) + sum(len(v) for v in reserved.values())
-            if queued == 0 and busy == 0:
-                return
-            time.sleep(0.1)
-    finally:
-        client.close()
+    while time.monotonic() < deadline:
+        queued = sum(queue_depths(broker_url, QUEUES.split(",")).values())
+        active = celery_client.control.inspect(timeout=0.5).active() or {}
+        reserved = celery_client.control.inspect(timeout=0.5).reserved() or {}
+        busy = sum(len(v) for v in active.values()) + sum(len(v) for v in reserved.values())
+        if queued == 0 and busy == 0:
+            return
+        time.sleep(0.1)

@@ -1,4 +1,4 @@
-"""Tasks executed by real prefork workers consuming the real Redis broker."""
+"""Tasks executed by real prefork workers consuming a real broker (Redis, or RabbitMQ)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20, every: float 
 
 
 def test_a_task_sent_by_name_from_another_process_is_executed(
-    clean_db: sa.Engine, worker: WorkerProcess, redis_url: str
+    clean_db: sa.Engine, worker: WorkerProcess, broker_url: str
 ) -> None:
     # Given a banned chip with conversations and a ready chip
     old = make_chip(clean_db, "active", trust=90)
@@ -41,7 +41,7 @@ def test_a_task_sent_by_name_from_another_process_is_executed(
     script = textwrap.dedent(
         f"""
         from celery import Celery
-        Celery(broker={redis_url!r}).send_task(
+        Celery(broker={broker_url!r}).send_task(
             "orchestrator.replace_chip", args=[{old!r}], kwargs={{"reason": "banned"}})
         """
     )
