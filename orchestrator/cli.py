@@ -33,10 +33,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _salvy_configured() -> bool:
+    from orchestrator.settings import get_settings
+
+    return bool(get_settings().salvy_api_url)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator import render, status
 
-    data = status.pool_status(_engine())
+    data = status.pool_status(_engine(), salvy_configured=_salvy_configured())
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
@@ -47,7 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from orchestrator import cycle, render
 
-    plan, status, _ = cycle.plan(_engine())
+    plan, status, _ = cycle.plan(_engine(), salvy_configured=_salvy_configured())
     if args.json:
         print(
             json.dumps({"plan": cycle.plan_as_dict(plan), "status": status}, indent=2, default=str)

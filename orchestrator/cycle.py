@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from orchestrator import messages, outbox
+from orchestrator import backoff, messages, outbox
 from orchestrator import repository as repo
 from orchestrator.db import transaction
 from orchestrator.errors import ConfigError
@@ -20,7 +20,7 @@ MAX_STRANDED_PER_CYCLE = 500
 CRITICAL_KEY, STORM_KEY, CONFIG_KEY = "pool:critico", "pool:storm", "pool:config"
 
 
-def take_snapshot(conn: sa.Connection) -> tuple[Snapshot, float]:
+def take_snapshot(conn: sa.Connection, *, salvy_configured: bool = True) -> tuple[Snapshot, float]:
     """The pool at one instant, from a few indexed queries, and the active chips' mean trust."""
     config = repo.load_config(conn)
     counts, trust = repo.count_by_status(conn)
@@ -37,16 +37,18 @@ def take_snapshot(conn: sa.Connection) -> tuple[Snapshot, float]:
         ready_ranked=repo.ready_ranked(conn, config, limit=len(serving) + deficit),
         cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
         stranded=repo.stranded_chip_ids(conn, limit=MAX_STRANDED_PER_CYCLE),
+        purchase_gate=backoff.load(conn, salvy_configured=salvy_configured),
     )
     return snap, trust
 
 
-def plan(engine: sa.Engine) -> tuple[Plan, dict, PoolConfig]:
+def plan(engine: sa.Engine, *, salvy_configured: bool = True) -> tuple[Plan, dict, PoolConfig]:
     """What the next cycle would do (changes nothing), the status it saw, and the config."""
     with engine.connect() as conn, conn.begin():
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-        snap, trust = take_snapshot(conn)
-    return plan_cycle(snap), status_from(snap.config, snap.counts, trust), snap.config
+        snap, trust = take_snapshot(conn, salvy_configured=salvy_configured)
+    status = status_from(snap.config, snap.counts, trust, gate=snap.purchase_gate, now=snap.now)
+    return plan_cycle(snap), status, snap.config
 
 
 def raise_alerts(

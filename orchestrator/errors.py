@@ -29,3 +29,11 @@ class TransientError(OrchestratorError):
 
 class ConfigError(OrchestratorError):
     """Raised when pool_config or the environment is missing or nonsensical."""
+
+
+class PurchaseInDoubt(TransientError):
+    """Raised when a purchase call failed in a way that may still have bought the number.
+
+    A timeout or a 5xx after the POST was sent: the number may show up in Salvy's list later,
+    so the retry waits before it looks the name up, and nobody else buys meanwhile.
+    """

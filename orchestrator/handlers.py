@@ -91,6 +91,7 @@ def provision_chip(task_id: str, ddd: object = None) -> dict:
         ddd=ddd,
         fallback=settings.ddd_fallback,
         deadline_minutes=settings.provisioning_deadline_minutes,
+        settle_seconds=settings.purchase_settle_seconds,
     )
 
 
@@ -120,4 +121,5 @@ def run_cycle(send: runner.Send) -> dict:
         send,
         period_seconds=settings.cycle_seconds,
         deadline_minutes=settings.provisioning_deadline_minutes,
+        salvy_configured=bool(settings.salvy_api_url),
     )

@@ -1,16 +1,25 @@
-"""Redis locks: one per chip, one cycle slot per period, and a "task queued" marker.
+"""Locks: a Redis lock per chip, a "task queued" marker, and the cycle guard.
 
-They save work (two workers never start on the same chip); they do not keep the data right.
-That is the database's job (compare-and-set), so a lock lost to a Redis restart or an expired
-TTL costs at most a wasted attempt, never a double promotion.
+The Redis ones save work (two workers never start on the same chip); they do not keep the data
+right. That is the database's job (compare-and-set), so a lock lost to a Redis restart or an
+expired TTL costs at most a wasted attempt, never a double promotion.
+
+The cycle guard is a PostgreSQL session advisory lock held on a connection of its own while
+one cycle runs: a second cycle at that moment answers `skipped`, one right after plans. It
+dies with its connection, so a worker killed mid-cycle never leaves it behind. It only saves
+work too: overlapping cycles never buy more than the deficit, because the purchase itself is
+serialised (provisioning.record_intents).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from types import TracebackType
 
 import redis
+import sqlalchemy as sa
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.exceptions import RedisError as _RedisError
 
@@ -22,6 +31,8 @@ log = logging.getLogger(__name__)
 PREFIX = "chiporch"
 #: Lock TTL: longer than the longest task's hard time limit, so a live task never loses it.
 CHIP_LOCK_TTL = 120
+#: pg_advisory_lock key of the cycle guard (migrations use 727_001, purchases 727_002).
+CYCLE_GUARD_KEY = 727_003
 
 
 def _redis_call(fn, *args, **kwargs):
@@ -89,10 +100,37 @@ class LockSet:
         self.release_all()
 
 
-def claim_cycle_slot(client: redis.Redis, period_seconds: float) -> bool:
-    """True for the first cycle of a period; a second beat's tick in the same period gets False."""
-    ttl_ms = max(500, int(period_seconds * 1000 * 0.8))
-    return bool(_redis_call(client.set, f"{PREFIX}:cycle:slot", "1", nx=True, px=ttl_ms))
+@contextlib.contextmanager
+def cycle_guard(engine: sa.Engine) -> Iterator[bool]:
+    """Hold the cycle guard for the block: yields True if taken, False if a cycle is running."""
+    try:
+        conn = engine.connect()
+    except sa.exc.DBAPIError as error:
+        raise TransientError(f"database unavailable: {type(error.orig).__name__}") from None
+    held = False
+    try:
+        try:
+            held = bool(conn.scalar(sa.select(sa.func.pg_try_advisory_lock(CYCLE_GUARD_KEY))))
+            conn.commit()  # the session lock outlives the transaction: no transaction stays open
+        except sa.exc.DBAPIError as error:
+            raise TransientError(f"database unavailable: {type(error.orig).__name__}") from None
+        yield held
+    finally:
+        if held:
+            _release_guard(conn)
+        conn.close()
+
+
+def _release_guard(conn: sa.Connection) -> None:
+    """Unlock; if that fails, drop the connection (its session, and so the lock, end with it)."""
+    try:
+        conn.scalar(sa.select(sa.func.pg_advisory_unlock(CYCLE_GUARD_KEY)))
+        conn.commit()
+    except Exception as error:  # never return a connection that may still hold the guard
+        log.warning(
+            "cycle guard not released cleanly (%s); dropping its connection", type(error).__name__
+        )
+        conn.invalidate()
 
 
 def mark_queued(client: redis.Redis, task: str, chip_id: str, ttl: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 #: Human words for the degradation reasons (motivo).
 REASON_TEXT = {
@@ -155,4 +156,31 @@ def stranded_without_target(chip: Mapping, waiting: int) -> str:
         f":rotating_light: *CRITICO*: {waiting} conversa(s) aberta(s) no chip"
         f" `{phone(chip['telefone'])}` ({chip['status']}), que nao atende mais, e"
         " *nenhum chip ativo saudavel para recebe-las*. Pool precisa de atencao imediata."
+    )
+
+
+#: Back-off causes as ops read them.
+PURCHASE_CAUSE_TEXT = {
+    "out_of_stock": "sem estoque na Salvy",
+    "refused_token": "Salvy recusou o token (SALVY_API_TOKEN)",
+    "other": "erro na compra",
+}
+
+
+def purchases_paused(cause: str, until: datetime, failures: int, erro: str) -> str:
+    """Purchases failed and are paused (canal alertas, once per cause per cool-down)."""
+    return (
+        f":x: *Compras na Salvy pausadas*: {PURCHASE_CAUSE_TEXT.get(cause, cause)}"
+        f" ({failures} falha(s) seguida(s)).\n"
+        f"- Ultimo erro: {erro[:300]}\n"
+        f"- Nova tentativa apos {until.astimezone(UTC):%H:%M} UTC; a pausa cresce ate 30 min"
+        " enquanto as falhas continuarem."
+    )
+
+
+def no_salvy_url() -> str:
+    """auto_provision is on but no SALVY_API_URL is set (canal alertas, once)."""
+    return (
+        ":no_entry: *auto_provision ligado mas SALVY_API_URL nao configurada*: nenhum numero"
+        " sera comprado. Configure SALVY_API_URL/SALVY_API_TOKEN ou desligue auto_provision."
     )

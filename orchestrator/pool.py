@@ -14,6 +14,10 @@ from datetime import datetime, timedelta
 STATUSES = ("provisioning", "warming", "ready", "active", "degraded", "banned", "cancelled")
 #: Degradation reasons, strongest first.
 BANNED, LOW_TRUST, DISCONNECTED = "banned", "low_trust", "disconnected"
+#: Why purchases failed (one back-off and one alert cool-down per cause).
+OUT_OF_STOCK, REFUSED_TOKEN, OTHER = "out_of_stock", "refused_token", "other"
+#: Longest purchase pause after failures, in minutes.
+BACKOFF_CAP_MINUTES = 30
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,20 @@ class Replacement:
 
 
 @dataclass(frozen=True)
+class PurchaseGate:
+    """What may hold purchases back: a back-off after failures, or no Salvy to buy from."""
+
+    salvy_configured: bool = True
+    paused_until: datetime | None = None
+    cause: str | None = None
+    failures: int = 0
+
+    def paused(self, now: datetime) -> bool:
+        """True while the back-off after a failed purchase lasts."""
+        return self.paused_until is not None and now < self.paused_until
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The pool as the cycle sees it: config, counts and candidate rows, at one instant."""
 
@@ -118,6 +136,7 @@ class Snapshot:
     ready_ranked: Sequence[ChipView] = ()  # ready chips fit to serve, best first
     cancellable: Sequence[str] = ()  # banned chips already replaced (auto_cancel_banned)
     stranded: Sequence[str] = ()  # chips not active that still hold open conversations
+    purchase_gate: PurchaseGate = PurchaseGate()
 
 
 @dataclass(frozen=True)
@@ -134,6 +153,7 @@ class Plan:
     migrate: tuple[str, ...] = ()
     storm: bool = False
     held_for_storm: tuple[str, ...] = field(default=())
+    purchase_gate: PurchaseGate = PurchaseGate()
 
 
 def health(config: PoolConfig, counts: Counts) -> str:
@@ -152,6 +172,28 @@ def deficits(config: PoolConfig, counts: Counts) -> Deficits:
         ready=max(0, config.ready_min - counts.ready),
         warming=max(0, config.warmup_buffer - counts.warming - counts.provisioning),
     )
+
+
+def purchases_to_make(config: PoolConfig, counts: Counts, gate: PurchaseGate, now: datetime) -> int:
+    """Numbers to buy now: the warming deficit (purchases in flight count), capped per cycle.
+
+    None while purchases are paused after a failure or Salvy is not configured; after failures,
+    one purchase at a time (a probe) until one succeeds, so a broken provider costs one attempt
+    per pause instead of max_provisions_per_cycle.
+    """
+    if not config.auto_provision or not gate.salvy_configured or gate.paused(now):
+        return 0
+    cap = (
+        min(1, config.max_provisions_per_cycle)
+        if gate.failures
+        else config.max_provisions_per_cycle
+    )
+    return max(0, min(deficits(config, counts).warming, cap))
+
+
+def backoff_minutes(failures: int, cap: int = BACKOFF_CAP_MINUTES) -> int:
+    """Pause after the n-th failure in a row: 1, 2, 4, 8, 16 minutes, then the cap."""
+    return min(cap, 2 ** max(0, min(failures - 1, 16)))
 
 
 def is_disconnected_past_grace(chip: ChipView, config: PoolConfig, now: datetime) -> bool:
@@ -229,16 +271,16 @@ def plan_cycle(snap: Snapshot) -> Plan:
     # cancel refuses a chip with open conversations: cancel it once they have moved.
     stranded = set(snap.stranded)
     cancellable = [c for c in snap.cancellable if c not in stranded]
-    to_buy = min(need.warming, config.max_provisions_per_cycle) if config.auto_provision else 0
     return Plan(
         health=health(config, counts),
         deficits=need,
         replace=tuple(replace),
         promote_ready=tuple(c.id for c in snap.warming if is_ready_eligible(c, config, now)),
         promote_active=tuple(spare_ready[: max(0, room)]),
-        provision=max(0, to_buy),
+        provision=purchases_to_make(config, counts, snap.purchase_gate, now),
         cancel=tuple(cancellable) if config.auto_cancel_banned else (),
         migrate=tuple(c for c in snap.stranded if c not in replacing),
         storm=storm,
         held_for_storm=tuple(held),
+        purchase_gate=snap.purchase_gate,
     )

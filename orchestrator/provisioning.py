@@ -3,22 +3,32 @@
 Salvy has no idempotency key. So the intent is committed first (a `provisioning` chip whose
 unique name is derived from the Celery task id, stable across retries and redeliveries), the
 name is sent to Salvy, and any retry looks the name up in Salvy before buying again.
+
+The cycle records its intents under one lock (orchestrator.purchasing), so overlapping cycles
+never buy more than the deficit. A run claims its intent with a lease before calling Salvy, so the same
+task delivered twice at once buys once: the second run only looks the name up. A failed
+purchase pauses purchases (orchestrator.backoff) and leaves no row behind unless a late
+purchase could still land on it.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from orchestrator import messages, outbox
+from orchestrator import backoff, messages, outbox
 from orchestrator import repository as repo
 from orchestrator.db import transaction
-from orchestrator.errors import ConfigError, Rejected
+from orchestrator.errors import ConfigError, PurchaseInDoubt, Rejected, TransientError
 from orchestrator.salvy import SalvyClient, SalvyNumber
-from orchestrator.schema import chips
+from orchestrator.schema import chips, operations
+
+log = logging.getLogger(__name__)
 
 #: Prefix of the names we send to Salvy; numbers without it were not bought by us.
 NAME_PREFIX = "chiporch-"
@@ -28,6 +38,12 @@ BAN_REASON, DEFAULT_CANCEL_REASON = "whatsapp-ban", "unnecessary"
 CANCELLABLE = ("degraded", "banned")
 #: Salvy error codes meaning "this DDD has nothing to sell": the next DDD in stock is tried.
 OUT_OF_STOCK_CODES = frozenset({"area_code_unavailable"})
+#: Lease of a run on its intent: longer than provision_chip's hard time limit (90 s), so a live
+#: run never loses it; a run killed mid-purchase frees it after this long.
+LEASE_SECONDS = 120
+#: After a purchase call whose outcome is unknown (timeout, 5xx), wait this long before the
+#: name is looked up again: Salvy's list may take a while to show a number just bought.
+SETTLE_SECONDS = 30
 
 
 def intent_name(key: str) -> str:
@@ -38,13 +54,15 @@ def intent_name(key: str) -> str:
     return NAME_PREFIX + cleaned
 
 
-def ensure_intent(engine: sa.Engine, name: str, ddd: int, deadline_minutes: int) -> Mapping:
+def ensure_intent(engine: sa.Engine, name: str, ddd: int, deadline_minutes: int) -> Mapping | None:
     """Record the purchase intent once (a provisioning chip); return it, new or existing.
 
+    None when a purchase under this name already failed (its row is gone, its operation row
+    remains): a late or repeated delivery of that task never buys again.
     The row carries an extra `expired` key: True once its deadline has passed.
     """
     with transaction(engine) as conn:
-        conn.execute(
+        inserted = conn.execute(
             pg_insert(chips)
             .values(
                 status="provisioning",
@@ -54,10 +72,62 @@ def ensure_intent(engine: sa.Engine, name: str, ddd: int, deadline_minutes: int)
                 trust_score=0,
             )
             .on_conflict_do_nothing(index_elements=[chips.c.provisioning_name])
-        )
+            .returning(chips.c.id)
+        ).first()
+        # Checked after the insert: a failure committing meanwhile made the insert wait for it.
+        if inserted is not None and _failed_before(conn, name):
+            conn.execute(sa.delete(chips).where(chips.c.id == inserted.id))
+            return None
         expired = sa.func.coalesce(chips.c.provisioning_deadline < sa.func.now(), False)
         query = sa.select(chips, expired.label("expired")).where(chips.c.provisioning_name == name)
         return conn.execute(query).mappings().one()
+
+
+def _failed_before(conn: sa.Connection, name: str) -> bool:
+    """A purchase under this name failed (and its intent was dropped)."""
+    stmt = sa.select(operations.c.id).where(
+        operations.c.operacao == "auto_provision",
+        operations.c.sucesso.is_(False),
+        operations.c.metadata["name"].astext == name,
+    )
+    return conn.execute(stmt.limit(1)).first() is not None
+
+
+def claim(engine: sa.Engine, intent_id: str, owner: str) -> Mapping | None:
+    """Take the intent's lease for this run (None if another run holds it); committed at once.
+
+    The row returned carries `expired` (its deadline passed), like ensure_intent's.
+    """
+    free = sa.or_(
+        chips.c.provisioning_lease_until.is_(None),
+        chips.c.provisioning_lease_until < sa.func.now(),
+    )
+    expired = sa.func.coalesce(chips.c.provisioning_deadline < sa.func.now(), False)
+    stmt = (
+        sa.update(chips)
+        .where(chips.c.id == intent_id, chips.c.status == "provisioning", free)
+        .values(
+            provisioning_lease_until=sa.func.now() + timedelta(seconds=LEASE_SECONDS),
+            provisioning_lease_owner=owner,
+        )
+        .returning(chips, expired.label("expired"))
+    )
+    with transaction(engine) as conn:
+        return conn.execute(stmt).mappings().first()
+
+
+def _set_lease(engine: sa.Engine, intent_id: str, owner: str, seconds: float) -> None:
+    """Keep our lease for seconds more (0: release it); a failure is only logged."""
+    until = sa.func.now() + timedelta(seconds=seconds) if seconds > 0 else None
+    try:
+        with transaction(engine) as conn:
+            conn.execute(
+                sa.update(chips)
+                .where(chips.c.id == intent_id, chips.c.provisioning_lease_owner == owner)
+                .values(provisioning_lease_until=until)
+            )
+    except Exception as error:  # the lease then simply runs out (LEASE_SECONDS)
+        log.warning("lease of %s not updated: %s", intent_id, type(error).__name__)
 
 
 def candidate_ddds(salvy: SalvyClient, wanted: int, fallback: Sequence[int]) -> list[int]:
@@ -92,7 +162,8 @@ def complete(engine: sa.Engine, intent: Mapping, number: SalvyNumber, requested_
     """provisioning -> warming with the number Salvy gave us, logged as auto_provision.
 
     An intent already failed (reconciled while this purchase was still on its way) is adopted
-    all the same: the number is paid for, and a failed intent never holds another number.
+    all the same: the number is paid for, and a failed intent never holds another number. So is
+    one whose row is gone: the number gets a chip of its own rather than being left unused.
     """
     ddd = number.area_code or intent["ddd"]
     values = {
@@ -102,12 +173,16 @@ def complete(engine: sa.Engine, intent: Mapping, number: SalvyNumber, requested_
         "ddd": ddd,
         "warming_started_at": sa.func.now(),
         "provisioning_deadline": None,
+        "provisioning_lease_until": None,
+        "provisioning_lease_owner": None,
     }
     with transaction(engine) as conn:
         late = False
         row = repo.transition(conn, intent["id"], ["provisioning"], **values)
         if row is None:
             row, late = _adopt_failed(conn, intent["id"], values), True
+        if row is None:
+            row = _adopt_missing(conn, intent, values)
         if row is None:
             return _settled(conn, intent["id"])
         metadata = {
@@ -119,14 +194,15 @@ def complete(engine: sa.Engine, intent: Mapping, number: SalvyNumber, requested_
         if late:
             metadata["adotado_apos_falha"] = True
         repo.record_operation(
-            conn, "auto_provision", intent["id"], "Pool buffer baixo", metadata=metadata
+            conn, "auto_provision", row["id"], "Pool buffer baixo", metadata=metadata
         )
+        backoff.record_success(conn)
         outbox.enqueue(
             conn, "operacoes", messages.provisioned(number.phone_number, ddd, requested_ddd)
         )
     return {
         "status": "provisioned",
-        "chip_id": intent["id"],
+        "chip_id": row["id"],
         "telefone": number.phone_number,
         "ddd": ddd,
         "ddd_solicitado": requested_ddd,
@@ -144,33 +220,93 @@ def _adopt_failed(conn: sa.Connection, chip_id: str, values: Mapping) -> Mapping
     return conn.execute(stmt).mappings().first()
 
 
-def fail(engine: sa.Engine, intent: Mapping, erro: str) -> dict:
-    """provisioning -> cancelled: the purchase did not happen; ops are told."""
+def _adopt_missing(conn: sa.Connection, intent: Mapping, values: Mapping) -> Mapping | None:
+    """A number bought for an intent whose row is gone: a new warming chip holds it."""
+    if intent["id"] is None:
+        identity = {}
+    elif conn.execute(sa.select(chips.c.id).where(chips.c.id == intent["id"])).first():
+        return None
+    else:
+        identity = {"id": intent["id"]}  # the dropped intent's id: its history stays linked
+    stmt = (
+        pg_insert(chips)
+        .values(**values, **identity, provisioning_name=intent["provisioning_name"], trust_score=0)
+        .on_conflict_do_nothing()
+        .returning(chips)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def fail(
+    engine: sa.Engine,
+    intent: Mapping,
+    erro: str,
+    *,
+    code: str | None = None,
+    owner: str | None = None,
+) -> dict:
+    """The purchase did not happen: drop the intent, log it, pause purchases, alert once per cause.
+
+    The intent's row goes (no pile of failed intents in `chips`); the auto_provision operation
+    keeps its name, so a redelivered task does not buy again (ensure_intent) and a purchase that
+    lands late is still adopted (reconcile). owner: the run holding the intent's lease (None:
+    reconciliation, which only takes intents no run holds).
+    """
+    cause = backoff.cause_of(code)
     with transaction(engine) as conn:
-        row = repo.transition(
-            conn, intent["id"], ["provisioning"], status="cancelled", provisioning_deadline=None
-        )
+        row = _lock_for_failure(conn, intent["id"], owner)
         if row is None:
             return _settled(conn, intent["id"])
+        conn.execute(sa.delete(chips).where(chips.c.id == row["id"]))
         repo.record_operation(
             conn,
             "auto_provision",
-            intent["id"],
+            None,
             "Compra falhou",
-            metadata={"ddd": intent["ddd"], "name": intent["provisioning_name"]},
+            metadata={
+                "ddd": row["ddd"],
+                "name": row["provisioning_name"],
+                "causa": cause,
+                "intencao": row["id"],
+            },
             sucesso=False,
             erro=erro[:500],
         )
-        outbox.enqueue(
-            conn, "alertas", messages.provision_failed(intent["provisioning_name"], erro)
+        gate = backoff.record_failure(conn, cause, erro)
+    return {
+        "status": "failed",
+        "chip_id": row["id"],
+        "reason": erro,
+        "cause": cause,
+        "paused_until": gate.paused_until.isoformat() if gate.paused_until else None,
+    }
+
+
+def _lock_for_failure(conn: sa.Connection, chip_id: str, owner: str | None) -> Mapping | None:
+    """The provisioning intent, row-locked, if this caller may fail it (holds or needs no lease)."""
+    if owner is None:
+        held = sa.or_(
+            chips.c.provisioning_lease_until.is_(None),
+            chips.c.provisioning_lease_until < sa.func.now(),
         )
-    return {"status": "failed", "chip_id": intent["id"], "reason": erro}
+    else:
+        held = chips.c.provisioning_lease_owner == owner
+    stmt = (
+        sa.select(chips)
+        .where(chips.c.id == chip_id, chips.c.status == "provisioning", held)
+        .with_for_update()
+    )
+    return conn.execute(stmt).mappings().first()
 
 
 def _settled(conn: sa.Connection, chip_id: str) -> dict:
-    row = repo.get_chip(conn, chip_id)
-    if row["status"] == "cancelled":
+    """What became of an intent another call settled (or still holds)."""
+    row = conn.execute(sa.select(chips).where(chips.c.id == chip_id)).mappings().first()
+    if row is None or row["status"] == "cancelled":
         return {"status": "failed", "chip_id": chip_id, "already": True}
+    if row["status"] == "provisioning":
+        reason = "the purchase is being made by another run"
+        return {"status": "skipped", "chip_id": chip_id, "reason": reason, "already": True}
     return {
         "status": "provisioned",
         "chip_id": chip_id,
@@ -187,8 +323,14 @@ def provision(
     ddd: int | None = None,
     fallback: Sequence[int] = (),
     deadline_minutes: int = 15,
+    owner: str | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
 ) -> dict:
-    """Buy one number for the intent named by key; safe to call again after any failure."""
+    """Buy one number for the intent named by key; safe to call again, or twice at once.
+
+    owner names this run (unique per execution, default a fresh uuid): only the run holding
+    the intent's lease calls Salvy's POST; another run meanwhile only looks the name up.
+    """
     if ddd is not None and (
         not isinstance(ddd, int) or isinstance(ddd, bool) or not 11 <= ddd <= 99
     ):
@@ -198,18 +340,48 @@ def provision(
     with engine.connect() as conn:
         wanted = ddd or repo.load_config(conn).default_ddd
     intent = ensure_intent(engine, intent_name(key), wanted, deadline_minutes)
+    if intent is None:
+        return {"status": "failed", "name": intent_name(key), "already": True}
     if intent["status"] != "provisioning":
         with engine.connect() as conn:
             return _settled(conn, intent["id"])
+    owner = owner or uuid.uuid4().hex
+    claimed = claim(engine, intent["id"], owner)
+    if claimed is None:
+        return _while_another_run_buys(engine, salvy, intent, settle_seconds)
     # The intent's DDD is what was asked (the cycle may have recorded it before this task ran).
     try:
-        number = _find_or_buy(salvy, intent, fallback)
+        number = _find_or_buy(salvy, claimed, fallback)
     except Rejected as error:
-        outcome = fail(engine, intent, error.reason)
+        outcome = fail(engine, claimed, error.reason, code=error.code, owner=owner)
         if outcome.get("already"):
             return outcome
         return {**outcome, "status": "rejected", "code": error.code}
-    return complete(engine, intent, number, intent["ddd"])
+    except PurchaseInDoubt as error:
+        # Keep everyone off the name until Salvy's list can show it, then retry (a lookup).
+        _set_lease(engine, claimed["id"], owner, settle_seconds)
+        error.retry_after = max(error.retry_after or 0, settle_seconds + 1)
+        raise
+    except TransientError:
+        _set_lease(engine, claimed["id"], owner, 0)  # nothing was bought: retry at once
+        raise
+    except BaseException:
+        _set_lease(engine, claimed["id"], owner, settle_seconds)  # maybe mid-POST: hold it
+        raise
+    return complete(engine, claimed, number, claimed["ddd"])
+
+
+def _while_another_run_buys(
+    engine: sa.Engine, salvy: SalvyClient, intent: Mapping, settle_seconds: float
+) -> dict:
+    """Another run holds the purchase: adopt what Salvy lists under the name, never buy."""
+    name = intent["provisioning_name"]
+    bought = salvy.find_by_name(name)
+    if bought is not None and bought.status != "canceled":
+        return complete(engine, intent, bought, intent["ddd"])
+    raise TransientError(
+        f"purchase {name} is being made by another run", retry_after=settle_seconds
+    )
 
 
 def _find_or_buy(salvy: SalvyClient, intent: Mapping, fallback: Sequence[int]) -> SalvyNumber:
@@ -226,12 +398,21 @@ def _find_or_buy(salvy: SalvyClient, intent: Mapping, fallback: Sequence[int]) -
 
 
 def reconcile(engine: sa.Engine, salvy: SalvyClient) -> dict:
-    """Settle intents past their deadline against Salvy; report numbers we have no chip for."""
+    """Settle intents past their deadline against Salvy; report numbers we have no chip for.
+
+    An intent a live run still holds (its lease) is left to that run.
+    """
+    lease_free = sa.or_(
+        chips.c.provisioning_lease_until.is_(None),
+        chips.c.provisioning_lease_until < sa.func.now(),
+    )
     with engine.connect() as conn:
         stuck = list(
             conn.execute(
                 sa.select(chips).where(
-                    chips.c.status == "provisioning", chips.c.provisioning_deadline < sa.func.now()
+                    chips.c.status == "provisioning",
+                    chips.c.provisioning_deadline < sa.func.now(),
+                    lease_free,
                 )
             ).mappings()
         )
@@ -243,8 +424,11 @@ def reconcile(engine: sa.Engine, salvy: SalvyClient) -> dict:
         if number is not None:
             adopted += _settled_now(complete(engine, intent, number, intent["ddd"]))
         else:
-            failed += _settled_now(fail(engine, intent, "compra nao concluida no prazo"))
-    for intent in _failed_intents_named(engine, list(by_name)):
+            failed += _settled_now(
+                fail(engine, intent, "compra nao concluida no prazo", code="expired")
+            )
+    late = _failed_intents_named(engine, list(by_name)) + _dropped_intents_named(engine, by_name)
+    for intent in late:
         number = by_name[intent["provisioning_name"]]
         adopted += _settled_now(complete(engine, intent, number, intent["ddd"]))
     unknown = report_unknown(engine, numbers)
@@ -267,6 +451,41 @@ def _failed_intents_named(engine: sa.Engine, names: Sequence[str]) -> list[Mappi
     )
     with engine.connect() as conn:
         return list(conn.execute(query).mappings())
+
+
+def _dropped_intents_named(engine: sa.Engine, names: Sequence[str]) -> list[Mapping]:
+    """Failed intents whose row was dropped but whose name Salvy holds after all: late buys.
+
+    Rebuilt from their failed auto_provision operation (name, DDD, the intent's id).
+    """
+    ours = [n for n in names if n.startswith(NAME_PREFIX)]
+    if not ours:
+        return []
+    with engine.connect() as conn:
+        held = set(
+            conn.execute(
+                sa.select(chips.c.provisioning_name).where(chips.c.provisioning_name.in_(ours))
+            ).scalars()
+        )
+        orphans = [n for n in ours if n not in held]
+        if not orphans:
+            return []
+        metadata = conn.execute(
+            sa.select(operations.c.metadata).where(
+                operations.c.operacao == "auto_provision",
+                operations.c.sucesso.is_(False),
+                operations.c.metadata["name"].astext.in_(orphans),
+            )
+        ).scalars()
+        found = {
+            m["name"]: {
+                "id": m.get("intencao"),
+                "provisioning_name": m["name"],
+                "ddd": m.get("ddd"),
+            }
+            for m in metadata
+        }
+    return list(found.values())
 
 
 def report_unknown(engine: sa.Engine, numbers: Sequence[SalvyNumber]) -> int:

@@ -29,7 +29,14 @@ def status_table(status: dict) -> Table:
     table.add_row("degraded", str(status["degraded"]["count"]), "")
     table.add_row("banned", str(status["totais"]["banned"]), "")
     table.caption = f"trust medio (active): {status['totais']['trust_medio']:g}"
+    if notice := purchases_notice(status):
+        table.caption += f"\n[bold yellow]{notice}[/]"
     return table
+
+
+def purchases_notice(status: dict) -> str | None:
+    """Why purchases are held back ("purchases paused until ... (cause)"), or None."""
+    return (status.get("compras") or {}).get("aviso")
 
 
 def print_status(status: dict, console: Console | None = None) -> None:
@@ -49,9 +56,10 @@ def print_plan(plan: Plan, status: dict, console: Console | None = None) -> None
     table.add_row("replace", str(len(plan.replace)), reasons)
     table.add_row("warming -> ready", str(len(plan.promote_ready)), "")
     table.add_row("ready -> active", str(len(plan.promote_active)), "")
-    table.add_row(
-        "comprar na Salvy", str(plan.provision), f"deficit warming {plan.deficits.warming}"
-    )
+    detail = f"deficit warming {plan.deficits.warming}"
+    if notice := purchases_notice(status):
+        detail += f"; {notice}"
+    table.add_row("comprar na Salvy", str(plan.provision), detail)
     table.add_row("cancelar", str(len(plan.cancel)), "auto_cancel_banned")
     table.add_row("migrar conversas", str(len(plan.migrate)), "conversas em chips fora de producao")
     if plan.storm:
@@ -97,11 +105,13 @@ def _when(moment: datetime) -> str:
 def status_line(status: dict) -> str:
     """The pool in one plain line (for logs and --no-live)."""
     p, r, w = status["producao"], status["ready"], status["warming"]
+    notice = purchases_notice(status)
     return (
         f"pool {status['saude']}: producao {p['count']} (min {p['min']}, max {p['max']}), "
         f"ready {r['count']} (min {r['min']}), warming {w['count']} + {w['em_compra']} em compra "
         f"(buffer {w['buffer']}), degraded {status['degraded']['count']}, "
         f"banned {status['totais']['banned']}, trust medio {status['totais']['trust_medio']:g}"
+        + (f"; {notice}" if notice else "")
     )
 
 

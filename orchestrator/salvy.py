@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import requests
 
-from orchestrator.errors import ConfigError, Rejected, TransientError
+from orchestrator.errors import ConfigError, PurchaseInDoubt, Rejected, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 CANCEL_REASONS = frozenset({"unnecessary", "whatsapp-ban", "technical-issues", "company-canceled"})
 #: Path of the virtual phone numbers resource.
 ACCOUNTS = "/api/v2/virtual-phone-accounts"
+#: Rejected.code for 401/403: Salvy refuses our token (purchases back off under this cause).
+REFUSED_TOKEN = "refused_token"
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,24 @@ class SalvyClient:
         )
 
     def create(self, area_code: int, name: str) -> SalvyNumber:
-        """Buy one number in area_code; name should be unique so a retry can find it."""
-        body = self._call("POST", ACCOUNTS, json={"areaCode": area_code, "name": name})
-        return self._parse(SalvyNumber.from_json, body)
+        """Buy one number in area_code; name should be unique so a retry can find it.
+
+        PurchaseInDoubt when the answer does not tell whether the number was bought (timeout,
+        5xx, garbled body); a 429 or a 4xx means nothing was bought.
+        """
+        payload = {"areaCode": area_code, "name": name}
+        try:
+            resp = self._send("POST", ACCOUNTS, json=payload)
+        except TransientError as error:
+            raise PurchaseInDoubt(error.reason) from error
+        if resp.status_code == 429 or (400 <= resp.status_code < 500 and resp.status_code != 408):
+            raise _error_for(resp)
+        if resp.status_code >= 400:
+            raise PurchaseInDoubt(_error_for(resp).reason)
+        try:
+            return SalvyNumber.from_json(resp.json())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PurchaseInDoubt(f"unexpected Salvy response: {type(exc).__name__}") from exc
 
     def list_numbers(self) -> list[SalvyNumber]:
         """Every number of the account, cancelled ones included (the v2 list is not paginated)."""
@@ -173,6 +190,8 @@ def _error_for(resp: requests.Response) -> TransientError | Rejected:
         return TransientError(reason, retry_after=_retry_after(resp.headers.get("Retry-After")))
     if resp.status_code >= 500 or resp.status_code == 408:
         return TransientError(reason)
+    if resp.status_code in (401, 403):
+        return Rejected(reason, code=REFUSED_TOKEN)
     return Rejected(reason, code=code)
 
 

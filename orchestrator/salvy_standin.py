@@ -48,6 +48,9 @@ class Faults:
     hang_seconds: float = 30.0
     out_of_stock: list[int] = field(default_factory=list)  #: DDDs with nothing to sell
     hold_purchases: bool = False  #: POSTs wait, before buying, until switched off or stopped
+    refuse_token: bool = False  #: every API request answers 401 (a revoked token)
+    retry_after: str = "1"  #: Retry-After header of a 429 (delta-seconds or an HTTP date)
+    post_delay: float = 0.0  #: seconds a purchase (POST) waits before the number exists
 
 
 class SalvyError(Exception):
@@ -74,6 +77,8 @@ class SalvyStandin:
         self._numbers: dict[str, dict[str, Any]] = {}
         self._cancellations: list[tuple[str, str]] = []
         self._purchases = 0
+        self._posts = 0
+        self._requests = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> str:
@@ -129,6 +134,8 @@ class SalvyStandin:
             self._numbers.clear()
             self._cancellations.clear()
             self._purchases = 0
+            self._posts = 0
+            self._requests = 0
 
     @property
     def purchases(self) -> int:
@@ -139,6 +146,23 @@ class SalvyStandin:
     def held_purchases(self) -> int:
         """How many POSTs are waiting on hold_purchases right now."""
         return self._held
+
+    @property
+    def posts(self) -> int:
+        """How many purchase requests (POST) arrived, whatever their answer."""
+        return self._posts
+
+    @property
+    def requests(self) -> int:
+        """How many API requests arrived (admin routes excluded)."""
+        return self._requests
+
+    def count_request(self, method: str, path: str) -> None:
+        """Count one API request (and one purchase attempt if it is a POST)."""
+        with self._lock:
+            self._requests += 1
+            if (method, path) == ("POST", ACCOUNTS):
+                self._posts += 1
 
     @property
     def numbers(self) -> dict[str, dict[str, Any]]:
@@ -156,6 +180,8 @@ class SalvyStandin:
         """Everything above as JSON-ready data."""
         return {
             "purchases": self.purchases,
+            "posts": self.posts,
+            "requests": self.requests,
             "numbers": self.numbers,
             "cancellations": [list(c) for c in self.cancellations],
             "held_purchases": self.held_purchases,
@@ -254,7 +280,9 @@ def _coerce(name: str, value: Any) -> Any:
     """Give a switch set over HTTP the type of its default (counts int, seconds float)."""
     default = getattr(Faults(), name)
     if isinstance(default, bool):
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if isinstance(value, bool):
+            return value
+        return str(value).strip().lower() in ("1", "true", "yes", "on")
     return [int(v) for v in value] if isinstance(default, list) else type(default)(value)
 
 
@@ -313,6 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, path: str, query: str, body: dict[str, Any]) -> tuple[int, Any]:
         standin = self.standin
+        standin.count_request(method, path)
         standin.pause(standin.faults.latency)
         if standin.take_fault("rate_limit_next"):
             raise SalvyError(429, "too_many_requests", "rate limit exceeded, retry later")
@@ -321,6 +350,8 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization") or ""
         if not auth.startswith("Bearer ") or not auth[len("Bearer ") :].strip():
             raise SalvyError(401, "unauthorized", "missing or invalid bearer token")
+        if standin.faults.refuse_token:
+            raise SalvyError(401, "unauthorized", "invalid or revoked token")
         if (method, path) == ("GET", f"{ACCOUNTS}/area-codes"):
             available = parse_qs(query).get("available") == ["true"]
             return 200, standin.area_codes(only_available=available)
@@ -328,6 +359,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, standin.list_numbers()
         if (method, path) == ("POST", ACCOUNTS):
             standin.hold()
+            standin.pause(standin.faults.post_delay)
             number = standin.buy(body)
             if standin.take_fault("timeout_after_purchase"):
                 standin.pause(standin.faults.hang_seconds)
@@ -347,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             if status == 429:
-                self.send_header("Retry-After", "1")
+                self.send_header("Retry-After", self.standin.faults.retry_after)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):

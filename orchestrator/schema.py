@@ -49,6 +49,8 @@ chips = sa.Table(
     sa.Column("salvy_id", sa.Text),
     sa.Column("provisioning_name", sa.Text),
     sa.Column("provisioning_deadline", sa.DateTime(timezone=True)),
+    sa.Column("provisioning_lease_until", sa.DateTime(timezone=True)),
+    sa.Column("provisioning_lease_owner", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
@@ -105,4 +107,15 @@ alert_state = sa.Table(
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("last_sent_at", sa.DateTime(timezone=True)),
     sa.Column("times_sent", sa.Integer),
+)
+
+purchase_backoff = sa.Table(
+    "purchase_backoff",
+    metadata,
+    sa.Column("scope", sa.Text, primary_key=True),
+    sa.Column("cause", sa.Text),
+    sa.Column("failures", sa.Integer),
+    sa.Column("paused_until", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
 )

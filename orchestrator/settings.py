@@ -51,6 +51,7 @@ class Settings:
     cycle_seconds: float = 60.0
     ddd_fallback: tuple[int, ...] = ()
     provisioning_deadline_minutes: int = 15
+    purchase_settle_seconds: float = 30.0
     data_dir: Path = ROOT / ".data"
 
     @classmethod
@@ -73,6 +74,7 @@ class Settings:
             provisioning_deadline_minutes=int(
                 env.get("ORCHESTRATOR_PROVISIONING_DEADLINE_MINUTES") or 15
             ),
+            purchase_settle_seconds=float(env.get("ORCHESTRATOR_PURCHASE_SETTLE_SECONDS") or 30),
             data_dir=Path(env.get("ORCHESTRATOR_DATA_DIR") or ROOT / ".data"),
         )
 

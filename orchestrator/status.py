@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 
+from orchestrator import backoff
 from orchestrator import repository as repo
-from orchestrator.pool import Counts, PoolConfig, deficits, health
+from orchestrator.pool import Counts, PoolConfig, PurchaseGate, deficits, health
 
 
-def status_from(config: PoolConfig, counts: Counts, trust_medio: float) -> dict:
-    """The seed's obter_status_pool shape, without the chip lists."""
+def status_from(
+    config: PoolConfig,
+    counts: Counts,
+    trust_medio: float,
+    *,
+    gate: PurchaseGate | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """The seed's obter_status_pool shape, without the chip lists (plus `compras`)."""
     need = deficits(config, counts)
     return {
         "producao": {
@@ -33,12 +43,45 @@ def status_from(config: PoolConfig, counts: Counts, trust_medio: float) -> dict:
             "cancelled": counts.cancelled,
         },
         "deficits": {"producao": need.producao, "ready": need.ready, "warming": need.warming},
+        "compras": purchases_status(config, gate or PurchaseGate(), now),
     }
 
 
-def pool_status(engine: sa.Engine) -> dict:
-    """Counts per state against min/max/buffer, health, average trust of active chips."""
+def purchases_status(config: PoolConfig, gate: PurchaseGate, now: datetime | None) -> dict:
+    """Whether the cycle may buy: `estado` ativas, pausadas, sem_salvy or desligadas, and why."""
+    paused = now is not None and gate.paused(now)
+    if not config.auto_provision:
+        estado, aviso = "desligadas", None
+    elif not gate.salvy_configured:
+        estado, aviso = (
+            "sem_salvy",
+            "auto_provision on but SALVY_API_URL not set: nothing is bought",
+        )
+    elif paused:
+        until = f"{gate.paused_until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        estado, aviso = "pausadas", f"purchases paused until {until} ({gate.cause})"
+    elif gate.failures:
+        estado = "ativas"
+        aviso = (
+            f"purchases resumed after {gate.failures} failure(s) ({gate.cause}):"
+            " one at a time until one succeeds"
+        )
+    else:
+        estado, aviso = "ativas", None
+    return {
+        "estado": estado,
+        "pausadas_ate": gate.paused_until.isoformat() if paused else None,
+        "causa": gate.cause if gate.failures else None,
+        "falhas_seguidas": gate.failures,
+        "aviso": aviso,
+    }
+
+
+def pool_status(engine: sa.Engine, *, salvy_configured: bool = True) -> dict:
+    """Counts per state against min/max/buffer, health, average trust, whether purchases run."""
     with engine.connect() as conn:
         config = repo.load_config(conn)
         counts, trust = repo.count_by_status(conn)
-    return status_from(config, counts, trust)
+        gate = backoff.load(conn, salvy_configured=salvy_configured)
+        now = repo.db_now(conn)
+    return status_from(config, counts, trust, gate=gate, now=now)

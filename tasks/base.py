@@ -20,6 +20,15 @@ log = logging.getLogger(__name__)
 MAX_DELIVERIES = 5
 #: One failure alert per task name per cool-down.
 _COOLDOWN = timedelta(minutes=30)
+#: A retry is due at least this long before the broker's visibility timeout: past it, Redis
+#: hands the (unacked, waiting) message to a second worker and the task runs twice.
+RETRY_MARGIN_SECONDS = 60
+#: kombu's visibility timeout on Redis when none is configured.
+REDIS_DEFAULT_VISIBILITY = 3600
+#: AMQP has no visibility timeout, but RabbitMQ closes the channel of a consumer that holds an
+#: unacked message (a retry waiting for its ETA) longer than consumer_timeout (15 or 30 min by
+#: version): retries there wait at most 10 minutes.
+AMQP_MAX_COUNTDOWN = 600
 
 
 class OrchestratorTask(Task):
@@ -51,7 +60,17 @@ class OrchestratorTask(Task):
             countdown = error.retry_after or get_exponential_backoff_interval(
                 self.backoff_factor, self.request.retries, self.backoff_max, full_jitter=True
             )
-            raise self.retry(exc=error, countdown=max(countdown, 0.5)) from None
+            countdown = min(max(countdown, 0.5), self.max_countdown())
+            raise self.retry(exc=error, countdown=countdown) from None
+
+    def max_countdown(self) -> float:
+        """The longest a retry may wait on this app's broker (a Retry-After is capped to it)."""
+        conf = self.app.conf
+        if str(conf.broker_url or "").startswith(("amqp", "pyamqp", "librabbitmq")):
+            return AMQP_MAX_COUNTDOWN
+        options = conf.broker_transport_options or {}
+        visibility = float(options.get("visibility_timeout") or REDIS_DEFAULT_VISIBILITY)
+        return max(1.0, visibility - RETRY_MARGIN_SECONDS)
 
     def _poisoned(self) -> bool:
         """Count deliveries of this task id in Redis; past MAX_DELIVERIES, stop and alert."""

@@ -9,7 +9,13 @@ def _send(name: str, args: list, task_id: str | None) -> None:
     app.send_task(name, args=args, task_id=task_id)
 
 
-@app.task(name="orchestrator.run_cycle", base=OrchestratorTask, soft_time_limit=30, time_limit=45)
+@app.task(
+    name="orchestrator.run_cycle",
+    base=OrchestratorTask,
+    max_retries=0,  # never retried: the next beat tick is the retry, with a fresh snapshot
+    soft_time_limit=30,
+    time_limit=45,
+)
 def run_cycle() -> dict:
     """Plan with a few aggregate queries and fan out one task per chip / number to buy."""
     return handlers.run_cycle(_send)

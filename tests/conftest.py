@@ -18,7 +18,10 @@ from sqlalchemy.engine import make_url
 from orchestrator import db, embedded, migrate
 from orchestrator.settings import Settings
 
-TABLES = "alert_state, notification_outbox, orchestrator_operations, conversation_chips, chips"
+TABLES = (
+    "alert_state, notification_outbox, orchestrator_operations, conversation_chips, chips,"
+    " purchase_backoff"
+)
 
 
 def _base_database_url() -> str:

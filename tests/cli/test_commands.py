@@ -92,6 +92,57 @@ def test_status_json_has_the_seed_shape_without_chip_lists(clean_db: sa.Engine, 
     assert "chips" not in json.dumps(data).replace("total_chips", "")
 
 
+def pause_purchases(engine: sa.Engine, cause: str, minutes: int) -> None:
+    """Purchases failed: paused for minutes from now (what backoff.record_failure leaves)."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO purchase_backoff (scope, cause, failures, paused_until, last_error)"
+                " VALUES ('purchasing', :cause, 3, now() + make_interval(mins => :m), 'x')"
+            ),
+            {"cause": cause, "m": minutes},
+        )
+
+
+def test_status_and_plan_say_until_when_purchases_are_paused_and_why(
+    clean_db: sa.Engine, cli: Cli
+) -> None:
+    # Given purchases paused for 4 minutes after out-of-stock failures, and a warming deficit
+    a_pool_with_work_to_do(clean_db)
+    pause_purchases(clean_db, "out_of_stock", 4)
+    salvy = {"SALVY_API_URL": "http://127.0.0.1:9/"}
+    # When ops run status and plan, as text and as JSON
+    status, status_json = cli("status", COLUMNS="160", **salvy), cli("status", "--json", **salvy)
+    plan, plan_json = cli("plan", COLUMNS="200", **salvy), cli("plan", "--json", **salvy)
+    # Then each says purchases are paused, until when and why, and the plan buys nothing
+    for out in (status, status_json, plan, plan_json):
+        assert out.returncode == 0, out.stderr
+    assert "purchases paused until" in status.stdout and "(out_of_stock)" in status.stdout
+    assert "purchases paused until" in plan.stdout and "(out_of_stock)" in plan.stdout
+    compras = json.loads(status_json.stdout)["compras"]
+    assert (compras["estado"], compras["causa"], compras["falhas_seguidas"]) == (
+        "pausadas",
+        "out_of_stock",
+        3,
+    )
+    assert compras["pausadas_ate"] and compras["aviso"].startswith("purchases paused until")
+    planned = json.loads(plan_json.stdout)
+    assert planned["plan"]["provision"] == 0 and planned["plan"]["deficits"]["warming"] > 0
+    assert planned["status"]["compras"]["estado"] == "pausadas"
+
+
+def test_status_without_salvy_url_says_nothing_is_bought(clean_db: sa.Engine, cli: Cli) -> None:
+    # Given auto_provision on, a warming deficit, and no SALVY_API_URL in the environment
+    a_pool_with_work_to_do(clean_db)
+    # When ops run status and plan
+    status, plan = cli("status", COLUMNS="160"), cli("plan", "--json")
+    # Then both say purchases cannot happen, and the plan buys nothing
+    assert "auto_provision on but SALVY_API_URL not set" in status.stdout
+    planned = json.loads(plan.stdout)
+    assert planned["plan"]["provision"] == 0
+    assert planned["status"]["compras"]["estado"] == "sem_salvy"
+
+
 def test_plan_shows_the_next_cycle_and_changes_nothing(
     clean_db: sa.Engine, cli: Cli, empty_queues
 ) -> None:

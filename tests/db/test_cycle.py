@@ -6,6 +6,7 @@ same path is covered by tests/worker.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -43,7 +44,6 @@ def fresh_redis(redis_client: redis.Redis) -> redis.Redis:
 
 
 def cycle(engine: sa.Engine, client: redis.Redis, broker: Broker) -> dict:
-    client.delete(f"{locks.PREFIX}:cycle:slot")  # a new period
     return runner.run_cycle(engine, client, broker, period_seconds=60)
 
 
@@ -102,15 +102,43 @@ def test_purchase_intents_are_saved_before_dispatch_so_the_next_cycle_counts_the
     assert {f"chiporch-{task_id}" for _, _, task_id in first.sent + second.sent} == names
 
 
-def test_a_second_cycle_in_the_same_period_is_skipped(
+def test_a_cycle_right_after_another_plans_and_one_during_another_is_skipped(
     clean_db: sa.Engine, fresh_redis: redis.Redis
 ) -> None:
-    assert (
-        runner.run_cycle(clean_db, fresh_redis, Broker(), period_seconds=60)["status"] == "planned"
-    )
-    assert (
-        runner.run_cycle(clean_db, fresh_redis, Broker(), period_seconds=60)["status"] == "skipped"
-    )
+    # Given a cycle just finished: one right after it (ops from Flower, say) still plans
+    assert cycle(clean_db, fresh_redis, Broker())["status"] == "planned"
+    assert cycle(clean_db, fresh_redis, Broker())["status"] == "planned"
+    # When a cycle is running (its guard held on another connection)
+    with clean_db.connect() as other:
+        other.execute(sa.select(sa.func.pg_advisory_lock(locks.CYCLE_GUARD_KEY)))
+        broker = Broker()
+        during = cycle(clean_db, fresh_redis, broker)
+        other.execute(sa.select(sa.func.pg_advisory_unlock(locks.CYCLE_GUARD_KEY)))
+        other.commit()
+    # Then the one sent meanwhile is skipped and dispatches nothing; the next one plans
+    assert during == {"status": "skipped", "reason": "cycle in progress"}
+    assert broker.sent == []
+    assert cycle(clean_db, fresh_redis, Broker())["status"] == "planned"
+
+
+def test_a_worker_dying_mid_cycle_does_not_leave_the_guard_behind(
+    clean_db: sa.Engine, fresh_redis: redis.Redis
+) -> None:
+    # Given a connection holding the cycle guard is killed (its worker died mid-cycle)
+    with clean_db.connect() as dying:
+        dying.execute(sa.select(sa.func.pg_advisory_lock(locks.CYCLE_GUARD_KEY)))
+        dying.commit()
+        pid = dying.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
+        with clean_db.connect() as admin:
+            admin.execute(sa.select(sa.func.pg_terminate_backend(pid)))
+            admin.commit()
+        dying.invalidate()
+    # When the next cycle starts
+    # Then it plans: the guard died with its connection
+    deadline = time.monotonic() + 10
+    while (result := cycle(clean_db, fresh_redis, Broker()))["status"] != "planned":
+        assert time.monotonic() < deadline, result  # the backend takes a moment to exit
+        time.sleep(0.05)
 
 
 def test_a_chip_already_queued_is_not_queued_again(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -54,6 +57,13 @@ def messages_in(engine: sa.Engine, canal: str) -> list[str]:
 
 def chips_in(engine: sa.Engine, status: str) -> list[sa.Row]:
     return rows(engine, sa.select(chips).where(chips.c.status == status))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def expire_intent(engine: sa.Engine, name: str) -> None:
@@ -158,19 +168,28 @@ def test_an_out_of_stock_ddd_falls_back_along_the_list_and_records_the_ddd_used(
     assert "DDD 31" in texto and "DDD 11 sem estoque" in texto
 
 
-def test_every_ddd_out_of_stock_buys_nothing_fails_the_intent_and_alerts(
+def test_every_ddd_out_of_stock_buys_nothing_drops_the_intent_and_alerts(
     clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
 ) -> None:
     # Given the default DDD and the whole fallback list are sold out
     standin.set_faults(out_of_stock=[11, 21])
     # When a number is provisioned
-    result = provisioning.provision(clean_db, salvy, key(), fallback=(21,))
-    # Then nothing is bought, the intent is failed and ops are alerted
-    assert (result["status"], result["code"]) == ("rejected", "out_of_stock")
+    purchase = key()
+    result = provisioning.provision(clean_db, salvy, purchase, fallback=(21,))
+    # Then nothing is bought, the intent leaves no row behind, and purchases pause
+    assert (result["status"], result["code"], result["cause"]) == (
+        "rejected",
+        "out_of_stock",
+        "out_of_stock",
+    )
+    assert result["paused_until"] is not None
     assert standin.purchases == 0
-    assert chip_row(clean_db, result["chip_id"]).status == "cancelled"
+    assert rows(clean_db, sa.select(chips)) == []
+    # And the failure is logged (with the intent's name) and ops alerted
     (op,) = provision_ops(clean_db)
-    assert op.sucesso is False and "estoque" in op.erro
+    assert op.sucesso is False and "estoque" in op.erro and op.chip_id is None
+    assert op.metadata["name"] == provisioning.intent_name(purchase)
+    assert op.metadata["intencao"] == result["chip_id"]
     assert len(messages_in(clean_db, "alertas")) == 1
 
 
@@ -216,6 +235,64 @@ def test_a_number_cancelled_at_salvy_under_the_intents_name_is_not_bought_again(
     assert standin.purchases == 1
 
 
+def test_one_purchase_delivered_twice_at_once_posts_once(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given Salvy takes a while to answer a purchase, and a first run is in the middle of one
+    standin.set_faults(post_delay=1.5)
+    purchase = key()
+    patient = SalvyClient(standin.url, "salvy_test_key", read_timeout=10)
+    first: list[dict] = []
+    run = threading.Thread(
+        target=lambda: first.append(provisioning.provision(clean_db, patient, purchase))
+    )
+    run.start()
+    wait_until(lambda: standin.posts == 1)
+    # When the same task runs a second time meanwhile (Redis redelivered it, say)
+    with pytest.raises(TransientError) as second:
+        provisioning.provision(clean_db, salvy, purchase)
+    run.join(10)
+    patient.close()
+    # Then only the first run called POST; the second looked the name up and retries later
+    assert standin.posts == standin.purchases == 1
+    assert first[0]["status"] == "provisioned"
+    assert (second.value.retry_after or 0) >= 30  # Salvy's list has had time to show it
+    # And its retry finds the purchase done
+    again = provisioning.provision(clean_db, salvy, purchase)
+    assert (again["status"], again["already"]) == ("provisioned", True)
+    assert len(chips_in(clean_db, "warming")) == 1
+
+
+def test_after_a_timeout_nobody_buys_again_before_salvy_could_list_the_number(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given Salvy answers a purchase (and lists its number) only after our client gave up
+    standin.set_faults(post_delay=2.5)
+    purchase = key()
+    with pytest.raises(TransientError) as timed_out:
+        provisioning.provision(clean_db, salvy, purchase)
+    # Then the retry is due only once Salvy had time to list the number
+    assert (timed_out.value.retry_after or 0) >= 30
+    # When the task is delivered again before that (the number is not listed yet)
+    with pytest.raises(TransientError):
+        provisioning.provision(clean_db, salvy, purchase)
+    # Then that run did not buy
+    assert standin.posts == 1
+    # When the wait is over (Salvy lists the number now) and the retry runs
+    wait_until(lambda: standin.purchases == 1)
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.update(chips)
+            .where(chips.c.provisioning_name == provisioning.intent_name(purchase))
+            .values(provisioning_lease_until=sa.func.now() - timedelta(seconds=1))
+        )
+    result = provisioning.provision(clean_db, salvy, purchase)
+    # Then it adopts that number: one POST, one number, one warming chip
+    assert result["status"] == "provisioned"
+    assert standin.posts == standin.purchases == 1
+    assert len(chips_in(clean_db, "warming")) == 1
+
+
 # -- reconciliation ------------------------------------------------------------------------------------
 
 
@@ -245,11 +322,11 @@ def test_a_stuck_intent_salvy_never_heard_of_is_failed_and_alerted(
     expire_intent(clean_db, name)
     # When the purchases are reconciled
     result = provisioning.reconcile(clean_db, salvy)
-    # Then the intent is failed (no longer counted in flight), logged and alerted
+    # Then the intent is failed (no longer counted in flight, no row left), logged and alerted
     assert (result["adopted"], result["failed"]) == (0, 1)
-    assert chip_row(clean_db, intent["id"]).status == "cancelled"
+    assert rows(clean_db, sa.select(chips).where(chips.c.id == intent["id"])) == []
     (op,) = provision_ops(clean_db)
-    assert op.sucesso is False
+    assert op.sucesso is False and op.metadata["intencao"] == intent["id"]
     assert len(messages_in(clean_db, "alertas")) == 1
     assert standin.purchases == 0
 
@@ -266,11 +343,12 @@ def test_an_intent_not_yet_past_its_deadline_is_left_alone(
 def test_a_purchase_that_lands_after_its_intent_failed_is_adopted_not_orphaned(
     clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
 ) -> None:
-    # Given an intent reconciled as failed while its purchase was still on its way
+    # Given an intent reconciled as failed (its row dropped) while its purchase was on its way
     name = provisioning.intent_name(key())
     intent = provisioning.ensure_intent(clean_db, name, 11, 15)
     expire_intent(clean_db, name)
     provisioning.reconcile(clean_db, salvy)
+    assert rows(clean_db, sa.select(chips)) == []
     number = salvy.create(11, name)
     # When the next reconciliation runs
     result = provisioning.reconcile(clean_db, salvy)

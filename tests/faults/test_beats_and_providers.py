@@ -26,7 +26,7 @@ def scalar(engine: sa.Engine, sql: str) -> int:
         return conn.execute(sa.text(sql)).scalar_one()
 
 
-def test_two_beats_at_once_plan_at_most_one_cycle_per_period(
+def test_two_beats_at_once_change_nothing_twice(
     clean_db: sa.Engine, cluster: Cluster, env: dict
 ) -> None:
     # Given a pool short of 2 active chips (4 ready) and of 3 warming chips (buffer 3)
@@ -37,18 +37,17 @@ def test_two_beats_at_once_plan_at_most_one_cycle_per_period(
     # When two beats tick every second for about 8 seconds
     beats = [cluster.beat(env), cluster.beat(env)]
     wait_for(lambda: all("Starting" in b.log() for b in beats), 30)
-    started = time.monotonic()
     time.sleep(8)
     for beat in beats:
         beat.stop()
-    elapsed = time.monotonic() - started + 2  # beats may tick while starting and stopping
     time.sleep(3)
-    # Then at most one cycle planned per slot (0.8 s) and the second beat's ticks were skipped
+    # Then every tick either planned or was skipped because a cycle was running at that moment
     log = worker.log()
     planned = len(re.findall(r"run_cycle\[[^\]]+\] succeeded[^\n]*'status': 'planned'", log))
-    skipped = len(re.findall(r"run_cycle\[[^\]]+\] succeeded[^\n]*'status': 'skipped'", log))
-    assert 1 <= planned <= elapsed / 0.8 + 1
-    assert skipped >= 1
+    skipped = re.findall(r"run_cycle\[[^\]]+\] succeeded[^\n]*'status': 'skipped'[^\n]*", log)
+    assert planned >= 1
+    assert all("cycle in progress" in line for line in skipped)
+    assert re.search(r"run_cycle\[[^\]]+\] raised", log) is None
     # And the changes happened once: exactly 2 promotions, exactly 3 purchases
     assert count_ops(clean_db, "promotion_ready_active") == 2
     wait_for(lambda: scalar(clean_db, "SELECT count(*) FROM chips WHERE status = 'warming'") == 3)

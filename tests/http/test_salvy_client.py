@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 import requests
 
-from orchestrator.errors import OrchestratorError, Rejected, TransientError
+from orchestrator.errors import OrchestratorError, PurchaseInDoubt, Rejected, TransientError
 from orchestrator.salvy import SalvyClient, SalvyNumber
 from orchestrator.salvy_standin import SalvyStandin
 
@@ -150,14 +152,49 @@ def test_an_unreachable_salvy_is_transient(salvy):
     assert_secret_kept(caught.value)
 
 
-def test_a_missing_token_is_rejected_as_unauthorized(salvy):
+def test_a_missing_token_is_rejected_as_a_refused_token(salvy):
     client = SalvyClient(salvy.url, None)
 
     with pytest.raises(Rejected) as caught:
         client.create(11, unique_name())
 
-    assert caught.value.code == "unauthorized"
+    assert caught.value.code == "refused_token"
+    assert "401 unauthorized" in caught.value.reason
     assert salvy.purchases == 0
+
+
+def test_a_revoked_token_is_a_refused_token_on_every_call(client, salvy):
+    salvy.set_faults(refuse_token=True)
+
+    with pytest.raises(Rejected) as caught:
+        client.area_codes()
+
+    assert caught.value.code == "refused_token"
+    assert_secret_kept(caught.value)
+
+
+def test_a_retry_after_given_as_an_http_date_is_parsed(client, salvy):
+    when = datetime.now(UTC) + timedelta(seconds=120)
+    salvy.set_faults(rate_limit_next=1, retry_after=format_datetime(when, usegmt=True))
+
+    with pytest.raises(TransientError) as caught:
+        client.list_numbers()
+
+    assert 110 <= caught.value.retry_after <= 120
+
+
+def test_a_purchase_whose_answer_is_lost_is_in_doubt_but_a_rate_limit_is_not(salvy):
+    impatient = SalvyClient(salvy.url, TOKEN, read_timeout=0.3)
+    salvy.set_faults(post_delay=1)
+
+    with pytest.raises(PurchaseInDoubt):
+        impatient.create(11, unique_name())
+
+    salvy.set_faults(post_delay=0, rate_limit_next=1)
+    with pytest.raises(TransientError) as caught:
+        impatient.create(11, unique_name())
+    assert not isinstance(caught.value, PurchaseInDoubt)
+    impatient.close()
 
 
 def test_an_unknown_number_is_rejected_as_not_found(client):

@@ -240,7 +240,6 @@ def test_the_last_cycle_time_and_duration_come_from_the_cycle_itself(
 ) -> None:
     # Given a cycle that planned and dispatched (its tasks collected instead of sent)
     client = redis.Redis.from_url(redis_url)
-    client.delete("chiporch:cycle:slot")
     sent: list[str] = []
     result = runner.run_cycle(
         clean_db, client, lambda name, args, tid: sent.append(name), period_seconds=1

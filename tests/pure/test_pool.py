@@ -11,7 +11,9 @@ from orchestrator.pool import (
     ChipView,
     Counts,
     PoolConfig,
+    PurchaseGate,
     Snapshot,
+    backoff_minutes,
     deficits,
     degraded_reason,
     health,
@@ -264,3 +266,25 @@ def test_replacements_take_the_first_fit_ready_chips_and_promotions_the_rest() -
         snapshot(counts=Counts(active=2, ready=3, warming=4), serving=[banned], ready_ranked=ranked)
     )
     assert plan.promote_active == ("r2",)
+
+
+def test_purchases_wait_out_a_back_off_then_probe_one_at_a_time() -> None:
+    empty = Counts()
+    paused = PurchaseGate(paused_until=NOW + timedelta(minutes=2), cause="out_of_stock", failures=2)
+    over = PurchaseGate(paused_until=NOW - timedelta(seconds=1), cause="out_of_stock", failures=2)
+    # While paused: nothing; once the pause is over: one probe; after a success: full speed
+    assert plan_cycle(snapshot(counts=empty, purchase_gate=paused)).provision == 0
+    assert plan_cycle(snapshot(counts=empty, purchase_gate=over)).provision == 1
+    assert plan_cycle(snapshot(counts=empty, purchase_gate=PurchaseGate())).provision == 3
+    # And the plan says why it holds back
+    assert plan_cycle(snapshot(counts=empty, purchase_gate=paused)).purchase_gate == paused
+
+
+def test_without_salvy_nothing_is_bought() -> None:
+    gate = PurchaseGate(salvy_configured=False)
+    assert plan_cycle(snapshot(counts=Counts(), purchase_gate=gate)).provision == 0
+
+
+def test_the_back_off_doubles_from_one_minute_up_to_thirty() -> None:
+    assert [backoff_minutes(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert backoff_minutes(10_000) == 30

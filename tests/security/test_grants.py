@@ -7,7 +7,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import lifecycle, notify, outbox, provisioning
+from orchestrator import lifecycle, notify, outbox, provisioning, purchasing, status
 from orchestrator.db import transaction
 from tests.factories import add_conversations, make_chip
 
@@ -17,11 +17,12 @@ pytestmark = pytest.mark.db
 GRANTS = """
 GRANT USAGE ON SCHEMA public TO {role};
 GRANT SELECT, UPDATE ON pool_config TO {role};
-GRANT SELECT, INSERT, UPDATE ON chips TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON chips TO {role};
 GRANT SELECT, UPDATE ON conversation_chips TO {role};
 GRANT SELECT, INSERT ON orchestrator_operations TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON notification_outbox TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON alert_state TO {role};
+GRANT SELECT, INSERT, UPDATE ON purchase_backoff TO {role};
 """
 
 
@@ -74,6 +75,9 @@ def test_the_documented_grants_are_enough_for_every_use_case(
     assert lifecycle.promote_ready_to_active(worker_role, ready)["status"] == "promoted"
     intent = provisioning.ensure_intent(worker_role, "chiporch-grants", 11, 15)
     provisioning.fail(worker_role, intent, "teste")
+    assert purchasing.record_intents(worker_role, 1, 15) == []  # paused by that failure
+    assert purchasing.drop_unsent(worker_role, ["never-sent"]) == 0
+    assert status.pool_status(worker_role)["compras"]["estado"] == "pausadas"
     with transaction(worker_role) as conn:
         outbox.alert_once(conn, "grants", "alerta", cooldown=None)
         outbox.forget_alert(conn, "grants")

@@ -71,8 +71,7 @@ def outbox_rows(engine: sa.Engine) -> list[sa.Row]:
 
 
 def next_cycle(celery_client: Celery, redis_client: redis.Redis) -> dict:
-    """Run orchestrator.run_cycle as the first tick of a new period."""
-    redis_client.delete("chiporch:cycle:slot")
+    """Run orchestrator.run_cycle (one at a time: none is running when it starts)."""
     return run(celery_client, "orchestrator.run_cycle", timeout=30)
 
 

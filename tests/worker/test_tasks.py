@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
+from orchestrator import locks
 from orchestrator.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 from tests.worker.conftest import WorkerProcess
@@ -113,13 +114,24 @@ def test_fifty_concurrent_replacements_with_ten_ready_chips(
     assert stranded == 0
 
 
-def test_two_cycles_started_at_once_plan_once(
+def test_a_cycle_sent_while_one_runs_is_skipped_and_one_sent_right_after_plans(
     clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery
 ) -> None:
     make_chip(clean_db, "active", trust=10)
-    first, second = (celery_client.send_task("orchestrator.run_cycle") for _ in range(2))
-    statuses = sorted([first.get(timeout=20)["status"], second.get(timeout=20)["status"]])
-    assert statuses == ["planned", "skipped"]
+    # Given a cycle is running (its guard held, here by the test's own connection)
+    with clean_db.connect() as running:
+        running.execute(sa.select(sa.func.pg_advisory_lock(locks.CYCLE_GUARD_KEY)))
+        # When ops send orchestrator.run_cycle from Flower meanwhile
+        during = celery_client.send_task("orchestrator.run_cycle").get(timeout=20)
+        running.execute(sa.select(sa.func.pg_advisory_unlock(locks.CYCLE_GUARD_KEY)))
+        running.commit()
+    # Then it is skipped, saying why
+    assert during == {"status": "skipped", "reason": "cycle in progress"}
+    # And once no cycle runs, cycles sent one right after the other both plan
+    for _ in range(2):
+        assert celery_client.send_task("orchestrator.run_cycle").get(timeout=20)["status"] == (
+            "planned"
+        )
 
 
 def test_a_cycle_converges_a_broken_pool_to_a_healthy_one(

@@ -1,0 +1,58 @@
+"""Purchases: a lease on each purchase intent, and the purchase back-off state.
+
+Revision ID: 0004_purchases
+Revises: 0003_fit
+Create Date: 2026-12-02
+
+Safe to run twice (IF NOT EXISTS) and on a database other services write to: the new chips
+columns are nullable or defaulted, so their existing INSERTs keep working.
+"""
+
+from alembic import op
+
+revision = "0004_purchases"
+down_revision = "0003_fit"
+branch_labels = None
+depends_on = None
+
+UPGRADE = r"""
+-- A purchase is claimed before Salvy is called: a second delivery of the same task at once
+-- sees the lease and looks the name up instead of buying again.
+ALTER TABLE chips ADD COLUMN IF NOT EXISTS provisioning_lease_until timestamptz;
+ALTER TABLE chips ADD COLUMN IF NOT EXISTS provisioning_lease_owner text;
+COMMENT ON COLUMN chips.provisioning_lease_until IS 'Compra em andamento ate (lease)';
+
+-- A failed purchase leaves no row in chips; its auto_provision operation keeps the name, looked
+-- up by a redelivered task (it must not buy again) and by reconcile (a late purchase is adopted).
+CREATE INDEX IF NOT EXISTS idx_orchestrator_ops_provision_name
+    ON orchestrator_operations ((metadata->>'name')) WHERE operacao = 'auto_provision';
+
+-- One row ('purchasing'): purchases paused after failures, growing while they persist.
+CREATE TABLE IF NOT EXISTS purchase_backoff (
+    scope         text PRIMARY KEY DEFAULT 'purchasing',
+    cause         text,
+    failures      integer NOT NULL DEFAULT 0,
+    paused_until  timestamptz,
+    last_error    text,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT purchase_backoff_cause_known CHECK (
+        cause IS NULL OR cause IN ('out_of_stock', 'refused_token', 'other')),
+    CONSTRAINT purchase_backoff_failures_not_negative CHECK (failures >= 0)
+);
+COMMENT ON TABLE purchase_backoff IS 'Compras pausadas apos falhas (back-off)';
+"""
+
+DOWNGRADE = """
+DROP TABLE IF EXISTS purchase_backoff;
+DROP INDEX IF EXISTS idx_orchestrator_ops_provision_name;
+ALTER TABLE chips DROP COLUMN IF EXISTS provisioning_lease_owner;
+ALTER TABLE chips DROP COLUMN IF EXISTS provisioning_lease_until;
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute(DOWNGRADE)
