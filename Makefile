@@ -4,6 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# With DATABASE_URL or REDIS_URL unset, run, test and bench use (and start if needed) the
+# embedded servers under .data/. Anything else (a worker, beat, the CLI) needs the URLs.
+ifeq ($(and $(DATABASE_URL),$(REDIS_URL)),)
+export ORCHESTRATOR_EMBEDDED ?= 1
+endif
+
 .PHONY: run test lint bench clean
 
 $(STAMP): pyproject.toml

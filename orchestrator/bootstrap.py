@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from functools import cache
+from types import TracebackType
 
 import redis
 import sqlalchemy as sa
 
 from orchestrator import db, embedded
+from orchestrator.errors import ConfigError
 from orchestrator.notify import LogSender, SlackSender, build_sender
 from orchestrator.salvy import SalvyClient
 from orchestrator.settings import Settings, get_settings
@@ -18,21 +21,97 @@ log = logging.getLogger(__name__)
 
 
 def database_url(settings: Settings | None = None) -> str:
-    """DATABASE_URL, or the embedded PostgreSQL under .data/ (started if needed)."""
+    """DATABASE_URL, else the embedded PostgreSQL under .data/ (rules in `require`)."""
     settings = settings or get_settings()
-    return settings.database_url or embedded.postgres_url(settings.data_dir)
+    if settings.database_url:
+        return settings.database_url
+    require(settings, database=True)
+    if settings.embedded:
+        return embedded.postgres_url(settings.data_dir)
+    url = embedded.running_postgres_url(settings.data_dir)
+    if url is None:  # stopped between require() and here
+        raise ConfigError(not_configured(settings, ["DATABASE_URL"]))
+    return url
 
 
 def redis_url(settings: Settings | None = None) -> str:
-    """REDIS_URL, or the embedded Redis under .data/ (started if needed)."""
+    """REDIS_URL, else the embedded Redis under .data/ (rules in `require`)."""
     settings = settings or get_settings()
-    return settings.redis_url or embedded.redis_url(settings.data_dir)
+    if settings.redis_url:
+        return settings.redis_url
+    require(settings, redis=True)
+    if settings.embedded:
+        return embedded.redis_url(settings.data_dir)
+    url = embedded.running_redis_url(settings.data_dir)
+    if url is None:
+        raise ConfigError(not_configured(settings, ["REDIS_URL"]))
+    return url
 
 
 def broker_url(settings: Settings | None = None) -> str:
-    """CELERY_BROKER_URL, else the Redis of redis_url()."""
+    """CELERY_BROKER_URL, else the Redis of redis_url().
+
+    celeryconfig asks for this first, in every Celery process of this system (worker, beat, a
+    command that enqueues); they all need the database too, so a missing DATABASE_URL is named
+    here, at start-up, in the same line, rather than failing every task later.
+    """
     settings = settings or get_settings()
+    require(settings, database=True, redis=True)
     return settings.broker_url or redis_url(settings)
+
+
+def require(settings: Settings, *, database: bool = False, redis: bool = False) -> None:
+    """ConfigError naming every needed URL that is unset with no embedded server allowed.
+
+    Embedded servers are allowed under ORCHESTRATOR_EMBEDDED=1 (`make run`, `make test`), or
+    when a demo left them running under the data dir; otherwise a production process fails
+    here, having started nothing, instead of quietly running on a private database.
+    """
+    if settings.embedded:
+        return
+    missing = []
+    if database and not settings.database_url and not embedded.postgres_running(settings.data_dir):
+        missing.append("DATABASE_URL")
+    if redis and not settings.redis_url and embedded.running_redis_url(settings.data_dir) is None:
+        missing.append("REDIS_URL")
+    if missing:
+        _one_line_at_top()
+        raise ConfigError(not_configured(settings, missing))
+
+
+def _one_line_at_top() -> None:
+    """Should this ConfigError escape to the top (celery loads celeryconfig lazily, deep inside
+    its option parsing, and lets errors through), print it as one line, not a traceback."""
+    if getattr(sys.excepthook, "one_line_config_errors", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        if isinstance(error, ConfigError):
+            print(f"chip-orchestrator: {error}", file=sys.stderr)
+        else:
+            previous(kind, error, tb)
+
+    hook.one_line_config_errors = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+#: What each URL looks like, for the error line.
+_EXAMPLES = {
+    "DATABASE_URL": "DATABASE_URL=postgresql+psycopg://user@host:5432/db",
+    "REDIS_URL": "REDIS_URL=redis://host:6379/0",
+}
+
+
+def not_configured(settings: Settings, names: list[str]) -> str:
+    """The one line a process prints when it has no server to talk to."""
+    them = " and ".join(names)
+    are = "is" if len(names) == 1 else "are"
+    examples = ", ".join(_EXAMPLES[name] for name in names)
+    return (
+        f"{them} {are} not set: set {examples}, or ORCHESTRATOR_EMBEDDED=1 for local embedded "
+        f"servers under {settings.data_dir} (none is running); nothing was started"
+    )
 
 
 def export_urls(settings: Settings | None = None) -> dict[str, str]:

@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from orchestrator.errors import OrchestratorError, Rejected, TransientError
+from orchestrator.errors import ConfigError, OrchestratorError, Rejected, TransientError
 
 #: Exit codes: 0 ok, 1 a check found problems, 2 bad input / refused, 3 a dependency is down.
 EXIT_OK, EXIT_FOUND, EXIT_REJECTED, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -136,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help)."""
     parser = argparse.ArgumentParser(
         prog="chip-orchestrator",
-        description="Keep a pool of WhatsApp numbers healthy. DATABASE_URL/REDIS_URL unset: embedded servers under .data/.",
+        description=(
+            "Keep a pool of WhatsApp numbers healthy. Needs DATABASE_URL and REDIS_URL; "
+            "ORCHESTRATOR_EMBEDDED=1 (or a running demo) uses embedded servers under .data/."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -199,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.fn(args)
     except Rejected as error:
         print(f"chip-orchestrator: {error.reason}", file=sys.stderr)
+        return EXIT_REJECTED
+    except ConfigError as error:  # e.g. no DATABASE_URL: refused before anything started
+        print(f"chip-orchestrator: {error}", file=sys.stderr)
         return EXIT_REJECTED
     except OrchestratorError as error:
         print(f"chip-orchestrator: {error}", file=sys.stderr)

@@ -43,6 +43,9 @@ def main(args: argparse.Namespace) -> int:
     """Run the demo until Ctrl-C, SIGTERM or --duration; non-zero if a child process died."""
     console = Console(highlight=False)
     stop = threading.Event()
+    # The demo is what the embedded servers are for: start them for any URL left unset.
+    os.environ["ORCHESTRATOR_EMBEDDED"] = "1"
+    get_settings.cache_clear()
     with _stop_on_signals(stop):
         settings = get_settings()
         already_up = _embedded_up(settings)

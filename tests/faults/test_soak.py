@@ -16,6 +16,7 @@ pytestmark = pytest.mark.faults
 def test_a_short_chaos_soak_ends_with_zero_violations(database_url: str, redis_url: str) -> None:
     # Given the servers the test run uses (the soak makes its own scratch database and Redis DB)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
     # When the short variant runs: 30 s of bans, trust drops, outages and killed workers
     run = subprocess.run(
         [sys.executable, "-m", "benchmarks.soak", "--minutes", "0.5"],

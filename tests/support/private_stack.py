@@ -21,8 +21,7 @@ import redis
 from celery import Celery
 from kombu import Connection
 
-from orchestrator import embedded
-from orchestrator.settings import Settings
+from tests.support import servers
 
 CLAIM_KEY = "chiporch:test-claim"
 #: "redis" (default) or "amqp": the broker the worker tests run on.
@@ -37,8 +36,7 @@ _vhosts: dict[str, str] = {}
 
 def base_redis_url() -> str:
     """REDIS_URL, or the embedded Redis under .data/ (as tests/conftest.py resolves it)."""
-    settings = Settings.from_env()
-    return settings.redis_url or embedded.redis_url(settings.data_dir)
+    return servers.base_redis_url()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,60 @@
+"""The servers a test run talks to: DATABASE_URL / REDIS_URL, or the embedded ones under .data/.
+
+Resolution follows the product's rule (orchestrator.bootstrap): embedded servers are started only
+under ORCHESTRATOR_EMBEDDED=1 (what `make test` sets when the URLs are unset) and reused when a
+demo left them running. What the run started, it stops at the end (tests/conftest.py calls
+`stop_started` from pytest_sessionfinish); servers that were running before it are left alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator import bootstrap, embedded
+from orchestrator.errors import ConfigError
+from orchestrator.settings import Settings
+
+#: The run's data dir and the pids of the embedded servers running there when it started.
+_BEFORE: dict[str, object] = {}
+
+
+def base_database_url() -> str:
+    """DATABASE_URL, or the embedded PostgreSQL (ends the run with one line if neither)."""
+    try:
+        return bootstrap.database_url(Settings.from_env())
+    except ConfigError as error:
+        pytest.exit(f"tests need servers: {error}", returncode=2)
+
+
+def base_redis_url() -> str:
+    """REDIS_URL, or the embedded Redis (ends the run with one line if neither)."""
+    try:
+        return bootstrap.redis_url(Settings.from_env())
+    except ConfigError as error:
+        pytest.exit(f"tests need servers: {error}", returncode=2)
+
+
+def _running(data_dir: Path) -> dict[str, int | None]:
+    return {"postgres": embedded.postgres_pid(data_dir), "redis": embedded.redis_pid(data_dir)}
+
+
+def remember_running() -> None:
+    """Note which embedded servers run before the session (a demo's): those are never stopped."""
+    data_dir = Settings.from_env().data_dir
+    _BEFORE.update(data_dir=data_dir, pids=_running(data_dir))
+
+
+def stop_started() -> list[str]:
+    """Stop the embedded servers that started during the session; returns their names."""
+    data_dir = _BEFORE.get("data_dir")
+    if not isinstance(data_dir, Path):
+        return []
+    before = _BEFORE["pids"]
+    stopped = []
+    for name, pid in _running(data_dir).items():
+        if pid is not None and pid != before.get(name):  # type: ignore[union-attr]
+            (embedded.stop_postgres if name == "postgres" else embedded.stop_redis)(data_dir)
+            stopped.append(name)
+    return stopped
