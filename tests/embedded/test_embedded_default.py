@@ -222,3 +222,16 @@ def test_a_test_session_leaves_a_running_demos_servers_alone(data_dir: Path) -> 
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (embedded.postgres_pid(data_dir), embedded.redis_pid(data_dir)) == pids
     assert None not in pids
+
+
+def test_the_demo_needs_no_flag_and_stops_the_servers_it_started(scratch: Path) -> None:
+    # Given nothing configured, no embedded flag, an empty data dir (`make run` on a fresh clone)
+    data = scratch / "data"
+    # When the demo runs for a few seconds
+    argv = cli("demo", "--no-live", "--duration", "6", "--cycle-seconds", "2")
+    out = run(argv, bare_env(data), timeout=180)
+    # Then it ran on embedded servers it started, and stopped them (and its children) at the end
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "pool de demonstracao criado" in out.stdout
+    assert "PostgreSQL embutido parado" in out.stdout
+    assert processes_under(scratch) == []
