@@ -75,13 +75,16 @@ def require(settings: Settings, *, database: bool = False, redis: bool = False) 
     if redis and not settings.redis_url and embedded.running_redis_url(settings.data_dir) is None:
         missing.append("REDIS_URL")
     if missing:
-        _one_line_at_top()
         raise ConfigError(not_configured(settings, missing))
 
 
-def _one_line_at_top() -> None:
-    """Should this ConfigError escape to the top (celery loads celeryconfig lazily, deep inside
-    its option parsing, and lets errors through), print it as one line, not a traceback."""
+def print_config_errors_in_one_line() -> None:
+    """An uncaught ConfigError prints one line, not a traceback (installed once per process).
+
+    celery imports celeryconfig lazily, deep inside its option parsing, and lets an error there
+    reach the top: a worker or beat started without DATABASE_URL, or with a broker URL of an
+    unknown scheme, then says so in one line and exits non-zero.
+    """
     if getattr(sys.excepthook, "one_line_config_errors", False):
         return
     previous = sys.excepthook
@@ -94,6 +97,9 @@ def _one_line_at_top() -> None:
 
     hook.one_line_config_errors = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+print_config_errors_in_one_line()
 
 
 #: What each URL looks like, for the error line.

@@ -1,8 +1,8 @@
 """The lifecycle races, with the interleaving forced instead of hoped for.
 
-A barrier before the transaction (tests/db/test_lifecycle.py's concurrency tests) only starts
-threads together: they may still run one after the other, and such a test passes with no locking
-at all. Here the test holds a lock each use case needs at a chosen point of its transaction, waits
+A barrier before the transaction (the concurrency tests of tests/db/test_lifecycle.py) only
+starts threads together: they may still run one after the other, and such a test passes with no
+locking at all. Here the test holds a lock each use case needs at a chosen point of its transaction, waits
 until every competitor is parked on it (pg_stat_activity), then releases it.
 """
 
@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator import lifecycle
+from orchestrator.errors import TransientError
 from orchestrator.schema import conversation_chips, operations
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 
@@ -79,7 +80,7 @@ def active_on(engine: sa.Engine, chip_id: str) -> int:
         ).scalar_one()
 
 
-def test_a_replacement_holding_the_only_ready_chip_makes_a_concurrent_one_fall_back(
+def test_a_replacement_holding_the_only_ready_chip_makes_a_concurrent_one_retry_then_fall_back(
     clean_db: sa.Engine,
 ) -> None:
     # Given a low-trust active chip and a banned chip, 3 conversations each, a healthy active
@@ -98,18 +99,18 @@ def test_a_replacement_holding_the_only_ready_chip_makes_a_concurrent_one_fall_b
         # When the first replacement has promoted the ready chip and is parked before committing
         calls.start("low", lambda: lifecycle.replace_chip(clean_db, low, "low_trust"))
         wait_until(lambda: waiting_backends(clean_db) == 1)
-        # And the second one runs its whole transaction up to the same point meanwhile
-        calls.start("banned", lambda: lifecycle.replace_chip(clean_db, banned, "banned"))
-        wait_until(lambda: waiting_backends(clean_db) == 2)
+        # And the second one runs meanwhile: the only ready chip is busy, not missing
+        with pytest.raises(TransientError, match="held by another task"):
+            lifecycle.replace_chip(clean_db, banned, "banned")
     finally:
         blocker.rollback()
         blocker.close()
     results = calls.join()
-    # Then the first got the ready chip, and the second took SPEC's fallback
+    # Then the first got the ready chip, and the second's retry takes SPEC's fallback
+    second = lifecycle.replace_chip(clean_db, banned, "banned")
     assert results["low"]["status"] == "replaced", results
     assert results["low"]["replacement_id"] == ready
-    assert results["banned"]["status"] == "no_ready_chip", results
-    assert results["banned"]["target_id"] == healthy
+    assert (second["status"], second["target_id"]) == ("no_ready_chip", healthy), second
     with clean_db.connect() as conn:
         promoted = conn.execute(
             sa.select(sa.func.count()).where(operations.c.chip_destino_id == ready)
@@ -135,16 +136,20 @@ def test_replacements_overlapping_on_five_ready_chips_use_each_once(clean_db: sa
         for chip in degraded:
             calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
         wait_until(lambda: waiting_backends(clean_db) == 5 and len(calls.results) == 7)
-        # (the 7 others finished while all 5 ready chips were taken and uncommitted)
-        assert {r["status"] for r in calls.results.values()} == {"no_ready_chip"}
+        # Then the 7 others were told "busy, retry" while all 5 were taken and uncommitted
+        busy = [chip for chip, r in calls.results.items() if isinstance(r, TransientError)]
+        assert len(busy) == 7, calls.results
     finally:
         blocker.rollback()
         blocker.close()
     results = calls.join()
-    # Then exactly 5 replacements, each with a different ready chip
-    replaced = [r for r in results.values() if r["status"] == "replaced"]
+    # And exactly 5 replacements, each with a different ready chip
+    replaced = [r for r in results.values() if isinstance(r, dict) and r["status"] == "replaced"]
     assert len(replaced) == 5
     assert {r["replacement_id"] for r in replaced} == ready
+    # And the retries of the 7 find no ready chip left: they keep serving and alert
+    retried = [lifecycle.replace_chip(clean_db, chip) for chip in busy]
+    assert {(r["status"], r["action"]) for r in retried} == {("no_ready_chip", "kept_serving")}
     with clean_db.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM chips WHERE status = 'active'")) == 12
 
