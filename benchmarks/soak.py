@@ -15,6 +15,7 @@ import argparse
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,15 +25,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import redis
 import sqlalchemy as sa
 from celery import Celery
 
 from benchmarks.common import base_urls, engine_for, free_redis_db, scratch_database
 from benchmarks.workers import QUEUES, worker_env
-from orchestrator import checker, simulator
+from orchestrator import checker, embedded, simulator
 from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.schema import chips, conversation_chips, pool_config
-from orchestrator.settings import ROOT
+from orchestrator.settings import ROOT, Settings
 
 #: A small pool, so every kind of change happens within seconds; no disconnection grace.
 SOAK_CONFIG = {
@@ -56,8 +58,13 @@ ROUGH = simulator.Knobs(
 )
 #: Chance per step that a gateway-wide outage starts, and how many steps it lasts.
 OUTAGE_CHANCE, OUTAGE_STEPS = 0.06, 3
-#: Chance per step that one worker process is SIGKILLed (the prefork parent respawns it).
-KILL_CHANCE = 0.08
+#: One worker process is SIGKILLed every this many steps (the prefork parent respawns it). A
+#: schedule, not a chance per step: a coin flip gave some 30-second runs no kill at all, and a
+#: soak that did not inject the fault proves nothing about it (docs/reliability.md).
+KILL_EVERY_STEPS = 12
+#: Longest wait for the workers to answer before the first step, and for the queues to drain
+#: after the last one.
+READY_TIMEOUT, DRAIN_TIMEOUT = 60.0, 30.0
 
 
 @dataclass
@@ -69,6 +76,7 @@ class Tally:
     totals: dict[str, int] = field(default_factory=dict)
     violations: list[checker.Violation] = field(default_factory=list)
     violation_steps: int = 0
+    drained: bool = False
 
 
 def seed(engine: sa.Engine) -> None:
@@ -113,6 +121,55 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+class KillSchedule:
+    """When the next worker child dies: every `every` steps from a seeded phase.
+
+    A kill that finds no child to kill (the worker still starting, or respawning the last one)
+    stays due and happens at the next step that finds one.
+    """
+
+    def __init__(self, rng: random.Random, every: int) -> None:
+        self.every = every
+        self.next_step = rng.randint(1, every)
+
+    def due(self, step: int) -> bool:
+        """Whether a kill is due at this step."""
+        return step >= self.next_step
+
+    def done(self, step: int) -> None:
+        """A kill happened at this step; the next one is `every` steps later."""
+        self.next_step = step + self.every
+
+
+def wait_ready(app: Celery, names: list[str], procs: list[subprocess.Popen]) -> None:
+    """Block until every worker answers a ping (a worker that exits first is an error)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    waiting = set(names)
+    while waiting:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a worker exited while starting; see its log")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers not ready after {READY_TIMEOUT:g} s: {sorted(waiting)}")
+        for reply in app.control.ping(destination=sorted(waiting), timeout=0.5):
+            waiting -= set(reply)
+
+
+def drained(client: redis.Redis) -> bool:
+    """Nothing queued and nothing delivered but unacknowledged (acks_late: running or retrying)."""
+    queued = sum(client.llen(q) for q in QUEUES.split(","))
+    return queued == 0 and client.hlen("unacked") == 0
+
+
+def wait_drained(client: redis.Redis) -> bool:
+    """Wait (bounded) until the workers finished what the world and the cycles sent them."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while not drained(client):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def world_step(
     engine: sa.Engine, rng: random.Random, app: Celery, tally: Tally, outage: int
 ) -> int:
@@ -135,12 +192,16 @@ def world_step(
     return max(0, outage - 1)
 
 
-def kill_one(workers: list[subprocess.Popen], rng: random.Random, tally: Tally) -> None:
-    """SIGKILL one prefork child of a random worker (its task is redelivered: acks_late)."""
-    kids = children(rng.choice(workers).pid)
-    if kids:
-        os.kill(rng.choice(kids), signal.SIGKILL)
-        tally.faults["worker processes killed"] += 1
+def kill_one(workers: list[subprocess.Popen], rng: random.Random, tally: Tally) -> bool:
+    """SIGKILL one prefork child of a random worker that has one (acks_late: its task is
+    redelivered); False if no worker has a child right now."""
+    for worker in rng.sample(workers, len(workers)):
+        kids = children(worker.pid)
+        if kids:
+            os.kill(rng.choice(kids), signal.SIGKILL)
+            tally.faults["worker processes killed"] += 1
+            return True
+    return False
 
 
 def check(engine: sa.Engine, tally: Tally) -> None:
@@ -191,39 +252,48 @@ def soak(minutes: float, workers: int, step_seconds: float, seed_value: int) -> 
             SALVY_API_TOKEN="salvy_test_soak",
             ORCHESTRATOR_CYCLE_SECONDS="2",
         )
+        names = [f"soak{i}-{os.getpid()}@{socket.gethostname()}" for i in range(workers)]
         procs = [
-            start(["worker", "-P", "prefork", "-c", "1", "-Q", QUEUES, "-n", f"soak{i}-{os.getpid()}@%h",
+            start(["worker", "-P", "prefork", "-c", "1", "-Q", QUEUES, "-n", name,
                    "--without-gossip", "--without-mingle", "-l", "INFO"], env, logs, f"worker{i}")
-            for i in range(workers)
+            for i, name in enumerate(names)
         ]  # fmt: skip
-        beat = start(
-            ["beat", "-l", "INFO", "--schedule", str(logs / "beat-schedule")], env, logs, "beat"
-        )
         app = Celery("soak", broker=redis_url)
         app.conf.update(task_serializer="json", accept_content=["json"])
+        broker = redis.Redis.from_url(redis_url)
+        beat = None
         try:
-            time.sleep(3)
+            # The chaos starts when the workers can take it, however long they take to boot.
+            wait_ready(app, names, procs)
+            beat = start(
+                ["beat", "-l", "INFO", "--schedule", str(logs / "beat-schedule")], env, logs, "beat"
+            )
+            kills = KillSchedule(rng, KILL_EVERY_STEPS)
             deadline, outage = time.monotonic() + minutes * 60, 0
             while time.monotonic() < deadline:
                 outage = world_step(engine, rng, app, tally, outage)
-                if rng.random() < KILL_CHANCE:
-                    kill_one(procs, rng, tally)
+                if kills.due(tally.steps) and kill_one(procs, rng, tally):
+                    kills.done(tally.steps)
                 time.sleep(step_seconds)
                 check(engine, tally)
                 tally.steps += 1
             beat.send_signal(signal.SIGTERM)
-            time.sleep(5)  # let the last dispatched tasks finish
+            tally.drained = wait_drained(broker)
             check(engine, tally)
             tally.totals = totals(engine)
             tally.totals["cycles with the storm brake on"] = storm_cycles(logs)
         finally:
-            for proc in (beat, *procs):
+            running = [p for p in (beat, *procs) if p is not None]
+            for proc in running:
                 proc.send_signal(signal.SIGTERM)
-            for proc in (beat, *procs):
+            deadline = time.monotonic() + 20  # one deadline for all: they stop in parallel
+            for proc in running:
                 try:
-                    proc.wait(20)
+                    proc.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
+            broker.close()
             app.close()
             engine.dispose()
     print(f"logs: {logs}")
@@ -240,6 +310,7 @@ def report(tally: Tally, minutes: float, workers: int) -> int:
     for name, value in sorted(tally.totals.items()):
         print(f"  {name:36} {value}")
     print(f"  {'checker runs':36} {tally.steps + 1}")
+    print(f"  {'queues drained at the end':36} {'yes' if tally.drained else 'no (timed out)'}")
     print(f"violations: {len(tally.violations)} (in {tally.violation_steps} checks)")
     for v in tally.violations:
         print(f"  {v.kind} {v.chip_id or '-'} {v.detail}")
@@ -254,7 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-seconds", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=6)
     args = parser.parse_args(argv)
-    tally = soak(args.minutes, args.workers, args.step_seconds, args.seed)
+    data_dir = Settings.from_env().data_dir
+    before = embedded.running_pids(data_dir)
+    try:
+        tally = soak(args.minutes, args.workers, args.step_seconds, args.seed)
+    finally:
+        embedded.stop_started_since(data_dir, before)  # embedded servers this run started
     return report(tally, args.minutes, args.workers)
 
 

@@ -161,6 +161,25 @@ def stop_redis(data_dir: Path) -> None:
         _terminate(pid, signal.SIGTERM, fallback=signal.SIGKILL)
 
 
+def running_pids(data_dir: Path) -> dict[str, int | None]:
+    """The pids of the embedded servers running under data_dir now (None: not running)."""
+    return {"postgres": postgres_pid(data_dir), "redis": redis_pid(data_dir)}
+
+
+def stop_started_since(data_dir: Path, before: dict[str, int | None]) -> list[str]:
+    """Stop the embedded servers that were not running at `before` (running_pids); their names.
+
+    What ran before (a demo's servers) is left alone: a test run or a benchmark stops what it
+    started, and only that.
+    """
+    stopped = []
+    for name, pid in running_pids(data_dir).items():
+        if pid is not None and pid != before.get(name):
+            (stop_postgres if name == "postgres" else stop_redis)(data_dir)
+            stopped.append(name)
+    return stopped
+
+
 def _terminate(pid: int, sig: int, fallback: int, timeout: float = 15.0) -> None:
     """Send sig, wait up to timeout for the process to go, then send fallback and wait again."""
     for signum in (sig, fallback):

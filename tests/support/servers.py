@@ -36,25 +36,15 @@ def base_redis_url() -> str:
         pytest.exit(f"tests need servers: {error}", returncode=2)
 
 
-def _running(data_dir: Path) -> dict[str, int | None]:
-    return {"postgres": embedded.postgres_pid(data_dir), "redis": embedded.redis_pid(data_dir)}
-
-
 def remember_running() -> None:
     """Note which embedded servers run before the session (a demo's): those are never stopped."""
     data_dir = Settings.from_env().data_dir
-    _BEFORE.update(data_dir=data_dir, pids=_running(data_dir))
+    _BEFORE.update(data_dir=data_dir, pids=embedded.running_pids(data_dir))
 
 
 def stop_started() -> list[str]:
     """Stop the embedded servers that started during the session; returns their names."""
-    data_dir = _BEFORE.get("data_dir")
-    if not isinstance(data_dir, Path):
+    data_dir, before = _BEFORE.get("data_dir"), _BEFORE.get("pids")
+    if not isinstance(data_dir, Path) or not isinstance(before, dict):
         return []
-    before = _BEFORE["pids"]
-    stopped = []
-    for name, pid in _running(data_dir).items():
-        if pid is not None and pid != before.get(name):  # type: ignore[union-attr]
-            (embedded.stop_postgres if name == "postgres" else embedded.stop_redis)(data_dir)
-            stopped.append(name)
-    return stopped
+    return embedded.stop_started_since(data_dir, before)
