@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -241,73 +240,6 @@ def test_a_huge_reason_is_rejected(clean_db: sa.Engine) -> None:
     assert chip_row(clean_db, old).status == "active"
 
 
-def test_two_concurrent_replacements_never_promote_one_ready_chip_twice(
-    clean_db: sa.Engine,
-) -> None:
-    # Given two degraded chips, one banned, and a single ready chip
-    low = make_chip(clean_db, "active", trust=30)
-    banned = make_chip(clean_db, "banned")
-    add_conversations(clean_db, low, 3)
-    add_conversations(clean_db, banned, 3)
-    healthy = make_chip(clean_db, "active", trust=90)
-    ready = make_chip(clean_db, "ready", trust=95)
-    barrier = threading.Barrier(2)
-    results: dict[str, dict] = {}
-
-    def run(chip: str) -> None:
-        barrier.wait()
-        results[chip] = retrying(lambda: lifecycle.replace_chip(clean_db, chip))
-
-    # When both are replaced at the same instant
-    threads = [threading.Thread(target=run, args=(c,)) for c in (low, banned)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-    # Then exactly one got the ready chip and the other (after a retry while it was busy) took
-    # SPEC's fallback
-    statuses = sorted(r["status"] for r in results.values())
-    assert statuses == ["no_ready_chip", "replaced"]
-    with clean_db.connect() as conn:
-        promoted = conn.execute(
-            sa.select(sa.func.count()).where(
-                operations.c.chip_destino_id == ready, operations.c.operacao == "auto_replace"
-            )
-        ).scalar_one()
-    assert promoted == 1
-    assert chip_row(clean_db, ready).status == "active"
-    assert conversations_on(clean_db, banned) == 0, "a banned chip never keeps conversations"
-    assert (
-        conversations_on(clean_db, ready)
-        + conversations_on(clean_db, healthy)
-        + conversations_on(clean_db, low)
-        == 6
-    )
-
-
-def test_many_concurrent_replacements_use_each_ready_chip_once(clean_db: sa.Engine) -> None:
-    degraded = [make_chip(clean_db, "active", trust=20) for _ in range(12)]
-    for chip in degraded:
-        add_conversations(clean_db, chip, 2)
-    ready = {make_chip(clean_db, "ready", trust=90 + i % 5) for i in range(5)}
-    barrier = threading.Barrier(len(degraded))
-    results: list[dict] = []
-
-    def run(chip: str) -> None:
-        barrier.wait()
-        results.append(retrying(lambda: lifecycle.replace_chip(clean_db, chip)))
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in degraded]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    replaced = [r for r in results if r["status"] == "replaced"]
-    assert len(replaced) == 5
-    assert {r["replacement_id"] for r in replaced} == ready
-
-
 # --- promotions ----------------------------------------------------------------------------
 
 
@@ -352,27 +284,6 @@ def test_ready_chip_is_promoted_while_production_is_short(clean_db: sa.Engine) -
     result = lifecycle.promote_ready_to_active(clean_db, other)
     assert result["status"] == "skipped"
     assert chip_row(clean_db, other).status == "ready"
-
-
-def test_concurrent_promotions_never_exceed_producao_min(clean_db: sa.Engine) -> None:
-    set_config(clean_db, producao_min=3, producao_max=3)
-    ready = [make_chip(clean_db, "ready") for _ in range(8)]
-    barrier = threading.Barrier(len(ready))
-
-    def run(chip: str) -> None:
-        barrier.wait()
-        lifecycle.promote_ready_to_active(clean_db, chip)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in ready]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    with clean_db.connect() as conn:
-        active = conn.execute(
-            sa.text("SELECT count(*) FROM chips WHERE status = 'active'")
-        ).scalar()
-    assert active == 3
 
 
 def test_a_rolled_back_change_leaves_no_message(clean_db: sa.Engine) -> None:
