@@ -25,6 +25,8 @@ from orchestrator import locks, provisioning, runner
 from orchestrator.errors import OrchestratorError
 from orchestrator.salvy import SalvyClient
 from orchestrator.salvy_standin import DEFAULT_STOCK, SalvyStandin
+from tests.support.pg_waits import kill_cycle_guard_holder as lose_guard
+from tests.support.pg_waits import waiting_backends as waiting
 
 #: The cycle guard's advisory key (None in a checkout from before the guard).
 GUARD_KEY = getattr(locks, "CYCLE_GUARD_KEY", None)
@@ -76,30 +78,6 @@ def buy(engine: sa.Engine, standin: SalvyStandin, keys: list[str]) -> None:
         thread.start()
     for thread in threads:
         thread.join(60)
-
-
-def waiting(engine: sa.Engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.text(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE NOT l.granted AND a.datname = current_database()"
-            )
-        ).scalar_one()
-
-
-def lose_guard(engine: sa.Engine) -> None:
-    if GUARD_KEY is None:
-        return
-    with engine.connect() as conn:
-        conn.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
-                " AND classid = 0 AND objid = :k AND objsubid = 1 AND granted"
-            ),
-            {"k": GUARD_KEY},
-        )
-        conn.commit()
 
 
 def overlapping_cycles(url: str, client: redis.Redis, standin: SalvyStandin, n: int) -> dict:

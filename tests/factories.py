@@ -62,3 +62,13 @@ def set_config(engine: sa.Engine, **values: object) -> None:
         conn.execute(
             sa.text("UPDATE pool_config SET " + ", ".join(f"{k} = :{k}" for k in values)), values
         )
+
+
+def conversations_on(engine: sa.Engine, chip_id: str) -> int:
+    """How many open conversations a chip holds."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).where(
+                conversation_chips.c.chip_id == chip_id, conversation_chips.c.active
+            )
+        ).scalar_one()

@@ -9,8 +9,6 @@ next cycle is not skipped. Then the lock is released and the cycles insert.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -20,44 +18,13 @@ from orchestrator import db, locks, runner
 from orchestrator.schema import chips
 from tests.db.test_cycle import Broker
 from tests.factories import make_chip, set_config
+from tests.support.pg_waits import kill_cycle_guard_holder as kill_guard_holder
+from tests.support.pg_waits import wait_until, waiting_backends
 
 pytestmark = pytest.mark.db
 
 #: The cycle guard's advisory key (absent before the guard existed).
 GUARD_KEY = getattr(locks, "CYCLE_GUARD_KEY", None)
-
-
-def waiting_backends(engine: sa.Engine) -> int:
-    """Sessions of this database waiting for a lock."""
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.text(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE NOT l.granted AND a.datname = current_database()"
-            )
-        ).scalar_one()
-
-
-def kill_guard_holder(engine: sa.Engine) -> None:
-    """Terminate the session holding the cycle guard, if any (the guard is lost)."""
-    if GUARD_KEY is None:
-        return
-    with engine.connect() as conn:
-        conn.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
-                " AND classid = 0 AND objid = :key AND objsubid = 1 AND granted"
-            ),
-            {"key": GUARD_KEY},
-        )
-        conn.commit()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def intents(engine: sa.Engine) -> int:

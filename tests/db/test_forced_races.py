@@ -9,7 +9,6 @@ until every competitor is parked on it (pg_stat_activity), then releases it.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -17,8 +16,9 @@ import sqlalchemy as sa
 
 from orchestrator import lifecycle
 from orchestrator.errors import TransientError
-from orchestrator.schema import conversation_chips, operations
-from tests.factories import add_conversations, chip_row, make_chip, set_config
+from orchestrator.schema import operations
+from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
+from tests.support.pg_waits import wait_until, waiting_backends
 
 pytestmark = pytest.mark.db
 
@@ -26,24 +26,6 @@ pytestmark = pytest.mark.db
 PARK_BEFORE_OPERATION_ROW = "LOCK TABLE orchestrator_operations IN EXCLUSIVE MODE"
 #: Parks a promotion at its first statement that changes the active count's serialisation point.
 PARK_ON_POOL_CONFIG = "SELECT 1 FROM pool_config FOR UPDATE"
-
-
-def waiting_backends(engine: sa.Engine) -> int:
-    """Backends of this database blocked on a lock."""
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).scalar_one()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the competitors never reached the parking lock"
-        time.sleep(0.02)
 
 
 class Calls:
@@ -69,15 +51,6 @@ class Calls:
             thread.join(30)
         assert not any(t.is_alive() for t in self.threads)
         return self.results
-
-
-def active_on(engine: sa.Engine, chip_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).where(
-                conversation_chips.c.chip_id == chip_id, conversation_chips.c.active
-            )
-        ).scalar_one()
 
 
 def test_a_replacement_holding_the_only_ready_chip_makes_a_concurrent_one_retry_then_fall_back(
@@ -117,8 +90,8 @@ def test_a_replacement_holding_the_only_ready_chip_makes_a_concurrent_one_retry_
         ).scalar_one()
     assert promoted == 1
     assert chip_row(clean_db, ready).status == "active"
-    assert (active_on(clean_db, ready), active_on(clean_db, healthy)) == (3, 3)
-    assert active_on(clean_db, banned) == active_on(clean_db, low) == 0
+    assert (conversations_on(clean_db, ready), conversations_on(clean_db, healthy)) == (3, 3)
+    assert conversations_on(clean_db, banned) == conversations_on(clean_db, low) == 0
 
 
 def test_replacements_overlapping_on_five_ready_chips_use_each_once(clean_db: sa.Engine) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from orchestrator import lifecycle
 from orchestrator.errors import Rejected, TransientError
 from orchestrator.schema import conversation_chips, operations, outbox
-from tests.factories import add_conversations, chip_row, make_chip, set_config
+from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
 
 pytestmark = pytest.mark.db
 
@@ -24,15 +24,6 @@ def ops(engine: sa.Engine, chip_id: str, operacao: str | None = None) -> list[sa
         stmt = stmt.where(operations.c.operacao == operacao)
     with engine.connect() as conn:
         return conn.execute(stmt).all()
-
-
-def conversations_on(engine: sa.Engine, chip_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).where(
-                conversation_chips.c.chip_id == chip_id, conversation_chips.c.active
-            )
-        ).scalar_one()
 
 
 def messages(engine: sa.Engine, canal: str | None = None) -> list[str]:

@@ -7,7 +7,6 @@ puts the use case at the interleaving it claims to survive; nothing here hopes f
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -19,8 +18,9 @@ from orchestrator import cycle, db, lifecycle, runner
 from orchestrator import repository as repo
 from orchestrator.errors import Rejected, TransientError
 from orchestrator.pool import PoolConfig
-from orchestrator.schema import chips, conversation_chips, operations, outbox
-from tests.factories import add_conversations, chip_row, make_chip, set_config
+from orchestrator.schema import chips, operations, outbox
+from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
+from tests.support.pg_waits import wait_until, waiting_backends
 
 pytestmark = pytest.mark.db
 
@@ -36,15 +36,6 @@ LONG_AGO = timedelta(minutes=45)
 def count(engine: sa.Engine, sql: str, **params: object) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.text(sql), params).scalar_one()
-
-
-def conversations_on(engine: sa.Engine, chip_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).where(
-                conversation_chips.c.chip_id == chip_id, conversation_chips.c.active
-            )
-        ).scalar_one()
 
 
 def n_operations(engine: sa.Engine) -> int:
@@ -70,23 +61,6 @@ def state(engine: sa.Engine) -> list[tuple]:
                 "SELECT count(*) FROM alert_state",
             )
         ]
-
-
-def waiting_backends(engine: sa.Engine) -> int:
-    """Backends of this database blocked on a lock."""
-    return count(
-        engine,
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture

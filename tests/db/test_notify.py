@@ -23,21 +23,6 @@ pytestmark = pytest.mark.db
 LogCapture = pytest.LogCaptureFixture
 
 
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    server = FakeSlack(token=TOKEN)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def sender(slack: FakeSlack) -> notify.SlackSender:
-    built = notify.build_sender(settings_for(slack.base_url))
-    assert isinstance(built, notify.SlackSender)
-    return built
-
-
 def counts(result: dict) -> tuple[int, int, int]:
     """(delivered, fallback, pending) of one deliver_pending result."""
     return result["delivered"], result["fallback"], result["pending"]

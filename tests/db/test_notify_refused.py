@@ -6,7 +6,6 @@ A real slack-sdk WebClient talks to FakeSlack (a local HTTP server) on the real 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -21,27 +20,11 @@ from tests.support.outbox_helpers import (
     queue,
     rows,
     seconds_until_next_attempt,
-    settings_for,
 )
 
 pytestmark = pytest.mark.db
 
 LogCapture = pytest.LogCaptureFixture
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    server = FakeSlack(token=TOKEN)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def sender(slack: FakeSlack) -> notify.SlackSender:
-    built = notify.build_sender(settings_for(slack.base_url))
-    assert isinstance(built, notify.SlackSender)
-    return built
 
 
 def refusal_logs(caplog: LogCapture, code: str) -> list[logging.LogRecord]:

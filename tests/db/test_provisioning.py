@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -17,21 +15,7 @@ from orchestrator.salvy import SalvyClient
 from orchestrator.salvy_standin import SalvyStandin
 from orchestrator.schema import alert_state, chips, operations, outbox
 from tests.factories import add_conversations, chip_row, make_chip, set_config
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[SalvyStandin]:
-    with SalvyStandin() as server:
-        yield server
-
-
-@pytest.fixture
-def salvy(standin: SalvyStandin) -> Iterator[SalvyClient]:
-    """A client of a fresh stand-in (no numbers, switches off) with a short read timeout."""
-    standin.reset()
-    client = SalvyClient(standin.url, "salvy_test_key", read_timeout=1.0)
-    yield client
-    client.close()
+from tests.support.pg_waits import wait_until
 
 
 def key() -> str:
@@ -57,13 +41,6 @@ def messages_in(engine: sa.Engine, canal: str) -> list[str]:
 
 def chips_in(engine: sa.Engine, status: str) -> list[sa.Row]:
     return rows(engine, sa.select(chips).where(chips.c.status == status))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def expire_intent(engine: sa.Engine, name: str) -> None:

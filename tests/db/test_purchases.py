@@ -7,7 +7,6 @@ alert cool-downs one minute into the past, so ten cycles take a second, not ten 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -26,18 +25,9 @@ from tests.factories import set_config
 pytestmark = pytest.mark.db
 
 
-@pytest.fixture(scope="module")
-def standin() -> Iterator[SalvyStandin]:
-    with SalvyStandin() as server:
-        yield server
-
-
 @pytest.fixture
-def salvy(standin: SalvyStandin) -> Iterator[SalvyClient]:
-    standin.reset()
-    client = SalvyClient(standin.url, "salvy_test_key", read_timeout=2.0)
-    yield client
-    client.close()
+def salvy_read_timeout() -> float:
+    return 2.0
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.schema import conversation_chips, operations
-from tests.factories import add_conversations, chip_row, make_chip
+from orchestrator.schema import operations
+from tests.factories import add_conversations, chip_row, conversations_on, make_chip
 from tests.faults.conftest import Cluster, assert_no_violations, wait_for
+from tests.support.pg_waits import waiting_backends
 
 pytestmark = pytest.mark.faults
 
@@ -29,30 +30,10 @@ KILL_POINTS = {
 }
 
 
-def waiting_backends(engine: sa.Engine) -> int:
-    """Backends of this database blocked on a lock (the worker parked by the test)."""
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).scalar_one()
-
-
 def count_ops(engine: sa.Engine, operacao: str) -> int:
     with engine.connect() as conn:
         return conn.execute(
             sa.select(sa.func.count()).where(operations.c.operacao == operacao)
-        ).scalar_one()
-
-
-def active_on(engine: sa.Engine, chip_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).where(
-                conversation_chips.c.chip_id == chip_id, conversation_chips.c.active
-            )
         ).scalar_one()
 
 
@@ -86,7 +67,7 @@ def test_a_replacement_killed_mid_transaction_is_redone_exactly_once(
     assert chip_row(clean_db, ready[0]).status == "active"
     assert chip_row(clean_db, ready[1]).status == "ready"
     assert chip_row(clean_db, old).status == "degraded"
-    assert active_on(clean_db, ready[0]) == 4
+    assert conversations_on(clean_db, ready[0]) == 4
     assert "WorkerLostError" in worker.log() or "SIGKILL" in worker.log()
     assert_no_violations(clean_db)
 

@@ -9,8 +9,7 @@ the only one. This module always runs on a RabbitMQ vhost of its own, whatever t
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -19,6 +18,7 @@ from celery import Celery
 
 from orchestrator.schema import chips, operations
 from tests.factories import chip_row, make_chip
+from tests.support.pg_waits import wait_until as wait_for
 from tests.support.private_stack import (
     base_redis_url,
     claim_redis_db,
@@ -61,15 +61,6 @@ def worker_extra_env(broker_url: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def worker_concurrency() -> int:
     return 2  # room for the first run and its redelivery at once
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def alive(pid: int) -> bool:

@@ -19,6 +19,7 @@ import pytest
 from celery import Celery
 
 from orchestrator.settings import ROOT
+from tests.support.pg_waits import wait_until as wait_for
 from tests.support.private_stack import base_redis_url, claim_redis_db, purge_queues
 from tests.worker.conftest import QUEUES, worker_env
 
@@ -105,15 +106,6 @@ class SentEvents:
             for e in list(self.events)
             if e["name"] == "orchestrator.run_cycle" and e["pid"] == pid
         ]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

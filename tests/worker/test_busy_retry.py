@@ -10,8 +10,8 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.schema import conversation_chips, outbox
-from tests.factories import add_conversations, chip_row, make_chip
+from orchestrator.schema import outbox
+from tests.factories import add_conversations, chip_row, conversations_on, make_chip
 from tests.worker.conftest import WorkerProcess
 
 pytestmark = pytest.mark.worker
@@ -23,15 +23,6 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
-
-
-def conversations_on(engine: sa.Engine, chip_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).where(
-                conversation_chips.c.chip_id == chip_id, conversation_chips.c.active
-            )
-        ).scalar_one()
 
 
 def outbox_texts(engine: sa.Engine) -> list[str]:
