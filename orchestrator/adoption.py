@@ -1,0 +1,611 @@
+"""Adopting tables other services created: what is missing, and which rows block it (reads only).
+
+`inspect` reads the catalog, `plan` (pure) turns it into steps towards migration 0001 (the model
+in baseline.py), `preflight` finds the rows that break a constraint a step would add. The steps
+run in orchestrator/adoption_run.py; `chip-orchestrator migrate --check` prints this module's
+report. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from orchestrator import baseline
+from orchestrator.baseline import Table
+from orchestrator.errors import Rejected
+
+#: Offending rows listed per constraint (the count is always exact).
+ROW_CAP = 20
+
+#: Step phases, in the order they run.
+LOCKED = "locked"  # one short transaction holding ACCESS EXCLUSIVE on the shared tables
+ONLINE = "online"  # one statement at a time, writers keep going (CONCURRENTLY, VALIDATE)
+FINAL = "final"  # a second short locked transaction (USING INDEX, SET NOT NULL)
+PHASES = (LOCKED, ONLINE, FINAL)
+
+
+@dataclass(frozen=True)
+class Col:
+    """An existing column as the catalog describes it."""
+
+    type: str
+    not_null: bool
+    has_default: bool
+
+
+@dataclass
+class Catalog:
+    """What exists now (current schema): tables, columns, constraints, indexes, trigger."""
+
+    columns: dict[str, dict[str, Col]] = field(default_factory=dict)
+    #: (table, name) -> validated
+    constraints: dict[tuple[str, str], bool] = field(default_factory=dict)
+    primary_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: name -> valid
+    indexes: dict[str, bool] = field(default_factory=dict)
+    commented: set[str] = field(default_factory=set)
+    has_function: bool = False
+    has_trigger: bool = False
+    pool_config_rows: int = 0
+    #: Disconnected chips without a since-when (None: the column does not exist yet).
+    unrecorded_disconnections: int | None = None
+
+    @property
+    def tables(self) -> set[str]:
+        """Names of the tables that exist."""
+        return set(self.columns)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change: its SQL, how to take it back, and when it runs (phase)."""
+
+    phase: str
+    table: str
+    what: str
+    sql: str
+    undo: str | None = None
+    #: Can fail on rows (a validation, a unique build): run first among the online steps.
+    early: bool = False
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """A query for the rows that break `constraint`: (id, values, total count) rows."""
+
+    constraint: str
+    table: str
+    rule: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A constraint that existing rows break: how many, and the first ROW_CAP (id, values)."""
+
+    constraint: str
+    table: str
+    rule: str
+    count: int
+    rows: tuple[tuple[str, str], ...]
+
+    def as_dict(self) -> dict:
+        """JSON shape (migrate --check --json)."""
+        return {
+            "constraint": self.constraint,
+            "table": self.table,
+            "rule": self.rule,
+            "count": self.count,
+            "rows": [{"id": i, "values": v} for i, v in self.rows],
+        }
+
+
+@dataclass
+class Plan:
+    """The steps in phase order, the row checks they need, and problems no step can fix."""
+
+    steps: list[Step] = field(default_factory=list)
+    checks: list[RowCheck] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def phase(self, name: str) -> list[Step]:
+        """The steps of one phase, in order."""
+        return [s for s in self.steps if s.phase == name]
+
+
+class AdoptionBlocked(Rejected):
+    """Raised when existing rows or column types keep the tables from being adopted; nothing changed."""
+
+    def __init__(
+        self, problems: Sequence[str], blockers: Sequence[Blocker], note: str = ""
+    ) -> None:
+        self.problems, self.blockers = list(problems), list(blockers)
+        super().__init__(summary(self.problems, self.blockers, note), code="adoption_blocked")
+
+    def details(self) -> list[str]:
+        """The lines after the summary: each problem, each constraint and its offending rows."""
+        return detail_lines(self.problems, self.blockers)
+
+
+def summary(problems: Sequence[str], blockers: Sequence[Blocker], note: str = "") -> str:
+    """One line: what blocks migrate, and that nothing was changed."""
+    if problems:
+        what = f"{len(problems)} column(s)/table(s) cannot be adopted as they are"
+    else:
+        what = "rows break " + ", ".join(f"{b.constraint} ({b.count})" for b in blockers)
+    return f"migrate refused: {what}; {note or 'nothing was changed'} (rows below; fixes: docs/adoption.md)"
+
+
+def detail_lines(problems: Sequence[str], blockers: Sequence[Blocker]) -> list[str]:
+    """Human lines for problems and blockers (ids named, capped at ROW_CAP per constraint)."""
+    lines = [f"  {p}" for p in problems]
+    for b in blockers:
+        more = f", first {len(b.rows)} shown" if b.count > len(b.rows) else ""
+        lines.append(f"  {b.constraint} ({b.table}: {b.rule}): {b.count} row(s){more}")
+        lines += [f"    id {row_id}  {values}".rstrip() for row_id, values in b.rows]
+    return lines
+
+
+# -- catalog -------------------------------------------------------------------------------------
+
+_COLUMNS = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       d.adbin IS NOT NULL OR a.attidentity <> ''
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname = ANY(:tables)
+  AND a.attnum > 0 AND NOT a.attisdropped
+"""
+_CONSTRAINTS = """
+SELECT c.relname, con.conname, con.contype, con.convalidated,
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) AS k
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k)
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = ANY(:tables)
+"""
+_INDEXES = """
+SELECT i.relname, x.indisvalid
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_namespace n ON n.oid = i.relnamespace
+WHERE n.nspname = current_schema()
+"""
+_COMMENTED = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = ANY(:tables)
+  AND obj_description(c.oid, 'pg_class') IS NOT NULL
+"""
+_FUNCTION = """
+SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+               WHERE n.nspname = current_schema() AND p.proname = :name)
+"""
+_TRIGGER = """
+SELECT EXISTS (SELECT 1 FROM pg_trigger
+               WHERE tgrelid = to_regclass('chips') AND tgname = :name AND NOT tgisinternal)
+"""
+
+
+def _base_type(name: str) -> str:
+    """format_type without its modifier: 'character varying(20)' -> 'character varying'."""
+    return re.sub(r"\(.*?\)", "", name).strip()
+
+
+def inspect(conn: sa.Connection) -> Catalog:
+    """Read the catalog for the tables of 0001 (reads only)."""
+    tables = [t.name for t in baseline.TABLES]
+    cat = Catalog()
+    for table, name, type_, not_null, has_default in conn.execute(
+        sa.text(_COLUMNS), {"tables": tables}
+    ):
+        cat.columns.setdefault(table, {})[name] = Col(_base_type(type_), not_null, has_default)
+    for table, name, kind, validated, columns in conn.execute(
+        sa.text(_CONSTRAINTS), {"tables": tables}
+    ):
+        cat.constraints[(table, name)] = validated
+        if kind == "p":
+            cat.primary_keys[table] = tuple(columns)
+    cat.indexes = dict(conn.execute(sa.text(_INDEXES)).all())
+    cat.commented = set(conn.execute(sa.text(_COMMENTED), {"tables": tables}).scalars())
+    name = baseline.TRIGGER_NAME
+    cat.has_function = conn.execute(sa.text(_FUNCTION), {"name": name}).scalar_one()
+    cat.has_trigger = conn.execute(sa.text(_TRIGGER), {"name": name}).scalar_one()
+    if "pool_config" in cat.columns:
+        cat.pool_config_rows = conn.execute(sa.text("SELECT count(*) FROM pool_config")).scalar()
+    chips = cat.columns.get("chips", {})
+    if {"evolution_connected", "evolution_disconnected_at"} <= set(chips):
+        cat.unrecorded_disconnections = conn.exec_driver_sql(
+            "SELECT count(*) FROM chips WHERE NOT evolution_connected"
+            " AND evolution_disconnected_at IS NULL"
+        ).scalar()
+    return cat
+
+
+def shared_tables_present(conn: sa.Connection) -> list[str]:
+    """Which of the tables other services create exist (any of them: adopt, not create)."""
+    found = conn.execute(
+        sa.text(
+            "SELECT t FROM unnest(CAST(:names AS text[])) AS t WHERE to_regclass(t) IS NOT NULL"
+        ),
+        {"names": list(baseline.SHARED)},
+    )
+    return list(found.scalars())
+
+
+# -- plan (pure) ---------------------------------------------------------------------------------
+
+
+def plan(cat: Catalog) -> Plan:
+    """The steps that take `cat` to 0001's schema, with the row checks they need."""
+    out = Plan()
+    missing_shared = [t for t in baseline.SHARED if t not in cat.tables]
+    if missing_shared and len(missing_shared) < len(baseline.SHARED):
+        present = ", ".join(t for t in baseline.SHARED if t in cat.tables)
+        out.problems.append(
+            f"{', '.join(missing_shared)} missing while {present} exist: not the seed's schema"
+        )
+        return out
+    for table in baseline.TABLES:
+        if table.name not in cat.tables:
+            _plan_create(out, table)
+        elif table.columns:
+            _plan_table(out, cat, table)
+    _plan_trigger(out, cat)
+    if "pool_config" in cat.tables:
+        _plan_one_row(out, cat)
+    # Stable sort: the order within a phase is kept, row-dependent online steps go first.
+    out.steps.sort(key=lambda s: (PHASES.index(s.phase), not s.early))
+    return out
+
+
+def _plan_create(out: Plan, table: Table) -> None:
+    if table.create is None:
+        return  # a shared table: all three missing means a fresh database (0001 creates them)
+    name = table.name
+    # A table made by this run is taken back only while nobody has written to it yet.
+    undo = (
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM {name}) THEN DROP TABLE {name}; END IF; END $$"
+    )
+    out.steps.append(Step(LOCKED, name, f"create table {name}", table.create, undo))
+
+
+def _source(table: Table, cat: Catalog) -> str:
+    """The table as a row source, missing columns read as the default they will be added with."""
+    have = cat.columns[table.name]
+    extra = [
+        f", {c.default or 'NULL'}::{c.type} AS {c.name}"
+        for c in table.columns
+        if c.name not in have
+    ]
+    return f"(SELECT t.*{''.join(extra)} FROM {table.name} AS t) AS t"
+
+
+def _row_id(table: Table, cat: Catalog) -> str:
+    return "t.id::text" if "id" in cat.columns[table.name] else "t.ctid::text"
+
+
+def _shows(columns: Sequence[str]) -> str:
+    if not columns:
+        return "''"
+    shown = ", ".join(f"'{c}=' || coalesce(t.{c}::text, 'NULL')" for c in columns)
+    return f"concat_ws(', ', {shown})"
+
+
+def _rows_where(
+    table: Table, cat: Catalog, where: str, shows: Sequence[str], order: str = "1"
+) -> str:
+    return (
+        f"SELECT {_row_id(table, cat)}, {_shows(shows)}, count(*) OVER () FROM {_source(table, cat)}"
+        f" WHERE {where} ORDER BY {order} LIMIT {ROW_CAP}"
+    )
+
+
+def _plan_table(out: Plan, cat: Catalog, table: Table) -> None:
+    have = cat.columns[table.name]
+    name = table.name
+    if any(have.get(c.name) and have[c.name].type not in c.accepted for c in table.columns):
+        for c in table.columns:
+            if have.get(c.name) and have[c.name].type not in c.accepted:
+                expected = " or ".join(c.accepted)
+                out.problems.append(f"{name}.{c.name} is {have[c.name].type}; expected {expected}")
+        return
+    for col in table.columns:
+        _plan_column(out, cat, table, col)
+    for check in table.checks:
+        validated = cat.constraints.get((name, check.name))
+        if validated:
+            continue
+        out.checks.append(
+            RowCheck(
+                check.name,
+                name,
+                check.expr,
+                _rows_where(table, cat, f"NOT COALESCE(({check.expr}), true)", check.shows),
+            )
+        )
+        sql = f"ALTER TABLE {name} ADD CONSTRAINT {check.name} CHECK ({check.expr})"
+        if validated is None and table.small:
+            undo = f"ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {check.name}"
+            out.steps.append(Step(LOCKED, name, f"add constraint {check.name}", sql, undo))
+        else:
+            _not_valid_then_validate(out, table, check.name, sql, added=validated is None)
+    for fk in table.foreign_keys:
+        validated = cat.constraints.get((name, fk.name))
+        if validated:
+            continue
+        where = (
+            f"t.{fk.column} IS NOT NULL AND NOT EXISTS"
+            f" (SELECT 1 FROM {fk.references} AS r WHERE r.id = t.{fk.column})"
+        )
+        rule = f"{fk.column} REFERENCES {fk.references}(id)"
+        out.checks.append(
+            RowCheck(fk.name, name, rule, _rows_where(table, cat, where, (fk.column,)))
+        )
+        sql = f"ALTER TABLE {name} ADD CONSTRAINT {fk.name} FOREIGN KEY ({fk.column}) REFERENCES {fk.references}(id)"
+        _not_valid_then_validate(out, table, fk.name, sql, added=validated is None)
+    for unique in table.uniques:
+        _plan_unique(out, cat, table, unique)
+    for index in table.indexes:
+        if not cat.indexes.get(index.name):
+            create = f"CREATE INDEX CONCURRENTLY {index.name} ON {name} {index.definition}"
+            _online_index(out, cat, name, index.name, create)
+    if table.comment and name not in cat.commented:
+        out.steps.append(
+            Step(
+                LOCKED,
+                name,
+                f"comment on table {name}",
+                f"COMMENT ON TABLE {name} IS '{table.comment}'",
+                f"COMMENT ON TABLE {name} IS NULL",
+            )
+        )
+
+
+def _plan_column(out: Plan, cat: Catalog, table: Table, col: baseline.Column) -> None:
+    name, have = table.name, cat.columns[table.name].get(col.name)
+    if have is None:
+        if col.key or (col.not_null and not col.default):
+            out.problems.append(f"{name}.{col.name} missing (no value to give existing rows)")
+            return
+        # A constant (or now(): stable, evaluated once) default: a catalog change, no rewrite.
+        spec = col.type + (f" NOT NULL DEFAULT {col.default}" if col.not_null else "")
+        if col.default and not col.not_null:
+            spec += f" DEFAULT {col.default}"
+        out.steps.append(
+            Step(
+                LOCKED,
+                name,
+                f"add column {name}.{col.name} {spec}",
+                f"ALTER TABLE {name} ADD COLUMN {col.name} {spec}",
+                f"ALTER TABLE {name} DROP COLUMN IF EXISTS {col.name}",
+            )
+        )
+        for column, comment in table.column_comments:
+            if column == col.name:
+                sql = f"COMMENT ON COLUMN {name}.{column} IS '{comment}'"
+                out.steps.append(Step(LOCKED, name, f"comment on column {name}.{column}", sql))
+        return
+    if col.default and not have.has_default and (not col.key or have.type == col.type):
+        out.steps.append(
+            Step(
+                LOCKED,
+                name,
+                f"set default {name}.{col.name} = {col.default}",
+                f"ALTER TABLE {name} ALTER COLUMN {col.name} SET DEFAULT {col.default}",
+                f"ALTER TABLE {name} ALTER COLUMN {col.name} DROP DEFAULT",
+            )
+        )
+    if col.not_null and not have.not_null and not col.key:
+        _plan_not_null(out, cat, table, col.name)
+
+
+def _plan_not_null(out: Plan, cat: Catalog, table: Table, column: str) -> None:
+    """SET NOT NULL; on a big table through a validated CHECK, so SET NOT NULL scans nothing."""
+    name = table.name
+    helper = f"{name}_{column}_not_null"
+    rule = f"{column} IS NOT NULL"
+    out.checks.append(
+        RowCheck(helper, name, rule, _rows_where(table, cat, f"t.{column} IS NULL", ()))
+    )
+    set_sql = f"ALTER TABLE {name} ALTER COLUMN {column} SET NOT NULL"
+    unset = f"ALTER TABLE {name} ALTER COLUMN {column} DROP NOT NULL"
+    if table.small:
+        out.steps.append(Step(LOCKED, name, f"set not null {name}.{column}", set_sql, unset))
+        return
+    if not cat.constraints.get((name, helper)):
+        add = f"ALTER TABLE {name} ADD CONSTRAINT {helper} CHECK ({rule})"
+        _not_valid_then_validate(
+            out, table, helper, add, added=(name, helper) not in cat.constraints
+        )
+    out.steps.append(Step(FINAL, name, f"set not null {name}.{column}", set_sql, unset))
+    out.steps.append(
+        Step(
+            FINAL,
+            name,
+            f"drop helper constraint {helper}",
+            f"ALTER TABLE {name} DROP CONSTRAINT {helper}",
+        )
+    )
+
+
+def _not_valid_then_validate(
+    out: Plan, table: Table, constraint: str, sql: str, added: bool
+) -> None:
+    name = table.name
+    if added:
+        undo = f"ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {constraint}"
+        what = f"add constraint {constraint} NOT VALID"
+        out.steps.append(Step(LOCKED, name, what, f"{sql} NOT VALID", undo))
+    out.steps.append(
+        Step(
+            ONLINE,
+            name,
+            f"validate constraint {constraint}",
+            f"ALTER TABLE {name} VALIDATE CONSTRAINT {constraint}",
+            early=True,
+        )
+    )
+
+
+def _online_index(
+    out: Plan, cat: Catalog, table: str, index: str, create: str, early: bool = False
+) -> None:
+    """CREATE INDEX CONCURRENTLY (writers go on); an invalid leftover of a failed build goes first."""
+    if index in cat.indexes:  # present but not valid: a CONCURRENTLY build that failed
+        drop = f"DROP INDEX CONCURRENTLY IF EXISTS {index}"
+        out.steps.append(Step(ONLINE, table, f"drop invalid index {index}", drop, early=early))
+    undo = f"DROP INDEX IF EXISTS {index}"
+    out.steps.append(Step(ONLINE, table, f"create index {index}", create, undo, early=early))
+
+
+def _plan_unique(out: Plan, cat: Catalog, table: Table, unique: baseline.Unique) -> None:
+    name, column = table.name, unique.column
+    if cat.constraints.get((name, unique.name)) or (unique.where and cat.indexes.get(unique.name)):
+        return
+    if column in cat.columns[name]:
+        scope = f" AND ({unique.where})" if unique.where else ""
+        dupes = (
+            f"t.{column} IS NOT NULL{scope} AND t.{column} IN (SELECT t.{column}"
+            f" FROM {_source(table, cat)} WHERE t.{column} IS NOT NULL{scope}"
+            f" GROUP BY t.{column} HAVING count(*) > 1)"
+        )
+        rule = f"{column} unique" + (f" where {unique.where}" if unique.where else "")
+        out.checks.append(
+            RowCheck(
+                unique.name,
+                name,
+                rule,
+                _rows_where(table, cat, dupes, (column,), order=f"t.{column}::text, 1"),
+            )
+        )
+    where = f" WHERE {unique.where}" if unique.where else ""
+    create = f"CREATE UNIQUE INDEX CONCURRENTLY {unique.name} ON {name} ({column}){where}"
+    _online_index(out, cat, name, unique.name, create, early=True)
+    if not unique.where:
+        out.steps.append(
+            Step(
+                FINAL,
+                name,
+                f"add constraint {unique.name} UNIQUE USING INDEX",
+                f"ALTER TABLE {name} ADD CONSTRAINT {unique.name} UNIQUE USING INDEX {unique.name}",
+                f"ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {unique.name}",
+            )
+        )
+
+
+def _plan_trigger(out: Plan, cat: Catalog) -> None:
+    if "chips" not in cat.tables:
+        return
+    if not cat.has_function:
+        out.steps.append(
+            Step(
+                LOCKED,
+                "chips",
+                "create function chips_track_disconnection()",
+                baseline.FUNCTION_DDL,
+                "DROP FUNCTION IF EXISTS chips_track_disconnection()",
+            )
+        )
+    if not cat.has_trigger:
+        out.steps.append(
+            Step(
+                LOCKED,
+                "chips",
+                "create trigger chips_track_disconnection (records since when a chip is disconnected)",
+                baseline.TRIGGER_DDL,
+                "DROP TRIGGER IF EXISTS chips_track_disconnection ON chips",
+            )
+        )
+    if cat.unrecorded_disconnections != 0:
+        # Chips already disconnected: since "at least now". Online, after the trigger exists, so
+        # no flip is missed; it writes only the new column (and, through the trigger, updated_at).
+        out.steps.append(
+            Step(
+                ONLINE,
+                "chips",
+                "record evolution_disconnected_at = now() for chips disconnected before adoption",
+                "UPDATE chips SET evolution_disconnected_at = now()"
+                " WHERE NOT evolution_connected AND evolution_disconnected_at IS NULL",
+            )
+        )
+
+
+def _plan_one_row(out: Plan, cat: Catalog) -> None:
+    has_guard = cat.constraints.get(("pool_config", baseline.ONE_ROW_CHECK)) or cat.indexes.get(
+        baseline.ONE_ROW_INDEX
+    )
+    if not has_guard:
+        table = baseline.POOL_CONFIG
+        out.checks.append(
+            RowCheck(
+                baseline.ONE_ROW_INDEX,
+                "pool_config",
+                "exactly one row",
+                _rows_where(table, cat, "(SELECT count(*) FROM pool_config) > 1", ()),
+            )
+        )
+        out.steps.append(
+            Step(
+                LOCKED,
+                "pool_config",
+                f"create unique index {baseline.ONE_ROW_INDEX} (one row, whatever its id)",
+                f"CREATE UNIQUE INDEX {baseline.ONE_ROW_INDEX} ON pool_config ((true))",
+                f"DROP INDEX IF EXISTS {baseline.ONE_ROW_INDEX}",
+            )
+        )
+    if cat.pool_config_rows == 0:
+        out.steps.append(
+            Step(
+                LOCKED,
+                "pool_config",
+                "insert the default pool_config row",
+                "INSERT INTO pool_config DEFAULT VALUES",
+                "DELETE FROM pool_config",
+            )
+        )
+
+
+# -- preflight (reads) ---------------------------------------------------------------------------
+
+
+def preflight(conn: sa.Connection, the_plan: Plan) -> list[Blocker]:
+    """Run every row check of the plan; the constraints that existing rows break."""
+    if the_plan.problems:
+        return []  # the checks may not even type-check until the columns are fixed
+    blockers = []
+    for check in the_plan.checks:
+        rows = conn.exec_driver_sql(check.sql).all()
+        if rows:
+            blockers.append(
+                Blocker(
+                    check.constraint,
+                    check.table,
+                    check.rule,
+                    int(rows[0][2]),
+                    tuple((r[0], r[1] or "") for r in rows),
+                )
+            )
+    return blockers
+
+
+@contextlib.contextmanager
+def snapshot(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A REPEATABLE READ, READ ONLY transaction: every check sees the same rows, none is written."""
+    connection = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with connection as conn, conn.begin():
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        yield conn
+
+
+def assess(conn: sa.Connection) -> tuple[Plan, list[Blocker]]:
+    """Plan and blockers from one consistent snapshot (the caller's transaction)."""
+    the_plan = plan(inspect(conn))
+    return the_plan, preflight(conn, the_plan)
