@@ -54,6 +54,8 @@ class Catalog:
     pool_config_rows: int = 0
     #: Disconnected chips without a since-when (None: the column does not exist yet).
     unrecorded_disconnections: int | None = None
+    #: Tables this role may not alter (owned by another role) -> their owner.
+    not_owned: dict[str, str] = field(default_factory=dict)
 
     @property
     def tables(self) -> set[str]:
@@ -179,6 +181,12 @@ JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_namespace n ON n.oid = i.relnamespace
 WHERE n.nspname = current_schema()
 """
+_NOT_OWNED = """
+SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = ANY(:tables) AND c.relkind IN ('r', 'p')
+  AND NOT pg_has_role(current_user, c.relowner, 'USAGE')
+"""
 _COMMENTED = """
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relname = ANY(:tables)
@@ -215,6 +223,7 @@ def inspect(conn: sa.Connection) -> Catalog:
             cat.primary_keys[table] = tuple(columns)
     cat.indexes = dict(conn.execute(sa.text(_INDEXES)).all())
     cat.commented = set(conn.execute(sa.text(_COMMENTED), {"tables": tables}).scalars())
+    cat.not_owned = dict(conn.execute(sa.text(_NOT_OWNED), {"tables": tables}).all())
     name = baseline.TRIGGER_NAME
     cat.has_function = conn.execute(sa.text(_FUNCTION), {"name": name}).scalar_one()
     cat.has_trigger = conn.execute(sa.text(_TRIGGER), {"name": name}).scalar_one()
@@ -252,6 +261,13 @@ def plan(cat: Catalog) -> Plan:
         out.problems.append(
             f"{', '.join(missing_shared)} missing while {present} exist: not the seed's schema"
         )
+        return out
+    for table, owner in sorted(cat.not_owned.items()):
+        out.problems.append(
+            f"{table} is owned by role {owner}: run migrate as {owner}"
+            f" (or have it run ALTER TABLE {table} OWNER TO <migrate's role>)"
+        )
+    if out.problems:
         return out
     for table in baseline.TABLES:
         if table.name not in cat.tables:
@@ -532,10 +548,29 @@ def _plan_trigger(out: Plan, cat: Catalog) -> None:
                 ONLINE,
                 "chips",
                 "record evolution_disconnected_at = now() for chips disconnected before adoption",
-                "UPDATE chips SET evolution_disconnected_at = now()"
-                " WHERE NOT evolution_connected AND evolution_disconnected_at IS NULL",
+                BACKFILL_DISCONNECTED,
             )
         )
+
+
+#: In slices of BACKFILL_PAGES pages (a TID range scan each), each committed on its own: a row
+#: another service flips waits for one slice (milliseconds), not for the whole table.
+BACKFILL_PAGES = 500
+BACKFILL_DISCONNECTED = f"""
+DO $$
+DECLARE
+    pages bigint := pg_relation_size('chips') / current_setting('block_size')::int;
+    low bigint := 0;
+BEGIN
+    WHILE low <= pages LOOP
+        UPDATE chips SET evolution_disconnected_at = now()
+         WHERE ctid >= ('(' || low || ',0)')::tid
+           AND ctid < ('(' || (low + {BACKFILL_PAGES}) || ',0)')::tid
+           AND NOT evolution_connected AND evolution_disconnected_at IS NULL;
+        COMMIT;
+        low := low + {BACKFILL_PAGES};
+    END LOOP;
+END $$"""
 
 
 def _plan_one_row(out: Plan, cat: Catalog) -> None:

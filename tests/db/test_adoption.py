@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator import adoption, baseline, cycle, db, lifecycle, migrate
 from orchestrator.adoption_run import AdoptionLockTimeout, Event, Options
+from orchestrator.settings import ROOT
 from tests.support import seed_era
 
 pytestmark = pytest.mark.db
@@ -723,3 +728,85 @@ def test_check_reports_plan_and_blockers_and_changes_nothing(url: str, engine: s
     [blocker] = report.blockers
     assert (blocker.constraint, blocker.rows[0][0]) == ("chips_trust_score_in_range", bad)
     assert state(engine) == before
+
+
+def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m orchestrator ARGS` (== chip-orchestrator) on this test's database."""
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_check_names_the_blocking_rows_and_migrate_refuses_then_adopts(
+    url: str, engine: sa.Engine
+) -> None:
+    # Given a seed-era database with a chip whose trust is 150
+    seed(engine)
+    with engine.begin() as conn:
+        bad = conn.exec_driver_sql(VIOLATIONS["trust 150"][0]).scalar_one()
+    before = state(engine)
+    # When ops run the runbook's first command
+    check = run_cli(url, "migrate", "--check")
+    # Then it shows the plan and the blocking row, exits 1, and changes nothing
+    assert check.returncode == 1, check.stderr
+    assert "adopt the existing tables" in check.stdout
+    assert "[online    ] chips: validate constraint chips_trust_score_in_range" in check.stdout
+    assert f"id {bad}  trust_score=150" in check.stdout
+    report = json.loads(run_cli(url, "migrate", "--check", "--json").stdout)
+    assert report["blocked"] and report["blockers"][0]["rows"][0]["id"] == bad
+    # ... and migrate refuses: one summary line, then the rows; exit 2; nothing changed
+    refused = run_cli(url, "migrate")
+    assert refused.returncode == 2
+    first, *rest = refused.stderr.strip().splitlines()
+    assert first.startswith("chip-orchestrator: migrate refused: rows break chips_trust_score")
+    assert any(bad in line for line in rest)
+    assert state(engine) == before
+    # When the row is fixed, check is clean and migrate adopts, then says unchanged
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE chips SET trust_score = 100 WHERE id = :i"), {"i": bad})
+    clean = run_cli(url, "migrate", "--check")
+    assert clean.returncode == 0 and "nothing blocks migrate" in clean.stdout
+    adopted = run_cli(url, "migrate")
+    assert adopted.returncode == 0, adopted.stderr
+    assert "done: validate constraint chips_trust_score_in_range" in adopted.stdout
+    assert "(was unversioned: adopted the existing tables)" in adopted.stdout
+    assert "(unchanged)" in run_cli(url, "migrate").stdout
+    up_to_date = run_cli(url, "migrate", "--check")
+    assert up_to_date.returncode == 0 and "up to date" in up_to_date.stdout
+
+
+def test_a_table_owned_by_another_role_is_refused_before_anything(
+    url: str, engine: sa.Engine
+) -> None:
+    # Given seed-era tables where chips belongs to another service's role, and migrate running
+    # as a role that owns the rest
+    seed(engine)
+    suffix = uuid.uuid4().hex[:8]
+    service, migrator = f"chiporch_svc_{suffix}", f"chiporch_mig_{suffix}"
+    database = make_url(url).database
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {service} NOLOGIN")
+        conn.exec_driver_sql(f"CREATE ROLE {migrator} LOGIN")
+        conn.exec_driver_sql(f'GRANT CREATE ON DATABASE "{database}" TO {migrator}')
+        conn.exec_driver_sql(f"GRANT CREATE ON SCHEMA public TO {migrator}")
+        conn.exec_driver_sql(f"ALTER TABLE pool_config OWNER TO {migrator}")
+        conn.exec_driver_sql(f"ALTER TABLE conversation_chips OWNER TO {migrator}")
+        conn.exec_driver_sql(f"ALTER TABLE chips OWNER TO {service}")
+    before = state(engine)
+    try:
+        as_migrator = make_url(url).set(username=migrator).render_as_string(hide_password=False)
+        with pytest.raises(adoption.AdoptionBlocked) as refused:
+            migrate.upgrade(as_migrator)
+        assert f"chips is owned by role {service}" in "\n".join(refused.value.details())
+        assert state(engine) == before
+    finally:
+        with engine.begin() as conn:
+            for role in (service, migrator):
+                conn.exec_driver_sql(f"DROP OWNED BY {role}")
+                conn.exec_driver_sql(f"DROP ROLE {role}")
