@@ -134,13 +134,17 @@ class AdoptionBlocked(Rejected):
         return detail_lines(self.problems, self.blockers)
 
 
-def summary(problems: Sequence[str], blockers: Sequence[Blocker], note: str = "") -> str:
+def summary(
+    problems: Sequence[str], blockers: Sequence[Blocker], note: str = "", *, refused: bool = True
+) -> str:
     """One line: what blocks migrate, and that nothing was changed."""
     if problems:
-        what = f"{len(problems)} column(s)/table(s) cannot be adopted as they are"
+        what = f"{len(problems)} table(s)/column(s) cannot be adopted as they are"
     else:
         what = "rows break " + ", ".join(f"{b.constraint} ({b.count})" for b in blockers)
-    return f"migrate refused: {what}; {note or 'nothing was changed'} (rows below; fixes: docs/adoption.md)"
+    verb = "migrate refused" if refused else "migrate would refuse"
+    note = note or ("nothing was changed" if refused else "fix these first")
+    return f"{verb}: {what}; {note} (details below; fixes: docs/adoption.md)"
 
 
 def detail_lines(problems: Sequence[str], blockers: Sequence[Blocker]) -> list[str]:
@@ -267,6 +271,8 @@ def plan(cat: Catalog) -> Plan:
             f"{table} is owned by role {owner}: run migrate as {owner}"
             f" (or have it run ALTER TABLE {table} OWNER TO <migrate's role>)"
         )
+    if "chips" in cat.tables and cat.primary_keys.get("chips") != ("id",):
+        out.problems.append("chips has no primary key on id (the foreign keys reference it)")
     if out.problems:
         return out
     for table in baseline.TABLES:
@@ -475,7 +481,7 @@ def _online_index(
     out: Plan, cat: Catalog, table: str, index: str, create: str, early: bool = False
 ) -> None:
     """CREATE INDEX CONCURRENTLY (writers go on); an invalid leftover of a failed build goes first."""
-    if index in cat.indexes:  # present but not valid: a CONCURRENTLY build that failed
+    if cat.indexes.get(index) is False:  # left invalid by a CONCURRENTLY build that failed
         drop = f"DROP INDEX CONCURRENTLY IF EXISTS {index}"
         out.steps.append(Step(ONLINE, table, f"drop invalid index {index}", drop, early=early))
     undo = f"DROP INDEX IF EXISTS {index}"
@@ -504,7 +510,8 @@ def _plan_unique(out: Plan, cat: Catalog, table: Table, unique: baseline.Unique)
         )
     where = f" WHERE {unique.where}" if unique.where else ""
     create = f"CREATE UNIQUE INDEX CONCURRENTLY {unique.name} ON {name} ({column}){where}"
-    _online_index(out, cat, name, unique.name, create, early=True)
+    if not cat.indexes.get(unique.name):  # a valid one is left by an interrupted run
+        _online_index(out, cat, name, unique.name, create, early=True)
     if not unique.where:
         out.steps.append(
             Step(

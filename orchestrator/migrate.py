@@ -118,7 +118,7 @@ class CheckReport:
         if self.pending:
             out.append("revisions to apply: " + ", ".join(self.pending))
         if self.blocked:
-            out.append(adoption.summary(self.problems, self.blockers, "nothing was changed"))
+            out.append(adoption.summary(self.problems, self.blockers, refused=False))
             out += adoption.detail_lines(self.problems, self.blockers)
         elif self.mode != "up to date":
             out.append("nothing blocks migrate")

@@ -810,3 +810,26 @@ def test_a_table_owned_by_another_role_is_refused_before_anything(
             for role in (service, migrator):
                 conn.exec_driver_sql(f"DROP OWNED BY {role}")
                 conn.exec_driver_sql(f"DROP ROLE {role}")
+
+
+def test_an_invalid_index_left_by_a_failed_build_is_rebuilt(url: str, engine: sa.Engine) -> None:
+    # Given a unique index build that failed on a duplicate (left INVALID), duplicate since fixed
+    seed(engine)
+    with engine.begin() as conn:
+        dup = conn.exec_driver_sql(VIOLATIONS["duplicate telefone"][0]).scalar_one()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with pytest.raises(sa.exc.IntegrityError):
+            conn.exec_driver_sql(
+                "CREATE UNIQUE INDEX CONCURRENTLY chips_telefone_key ON chips (telefone)"
+            )
+        conn.execute(sa.text("DELETE FROM chips WHERE id = :i"), {"i": dup})
+    # When migrate runs, it drops the leftover first and builds the index again
+    assert "drop invalid index chips_telefone_key" in [s.what for s in migrate.check(url).steps]
+    migrate.upgrade(url)
+    assert scalar(
+        engine, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'chips_telefone_key'::regclass"
+    )
+    assert (
+        scalar(engine, "SELECT count(*) FROM pg_constraint WHERE conname = 'chips_telefone_key'")
+        == 1
+    )
