@@ -21,11 +21,14 @@ import sqlalchemy as sa
 from psycopg import errors as pg_errors
 
 from orchestrator import adoption
-from orchestrator.adoption import FINAL, LOCKED, ONLINE, AdoptionBlocked, Plan, Step
+from orchestrator.adoption import AdoptionBlocked
+from orchestrator.adoption_plan import FINAL, LOCKED, ONLINE, Plan, Step
 from orchestrator.errors import TransientError
 
 #: The shared tables' lock order (one order everywhere: no deadlock between our transactions).
 LOCK_ORDER = ("pool_config", "chips", "conversation_chips", "orchestrator_operations")
+#: Lost a lock wait (timeout, or chosen as a deadlock's victim): roll back and try again later.
+RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ def run_in_lock(
             )
             return
         except sa.exc.OperationalError as error:
-            if not isinstance(error.orig, pg_errors.LockNotAvailable):
+            if not isinstance(error.orig, RETRYABLE):
                 raise
             options.emit("retry", f"{label}: lock not granted within {options.lock_timeout_ms} ms")
             time.sleep(min(5.0, 0.25 * 2**attempt) + random.uniform(0, 0.25))

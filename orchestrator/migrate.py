@@ -16,10 +16,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from psycopg import errors as pg_errors
 
 from orchestrator import adoption
-from orchestrator.adoption_run import AdoptionLockTimeout, Options
+from orchestrator.adoption_plan import FINAL, LOCKED, ONLINE, Plan, Step
+from orchestrator.adoption_run import RETRYABLE, AdoptionLockTimeout, Options
 from orchestrator.settings import ROOT
 
 
@@ -46,7 +46,7 @@ def upgrade(database_url: str, options: Options | None = None) -> tuple[str | No
             command.upgrade(alembic_config(database_url, options), "head")
             break
         except sa.exc.OperationalError as error:
-            if not isinstance(error.orig, pg_errors.LockNotAvailable):
+            if not isinstance(error.orig, RETRYABLE):
                 raise
             options.emit(
                 "retry", f"a revision's lock not granted within {options.lock_timeout_ms} ms"
@@ -84,7 +84,7 @@ class CheckReport:
     head: str
     pending: list[str]
     mode: str  # "up to date", "create", "upgrade", "adopt"
-    steps: list[adoption.Step] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     blockers: list[adoption.Blocker] = field(default_factory=list)
 
@@ -126,9 +126,9 @@ class CheckReport:
 
 
 _PHASE_LABELS = {
-    adoption.LOCKED: "short lock",
-    adoption.ONLINE: "online    ",
-    adoption.FINAL: "short lock",
+    LOCKED: "short lock",
+    ONLINE: "online    ",
+    FINAL: "short lock",
 }
 
 
@@ -141,7 +141,7 @@ def check(database_url: str) -> CheckReport:
         with adoption.snapshot(engine) as conn:
             revision = MigrationContext.configure(conn).get_current_revision()
             adopt = revision is None and bool(adoption.shared_tables_present(conn))
-            the_plan, blockers = adoption.assess(conn) if adopt else (adoption.Plan(), [])
+            the_plan, blockers = adoption.assess(conn) if adopt else (Plan(), [])
     finally:
         engine.dispose()
     start = "0001" if adopt else revision

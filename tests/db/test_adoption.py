@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from sqlalchemy.engine import make_url
 
 from orchestrator import adoption, baseline, cycle, db, lifecycle, migrate
@@ -627,6 +628,9 @@ def test_migrate_twice_is_a_no_op_on_an_adopted_and_on_a_fresh_database(
     seed(engine)
     migrate.upgrade(url)
     adopted = state(engine)
+    with engine.connect() as conn:  # the planner sees nothing left to do
+        left = adoption.plan(adoption.inspect(conn))
+    assert (left.steps, left.checks, left.problems) == ([], [], [])
     assert migrate.upgrade(url) == (migrate.head_revision(url),) * 2
     assert state(engine) == adopted
     fresh = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
@@ -833,3 +837,29 @@ def test_an_invalid_index_left_by_a_failed_build_is_rebuilt(url: str, engine: sa
         scalar(engine, "SELECT count(*) FROM pg_constraint WHERE conname = 'chips_telefone_key'")
         == 1
     )
+
+
+def test_a_revision_that_cannot_get_its_lock_is_retried_then_given_up(url: str) -> None:
+    # Given a database at 0003 (0004 alters chips) and a long transaction that has read chips
+    migrate.upgrade(url)
+    command.downgrade(migrate.alembic_config(url), "0003_fit")
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    holder = eng.connect()
+    holder.exec_driver_sql("SELECT count(*) FROM chips").scalar()
+    retries: list[str] = []
+    try:
+        # When migrate runs with a short lock timeout
+        options = Options(
+            lock_timeout_ms=100, attempts=2, progress=lambda e: retries.append(e.kind)
+        )
+        with pytest.raises(AdoptionLockTimeout, match="a revision could not take its locks"):
+            migrate.upgrade(url, options)
+        # Then it tried twice, each time rolling 0004 back instead of waiting behind the holder
+        assert retries.count("retry") == 2
+        assert migrate.current_revision(url) == "0003_fit"
+    finally:
+        holder.rollback()
+        holder.close()
+        eng.dispose()
+    # ... and goes through once the holder is gone
+    assert migrate.upgrade(url) == ("0003_fit", "0004_purchases")
