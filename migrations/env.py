@@ -38,7 +38,7 @@ with engine.connect() as connection:
         # DDL on a table other services write waits at most this long for its lock, then fails
         # and is retried (orchestrator.migrate): it never queues their writes behind a long
         # transaction.
-        connection.exec_driver_sql(f"SET lock_timeout = {int(options.lock_timeout_ms)}")
+        adoption_run.set_lock_timeout(connection, options.lock_timeout_ms, local=False)
         connection.commit()
         if _unversioned_with_shared_tables(connection):
             adoption_run.adopt(engine, options)

@@ -25,15 +25,25 @@ from orchestrator.adoption import AdoptionBlocked
 from orchestrator.adoption_plan import FINAL, LOCKED, ONLINE, Plan, Step
 from orchestrator.errors import TransientError
 
-#: The shared tables' lock order (one order everywhere: no deadlock between our transactions).
-LOCK_ORDER = ("pool_config", "chips", "conversation_chips", "orchestrator_operations")
+#: The order the short transactions lock the shared tables in: a table with a foreign key before
+#: the table it references, as another service's INSERT takes them (its RowExclusiveLock, then the
+#: key check's RowShareLock on chips), so the usual write and migrate never wait on each other in
+#: a cycle.
+LOCK_ORDER = ("pool_config", "conversation_chips", "orchestrator_operations", "chips")
+#: lock_timeout, capped below the server's deadlock_timeout: in a lock cycle with another
+#: service's transaction migrate gives up first (and retries), never the other service.
+SET_LOCK_TIMEOUT = """
+SELECT set_config('lock_timeout', LEAST(CAST(:ms AS int),
+       (SELECT setting::int * 4 / 5 FROM pg_settings WHERE name = 'deadlock_timeout'))::text, :local)
+"""
 #: Lost a lock wait (timeout, or chosen as a deadlock's victim): roll back and try again later.
 RETRYABLE = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)
 
 
 @dataclass(frozen=True)
 class Event:
-    """Progress: kind is preflight, locked (inside a locked transaction), before, after, undone."""
+    """Progress: preflight, holding (a table locked), locked (all of them), before and after a
+    step, retry, undone."""
 
     kind: str
     what: str
@@ -44,7 +54,7 @@ class Event:
 class Options:
     """How long a short locked transaction may queue, how often to retry, the online waits."""
 
-    lock_timeout_ms: int = 1000
+    lock_timeout_ms: int = 500
     attempts: int = 20
     online_lock_timeout_ms: int = 300_000
     progress: Callable[[Event], None] | None = None
@@ -126,12 +136,11 @@ def run_in_lock(
     for attempt in range(options.attempts):
         try:
             with engine.connect() as conn, conn.begin():
-                existing = [t for t in tables if _exists(conn, t)]
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(options.lock_timeout_ms)}")
-                if existing:
-                    conn.exec_driver_sql(
-                        f"LOCK TABLE {', '.join(existing)} IN ACCESS EXCLUSIVE MODE"
-                    )
+                set_lock_timeout(conn, options.lock_timeout_ms, local=True)
+                for table in tables:
+                    if _exists(conn, table):
+                        conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                        options.emit("holding", table)
                 held = time.perf_counter()
                 options.emit("locked", label)
                 for sql in statements:
@@ -151,6 +160,11 @@ def run_in_lock(
         f"migrate gave up: could not lock {', '.join(tables)} within {options.lock_timeout_ms} ms"
         f" in {options.attempts} attempts; {lock_holders(engine, tables)}"
     )
+
+
+def set_lock_timeout(conn: sa.Connection, ms: int, *, local: bool) -> None:
+    """lock_timeout = ms, at most 80% of deadlock_timeout (for the transaction when local)."""
+    conn.execute(sa.text(SET_LOCK_TIMEOUT), {"ms": int(ms), "local": local})
 
 
 def _exists(conn: sa.Connection, table: str) -> bool:

@@ -179,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lock-timeout",
         type=float,
-        default=1.0,
+        default=0.5,
         metavar="SECONDS",
-        help="longest wait for a table lock before retrying (writers queue behind it meanwhile)",
+        help="longest wait for a table lock before retrying (writers queue behind it meanwhile;"
+        " capped below the server's deadlock_timeout)",
     )
     p.set_defaults(fn=cmd_migrate)
 

@@ -42,10 +42,18 @@ DROP INDEX IF EXISTS idx_chips_ready_fit;
 
 def upgrade() -> None:
     with op.get_context().autocommit_block():
-        if op.get_bind().exec_driver_sql(INVALID).scalar():
-            op.execute("DROP INDEX CONCURRENTLY idx_chips_ready_fit")
-        for statement in UPGRADE:
-            op.execute(statement)
+        bind = op.get_bind()
+        # A CONCURRENTLY build blocks no writer while it waits for their transactions: it may
+        # wait longer than the short lock_timeout meant for exclusive locks (restored after).
+        short = bind.exec_driver_sql("SHOW lock_timeout").scalar()
+        bind.exec_driver_sql("SET lock_timeout = '5min'")
+        try:
+            if bind.exec_driver_sql(INVALID).scalar():
+                op.execute("DROP INDEX CONCURRENTLY idx_chips_ready_fit")
+            for statement in UPGRADE:
+                op.execute(statement)
+        finally:
+            bind.exec_driver_sql(f"SET lock_timeout = '{short}'")
 
 
 def downgrade() -> None:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from orchestrator import adoption, baseline, cycle, db, lifecycle, migrate
+from orchestrator import adoption, adoption_run, baseline, cycle, db, lifecycle, migrate
 from orchestrator.adoption_run import AdoptionLockTimeout, Event, Options
 from orchestrator.settings import ROOT
 from tests.support import seed_era
@@ -863,3 +863,63 @@ def test_a_revision_that_cannot_get_its_lock_is_retried_then_given_up(url: str) 
         eng.dispose()
     # ... and goes through once the holder is gone
     assert migrate.upgrade(url) == ("0003_fit", "0004_purchases")
+
+
+def test_locks_are_taken_referencing_table_first_as_a_foreign_key_insert_takes_them() -> None:
+    order = adoption_run.LOCK_ORDER
+    for table in baseline.TABLES:
+        for fk in table.foreign_keys:
+            assert order.index(table.name) < order.index(fk.references), fk.name
+
+
+def wait_until_waiting_on_a_lock(engine: sa.Engine, pid: int) -> None:
+    deadline = time.monotonic() + 30
+    with engine.connect() as conn:
+        while conn.exec_driver_sql(
+            f"SELECT wait_event_type IS DISTINCT FROM 'Lock' FROM pg_stat_activity WHERE pid = {pid}"
+        ).scalar():
+            assert time.monotonic() < deadline, f"pid {pid} never waited on a lock"
+            time.sleep(0.005)
+
+
+def test_in_a_lock_cycle_with_another_service_migrate_gives_way(
+    url: str, engine: sa.Engine
+) -> None:
+    # Given a service's open transaction that updated a chip and will update pool_config next
+    seed(engine)
+    service = engine.connect()
+    service.exec_driver_sql(
+        "UPDATE chips SET msgs_enviadas_hoje = msgs_enviadas_hoje"
+        " WHERE id = (SELECT id FROM chips ORDER BY id LIMIT 1)"
+    )
+    pid = service.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    outcome: dict = {}
+
+    def second_write() -> None:
+        try:
+            service.exec_driver_sql("UPDATE pool_config SET warmup_buffer = warmup_buffer")
+            service.commit()
+            outcome["ok"] = True
+        except Exception as error:
+            outcome["error"] = repr(error)
+
+    threads: list[threading.Thread] = []
+
+    def hook(event: Event) -> None:
+        # Forced cycle: migrate holds pool_config; the service asks for it and waits first; then
+        # migrate asks for chips, which the service holds.
+        if event.kind == "holding" and event.what == "pool_config" and not threads:
+            threads.append(threading.Thread(target=second_write, daemon=True))
+            threads[0].start()
+            wait_until_waiting_on_a_lock(engine, pid)
+
+    # When migrate adopts the tables
+    try:
+        migrate.upgrade(url, Options(progress=hook))
+    finally:
+        threads[0].join(30)
+        service.close()
+    # Then migrate gave way (retried) and the service's transaction went through: no deadlock
+    # victim among the other services
+    assert outcome == {"ok": True}
+    assert migrate.current_revision(url) == migrate.head_revision(url)
