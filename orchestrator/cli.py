@@ -23,12 +23,40 @@ def _engine():
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from orchestrator import bootstrap, migrate
+    from orchestrator import adoption, bootstrap, migrate
+    from orchestrator.adoption_run import AdoptionLockTimeout, Options
 
-    before, after = migrate.upgrade(bootstrap.database_url())
+    url = bootstrap.database_url()
+    if args.check:
+        report = migrate.check(url)
+        if args.json:
+            print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        else:
+            print("\n".join(report.lines()))
+        return EXIT_FOUND if report.blocked else EXIT_OK
+    seen: list[str] = []
+
+    def progress(event) -> None:  # each adoption step as it finishes, with its duration
+        seen.append(event.kind)
+        if event.kind in ("preflight", "after", "retry", "undone"):
+            took = f"{event.seconds * 1000:9.1f} ms" if event.seconds else " " * 12
+            print(f"  {took}  {event.kind.replace('after', 'done')}: {event.what}", flush=True)
+
+    options = Options(lock_timeout_ms=int(args.lock_timeout * 1000), progress=progress)
+    try:
+        before, after = migrate.upgrade(url, options)
+    except adoption.AdoptionBlocked as error:
+        # One summary line, then the offending rows by constraint (ids named).
+        print(f"chip-orchestrator: {error.reason}", file=sys.stderr)
+        print("\n".join(error.details()), file=sys.stderr)
+        return EXIT_REJECTED
+    except AdoptionLockTimeout as error:  # a long transaction elsewhere: try again later
+        print(f"chip-orchestrator: {error.reason}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    was = "unversioned: adopted the existing tables" if "preflight" in seen else "empty"
     print(
         f"database at revision {after}"
-        + (" (unchanged)" if before == after else f" (was {before or 'empty'})")
+        + (" (unchanged)" if before == after else f" (was {before or was})")
     )
     return EXIT_OK
 
@@ -143,9 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("migrate", help="apply database migrations (safe to run twice)").set_defaults(
-        fn=cmd_migrate
+    p = sub.add_parser(
+        "migrate",
+        help="apply database migrations, adopting other services' tables (safe to run twice)",
     )
+    p.add_argument(
+        "--check", action="store_true", help="what migrate would do and which rows block it"
+    )
+    p.add_argument("--json", action="store_true", help="with --check: the report as JSON")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="longest wait for a table lock before retrying (writers queue behind it meanwhile;"
+        " capped below the server's deadlock_timeout)",
+    )
+    p.set_defaults(fn=cmd_migrate)
 
     p = sub.add_parser("status", help="pool table: counts against min/max/buffer, health, trust")
     p.add_argument("--json", action="store_true", help="the seed's obter_status_pool shape")

@@ -22,6 +22,8 @@ CONSTRAINT_MESSAGES = {
     "chips_status_known": "chips: unknown status",
     "chips_trust_score_in_range": "chips: trust_score must be between 0 and 100",
     "chips_telefone_key": "chips: this telefone is already in the pool",
+    # An adopted pool_config (id serial) keeps one row with a unique index on a constant.
+    "pool_config_one_row": "pool_config: there is exactly one row; update it instead",
 }
 
 
