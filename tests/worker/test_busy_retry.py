@@ -12,6 +12,7 @@ from celery import Celery
 
 from orchestrator.schema import outbox
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip
+from tests.support.pg_waits import wait_until
 from tests.worker.conftest import WorkerProcess
 
 pytestmark = pytest.mark.worker
@@ -98,5 +99,6 @@ def test_a_replace_busy_past_its_retries_fails_changing_nothing_and_tells_ops_on
     assert conversations_on(clean_db, banned) == 3
     assert conversations_on(clean_db, healthy) == 0
     assert chip_row(clean_db, ready).status == "ready"
-    texts = outbox_texts(clean_db)
+    # Celery stores FAILURE before it calls on_failure, which queues the alert: wait for it
+    texts = wait_until(lambda: outbox_texts(clean_db), timeout=10, what="no failure alert queued")
     assert len(texts) == 1 and "orchestrator.replace_chip" in texts[0]
