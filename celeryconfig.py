@@ -6,8 +6,8 @@ unacknowledged message for different reasons, so the settings that depend on tha
 
 from kombu import Exchange, Queue
 
-from orchestrator import bootstrap
-from orchestrator.settings import WORKER_QUEUES, broker_kind, get_settings
+from orchestrator.app import bootstrap
+from orchestrator.app.settings import WORKER_QUEUES, broker_kind, get_settings
 
 _settings = get_settings()
 _cycle = _settings.cycle_seconds

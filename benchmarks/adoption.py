@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from benchmarks.common import base_urls, describe_machine, median, ms, percentile, print_table
-from orchestrator import migrate
-from orchestrator.adoption_run import Event, Options
+from orchestrator.store import migrate
+from orchestrator.store.adoption.run import Event, Options
 from tests.support import seed_era
 
 STATEMENTS = {

@@ -16,8 +16,8 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from orchestrator import db, migrate
-from orchestrator.settings import Settings
+from orchestrator.app.settings import Settings
+from orchestrator.store import db, migrate
 
 #: Key that marks a Redis DB number as taken by a benchmark run.
 REDIS_CLAIM = "chiporch:bench-claim"
@@ -25,7 +25,7 @@ REDIS_CLAIM = "chiporch:bench-claim"
 
 def base_urls() -> tuple[str, str]:
     """DATABASE_URL and REDIS_URL (falling back to the embedded servers, as the tests do)."""
-    from orchestrator import bootstrap
+    from orchestrator.app import bootstrap
 
     settings = Settings.from_env()
     return bootstrap.database_url(settings), bootstrap.redis_url(settings)

@@ -21,10 +21,12 @@ import redis
 import sqlalchemy as sa
 
 from benchmarks.common import base_urls, engine_for, free_redis_db, print_table, scratch_database
-from orchestrator import locks, provisioning, runner
+from orchestrator.adapters import locks
+from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.dev.salvy_standin import DEFAULT_STOCK, SalvyStandin
 from orchestrator.errors import OrchestratorError
-from orchestrator.salvy import SalvyClient
-from orchestrator.salvy_standin import DEFAULT_STOCK, SalvyStandin
+from orchestrator.services import dispatch as runner
+from orchestrator.services import intent as provisioning
 from tests.support.pg_waits import kill_cycle_guard_holder as lose_guard
 from tests.support.pg_waits import waiting_backends as waiting
 

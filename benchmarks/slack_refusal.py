@@ -18,7 +18,8 @@ from celery import Celery
 
 from benchmarks import workers
 from benchmarks.common import base_urls, engine_for, free_redis_db, print_table, scratch_database
-from orchestrator import notify, outbox
+from orchestrator.services import delivery as notify
+from orchestrator.store import outbox
 from tests.support.fake_slack import FakeSlack
 
 #: Beat's period for deliver_notifications (celeryconfig.beat_schedule).

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 
 from benchmarks.common import base_urls, engine_for, median, ms, print_table, scratch_database
 from benchmarks.datagen import generate_pool, vacuum_analyze
-from orchestrator import repository as repo
+from orchestrator.store import repository as repo
 
 
 def _sql(stmt: sa.Select) -> str:

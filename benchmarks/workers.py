@@ -14,7 +14,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from orchestrator.settings import ROOT, WORKER_QUEUES_ARG
+from orchestrator.app.settings import ROOT, WORKER_QUEUES_ARG
 
 QUEUES = WORKER_QUEUES_ARG
 

@@ -10,9 +10,10 @@ from typing import Any
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from orchestrator import bootstrap, outbox
-from orchestrator.db import transaction
+from orchestrator.app import bootstrap
 from orchestrator.errors import ConfigError, Rejected, TransientError
+from orchestrator.store import outbox
+from orchestrator.store.db import transaction
 
 log = logging.getLogger(__name__)
 

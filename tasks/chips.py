@@ -1,6 +1,6 @@
 """Per-chip tasks: thin adapters over orchestrator.handlers."""
 
-from orchestrator import handlers
+from orchestrator.app import handlers
 from tasks import app
 from tasks.base import OrchestratorTask
 

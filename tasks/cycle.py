@@ -1,6 +1,6 @@
 """Periodic tasks: the cycle, outbox delivery, purchase reconciliation."""
 
-from orchestrator import handlers
+from orchestrator.app import handlers
 from tasks import app
 from tasks.base import OrchestratorTask
 

@@ -16,8 +16,12 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from orchestrator import db, migrate
+from orchestrator.store import db, migrate
 from tests.support import servers
+
+#: Fixtures of the local Slack and Salvy stand-ins (slack, sender, standin, salvy), for every group;
+#: tests/worker (and what reuses its fixtures) overrides `salvy` with a module-wide stand-in.
+pytest_plugins = ["tests.support.standins"]
 
 TABLES = (
     "alert_state, notification_outbox, orchestrator_operations, conversation_chips, chips,"

@@ -20,8 +20,8 @@ from slack_sdk.http_retry import (
     RetryHandler,
 )
 
+from orchestrator.app.settings import Settings
 from orchestrator.errors import Rejected, TransientError
-from orchestrator.settings import Settings
 
 logger = logging.getLogger("orchestrator.notify")
 

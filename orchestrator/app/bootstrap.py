@@ -11,11 +11,12 @@ from types import TracebackType
 import redis
 import sqlalchemy as sa
 
-from orchestrator import db, embedded
+from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.app.settings import Settings, get_settings
+from orchestrator.dev import embedded
 from orchestrator.errors import ConfigError
-from orchestrator.notify import LogSender, SlackSender, build_sender
-from orchestrator.salvy import SalvyClient
-from orchestrator.settings import Settings, get_settings
+from orchestrator.services.delivery import LogSender, SlackSender, build_sender
+from orchestrator.store import db
 
 log = logging.getLogger(__name__)
 

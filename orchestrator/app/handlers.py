@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrator import bootstrap, conversations, lifecycle, locks, notify, provisioning, runner
-from orchestrator import repository as repo
+from orchestrator.adapters import locks
+from orchestrator.app import bootstrap
+from orchestrator.app.settings import get_settings
 from orchestrator.errors import ConfigError
-from orchestrator.settings import get_settings
+from orchestrator.services import conversations, lifecycle
+from orchestrator.services import delivery as notify
+from orchestrator.services import dispatch as runner
+from orchestrator.services import intent as provisioning
+from orchestrator.store import repository as repo
 
 
 def _locked(

@@ -27,7 +27,7 @@ AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 REDIS_SCHEMES = ("redis", "rediss")
 
 #: Repository root (pyproject.toml lives here); .data/ and migrations/ hang off it.
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _csv_ints(raw: str) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from orchestrator.schema import chips, conversation_chips, operations, pool_config
+from orchestrator.store.schema import chips, conversation_chips, operations, pool_config
 
 #: pool_config of the demo: small, so each change shows; a 1-minute disconnection grace.
 DEMO_CONFIG = {

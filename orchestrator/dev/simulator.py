@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from orchestrator.schema import chips, conversation_chips
+from orchestrator.store.schema import chips, conversation_chips
 
 #: send(task_name, args, kwargs): how a ban-detecting service tells the orchestrator.
 Send = Callable[[str, list, dict], object]

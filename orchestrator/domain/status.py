@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from orchestrator import backoff
-from orchestrator import repository as repo
-from orchestrator.pool import Counts, PoolConfig, PurchaseGate, deficits, health
+from orchestrator.domain.pool import Counts, PoolConfig, PurchaseGate, deficits, health
+from orchestrator.services import backoff
+from orchestrator.store import repository as repo
 
 
 def status_from(

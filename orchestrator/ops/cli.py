@@ -17,14 +17,16 @@ EXIT_OK, EXIT_FOUND, EXIT_REJECTED, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def _engine():
-    from orchestrator import bootstrap
+    from orchestrator.app import bootstrap
 
     return bootstrap.engine()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from orchestrator import adoption, bootstrap, migrate
-    from orchestrator.adoption_run import AdoptionLockTimeout, Options
+    from orchestrator.app import bootstrap
+    from orchestrator.store import migrate
+    from orchestrator.store.adoption import assess as adoption
+    from orchestrator.store.adoption.run import AdoptionLockTimeout, Options
 
     url = bootstrap.database_url()
     if args.check:
@@ -62,13 +64,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _salvy_configured() -> bool:
-    from orchestrator.settings import get_settings
+    from orchestrator.app.settings import get_settings
 
     return bool(get_settings().salvy_api_url)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator import render, status
+    from orchestrator.domain import status
+    from orchestrator.ops import render
 
     data = status.pool_status(_engine(), salvy_configured=_salvy_configured())
     if args.json:
@@ -79,7 +82,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from orchestrator import cycle, render
+    from orchestrator.ops import render
+    from orchestrator.services import cycle
 
     plan, status, _ = cycle.plan(_engine(), salvy_configured=_salvy_configured())
     if args.json:
@@ -124,14 +128,14 @@ def _enqueue(task: str, args: list, kwargs: dict, wait: bool, timeout: float) ->
 
 def _resolve(ref: str) -> str:
     """A chip id from an id or a phone number; Rejected (one line, exit 2) if no such chip."""
-    from orchestrator import repository
+    from orchestrator.store import repository
 
     with _engine().connect() as conn:
         return str(repository.get_chip(conn, repository.find_chip_id(conn, ref))["id"])
 
 
 def cmd_replace(args: argparse.Namespace) -> int:
-    from orchestrator.lifecycle import clean_reason
+    from orchestrator.services.lifecycle import clean_reason
 
     chip_id = _resolve(args.chip)
     kwargs = {"reason": clean_reason(args.reason)} if args.reason else {}
@@ -143,19 +147,19 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from orchestrator import checker
+    from orchestrator.ops import checker
 
     return checker.main(_engine(), as_json=args.json)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from orchestrator import metrics
+    from orchestrator.ops import metrics
 
     return metrics.serve(_engine(), host=args.host, port=args.port, interval=args.interval)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from orchestrator import demo
+    from orchestrator.dev import demo
 
     return demo.main(args)
 

@@ -22,12 +22,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from orchestrator import notify
-from orchestrator import repository as repo
+from orchestrator.domain.pool import STATUSES, health
 from orchestrator.errors import ConfigError
-from orchestrator.pool import STATUSES, health
-from orchestrator.runner import LAST_CYCLE_KEY
-from orchestrator.schema import chips, operations
+from orchestrator.services import delivery as notify
+from orchestrator.services.dispatch import LAST_CYCLE_KEY
+from orchestrator.store import repository as repo
+from orchestrator.store.schema import chips, operations
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ def serve(
 ) -> int:
     """Serve /metrics on host:port until SIGTERM or Ctrl-C; returns the exit code (0)."""
     if redis_client is None:
-        from orchestrator import bootstrap
+        from orchestrator.app import bootstrap
 
         redis_client = bootstrap.redis_client()
     server, thread = start_http_server(

@@ -9,8 +9,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.messages import phone
-from orchestrator.pool import Plan
+from orchestrator.domain.messages import phone
+from orchestrator.domain.pool import Plan
 
 #: Colour per pool health.
 HEALTH_STYLE = {"saudavel": "bold green", "atencao": "bold yellow", "critico": "bold red"}

@@ -13,9 +13,16 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from orchestrator import messages, outbox
-from orchestrator.pool import OTHER, OUT_OF_STOCK, REFUSED_TOKEN, PurchaseGate, backoff_minutes
-from orchestrator.schema import pool_config, purchase_backoff
+from orchestrator.domain import messages
+from orchestrator.domain.pool import (
+    OTHER,
+    OUT_OF_STOCK,
+    REFUSED_TOKEN,
+    PurchaseGate,
+    backoff_minutes,
+)
+from orchestrator.store import outbox
+from orchestrator.store.schema import pool_config, purchase_backoff
 
 #: The one row of purchase_backoff.
 SCOPE = "purchasing"

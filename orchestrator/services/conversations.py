@@ -13,10 +13,11 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from orchestrator import messages, outbox
-from orchestrator import repository as repo
-from orchestrator.db import transaction
-from orchestrator.pool import PoolConfig
+from orchestrator.domain import messages
+from orchestrator.domain.pool import PoolConfig
+from orchestrator.store import outbox
+from orchestrator.store import repository as repo
+from orchestrator.store.db import transaction
 
 #: metadata.destino_por: where the conversations went.
 BY_REPLACEMENT, BY_LEAST_LOADED = "substituto", "menos_carregado"

@@ -7,12 +7,14 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from orchestrator import backoff, messages, outbox
-from orchestrator import repository as repo
-from orchestrator.db import transaction
+from orchestrator.domain import messages
+from orchestrator.domain.pool import Plan, PoolConfig, Snapshot, plan_cycle
+from orchestrator.domain.status import status_from
 from orchestrator.errors import ConfigError
-from orchestrator.pool import Plan, PoolConfig, Snapshot, plan_cycle
-from orchestrator.status import status_from
+from orchestrator.services import backoff
+from orchestrator.store import outbox
+from orchestrator.store import repository as repo
+from orchestrator.store.db import transaction
 
 #: Stranded chips handed to migrate_conversations per cycle; the next cycle takes the rest.
 MAX_STRANDED_PER_CYCLE = 500

@@ -13,12 +13,12 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from orchestrator import backoff
-from orchestrator import repository as repo
-from orchestrator.db import transaction
-from orchestrator.pool import purchases_to_make
-from orchestrator.provisioning import intent_name
-from orchestrator.schema import chips
+from orchestrator.domain.pool import purchases_to_make
+from orchestrator.services import backoff
+from orchestrator.services.intent import intent_name
+from orchestrator.store import repository as repo
+from orchestrator.store.db import transaction
+from orchestrator.store.schema import chips
 
 #: pg_advisory_xact_lock key that serialises the purchase decisions (the cycle guard is 727_003).
 PURCHASE_LOCK_KEY = 727_002

@@ -35,11 +35,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from orchestrator import outbox as outbox_writes
-from orchestrator.db import transaction
-from orchestrator.errors import OrchestratorError, Rejected, TransientError
-from orchestrator.schema import alert_state, outbox, pool_config
-from orchestrator.slack import (
+from orchestrator.adapters.slack import (
     CONTENT,
     MAX_ERROR_LENGTH,
     TOKEN,
@@ -49,6 +45,10 @@ from orchestrator.slack import (
     build_sender,
     classify,
 )
+from orchestrator.errors import OrchestratorError, Rejected, TransientError
+from orchestrator.store import outbox as outbox_writes
+from orchestrator.store.db import transaction
+from orchestrator.store.schema import alert_state, outbox, pool_config
 
 __all__ = ["LogSender", "Sender", "SlackSender", "build_sender", "deliver_pending"]
 

@@ -13,9 +13,11 @@ from collections.abc import Callable
 import redis
 import sqlalchemy as sa
 
-from orchestrator import backoff, cycle, locks, purchasing
-from orchestrator.db import transaction
+from orchestrator.adapters import locks
 from orchestrator.errors import ConfigError, TransientError
+from orchestrator.services import backoff, cycle
+from orchestrator.services import cycle_purchases as purchasing
+from orchestrator.store.db import transaction
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,14 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from orchestrator import backoff, messages, outbox
-from orchestrator import repository as repo
-from orchestrator.db import transaction
+from orchestrator.adapters.salvy import SalvyClient, SalvyNumber
+from orchestrator.domain import messages
 from orchestrator.errors import ConfigError, PurchaseInDoubt, Rejected, TransientError
-from orchestrator.salvy import SalvyClient, SalvyNumber
-from orchestrator.schema import chips, operations
+from orchestrator.services import backoff
+from orchestrator.store import outbox
+from orchestrator.store import repository as repo
+from orchestrator.store.db import transaction
+from orchestrator.store.schema import chips, operations
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from orchestrator import messages, outbox
-from orchestrator import repository as repo
-from orchestrator.db import transaction
-from orchestrator.errors import Rejected, TransientError
-from orchestrator.pool import (
+from orchestrator.domain import messages
+from orchestrator.domain.pool import (
     BANNED,
     DISCONNECTED,
     LOW_TRUST,
@@ -28,6 +25,10 @@ from orchestrator.pool import (
     is_storm,
     warmed_days,
 )
+from orchestrator.errors import Rejected, TransientError
+from orchestrator.store import outbox
+from orchestrator.store import repository as repo
+from orchestrator.store.db import transaction
 
 #: Longest `reason` accepted from callers; it is stored as data, never interpreted.
 MAX_REASON_LENGTH = 200

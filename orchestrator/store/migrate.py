@@ -17,10 +17,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from orchestrator import adoption
-from orchestrator.adoption_plan import FINAL, LOCKED, ONLINE, Plan, Step
-from orchestrator.adoption_run import RETRYABLE, AdoptionLockTimeout, Options
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
+from orchestrator.store.adoption import assess as adoption
+from orchestrator.store.adoption.plan import FINAL, LOCKED, ONLINE, Plan, Step
+from orchestrator.store.adoption.run import RETRYABLE, AdoptionLockTimeout, Options
 
 
 def alembic_config(database_url: str, options: Options | None = None) -> Config:

@@ -11,7 +11,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from orchestrator.schema import alert_state, outbox
+from orchestrator.store.schema import alert_state, outbox
 
 #: The seed's two Slack destinations.
 CANAIS = ("alertas", "operacoes")

@@ -11,9 +11,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from orchestrator.domain.pool import ChipView, Counts, PoolConfig
 from orchestrator.errors import ConfigError, Rejected
-from orchestrator.pool import ChipView, Counts, PoolConfig
-from orchestrator.schema import chips, conversation_chips, operations, pool_config
+from orchestrator.store.schema import chips, conversation_chips, operations, pool_config
 
 #: Columns a ChipView needs.
 VIEW_COLUMNS = (

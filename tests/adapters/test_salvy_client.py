@@ -11,9 +11,9 @@ from email.utils import format_datetime
 import pytest
 import requests
 
+from orchestrator.adapters.salvy import SalvyClient, SalvyNumber
+from orchestrator.dev.salvy_standin import SalvyStandin
 from orchestrator.errors import OrchestratorError, PurchaseInDoubt, Rejected, TransientError
-from orchestrator.salvy import SalvyClient, SalvyNumber
-from orchestrator.salvy_standin import SalvyStandin
 
 TOKEN = "salvy_test_NeverShowThisToken-123"
 

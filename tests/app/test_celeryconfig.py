@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from orchestrator.errors import ConfigError
-from orchestrator.settings import (
+from orchestrator.app.settings import (
     IO_QUEUES,
     ROOT,
     SWAP_QUEUES,
@@ -21,6 +20,7 @@ from orchestrator.settings import (
     broker_kind,
     get_settings,
 )
+from orchestrator.errors import ConfigError
 
 REDIS = "redis://127.0.0.1:6379/0"
 #: Tasks that wait on someone else (Salvy, Slack): the I/O worker's, never the swap worker's.

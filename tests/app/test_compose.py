@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.settings import IO_QUEUES, SWAP_QUEUES, WORKER_QUEUES
+from orchestrator.app.settings import IO_QUEUES, SWAP_QUEUES, WORKER_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -13,10 +13,10 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import checker
-from orchestrator.schema import chips, operations
-from orchestrator.settings import ROOT
-from tests.cli.conftest import cli_env
+from orchestrator.app.settings import ROOT
+from orchestrator.ops import checker
+from orchestrator.store.schema import chips, operations
+from tests.ops.cli.conftest import cli_env
 
 pytestmark = pytest.mark.worker
 

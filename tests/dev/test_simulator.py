@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import checker, demo_seed, simulator
-from orchestrator.schema import chips, conversation_chips, pool_config
+from orchestrator.dev import demo_seed, simulator
+from orchestrator.ops import checker
+from orchestrator.store.schema import chips, conversation_chips, pool_config
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 
 pytestmark = pytest.mark.db

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.pool import (
+from orchestrator.domain.pool import (
     BANNED,
     DISCONNECTED,
     LOW_TRUST,

@@ -21,9 +21,9 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator import checker
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.ops import checker
 from tests.support.private_stack import (
     base_redis_url,
     broker_under_test,

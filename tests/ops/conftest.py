@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
 
 
 def free_port() -> int:

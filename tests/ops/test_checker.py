@@ -8,7 +8,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import checker, lifecycle
+from orchestrator.ops import checker
+from orchestrator.services import lifecycle
 from tests.factories import add_conversations, make_chip, set_config
 
 pytestmark = pytest.mark.db

@@ -14,7 +14,7 @@ import requests
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.schema import conversation_chips
+from orchestrator.store.schema import conversation_chips
 from tests.factories import add_conversations, chip_row, make_chip
 from tests.ops.conftest import Service, free_port, ops_env, wait_for
 from tests.support.private_stack import broker_url_for

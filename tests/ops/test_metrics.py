@@ -13,8 +13,10 @@ import requests
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator import notify, outbox, runner
-from orchestrator.schema import chips, conversation_chips, operations
+from orchestrator.services import delivery as notify
+from orchestrator.services import dispatch as runner
+from orchestrator.store import outbox
+from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, make_chip, set_config
 from tests.ops.conftest import Service, free_port, ops_env, wait_for
 from tests.support.fake_slack import FakeSlack

@@ -7,8 +7,13 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import lifecycle, notify, outbox, provisioning, purchasing, status
-from orchestrator.db import transaction
+from orchestrator.domain import status
+from orchestrator.services import cycle_purchases as purchasing
+from orchestrator.services import delivery as notify
+from orchestrator.services import intent as provisioning
+from orchestrator.services import lifecycle
+from orchestrator.store import outbox
+from orchestrator.store.db import transaction
 from tests.factories import add_conversations, make_chip
 
 pytestmark = pytest.mark.db

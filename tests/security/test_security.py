@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.engine import make_url
 
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import operations, outbox
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.store.schema import operations, outbox
 from tests.factories import add_conversations, chip_row, make_chip
 from tests.faults.conftest import Cluster, assert_no_violations, wait_for, worker_env
 from tests.support.fake_slack import FakeSlack

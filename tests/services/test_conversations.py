@@ -9,9 +9,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import conversations, lifecycle
 from orchestrator.errors import Rejected
-from orchestrator.schema import alert_state, conversation_chips, operations, outbox
+from orchestrator.services import conversations, lifecycle
+from orchestrator.store.schema import alert_state, conversation_chips, operations, outbox
 from tests.factories import add_conversations, chip_row, make_chip
 
 pytestmark = pytest.mark.db

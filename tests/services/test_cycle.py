@@ -13,10 +13,11 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from orchestrator import locks, runner
-from orchestrator.db import transaction
+from orchestrator.adapters import locks
 from orchestrator.errors import Rejected
-from orchestrator.schema import alert_state, chips, outbox
+from orchestrator.services import dispatch as runner
+from orchestrator.store.db import transaction
+from orchestrator.store.schema import alert_state, chips, outbox
 from tests.factories import add_conversations, make_chip, set_config
 
 pytestmark = pytest.mark.db

@@ -14,9 +14,11 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from orchestrator import db, locks, runner
-from orchestrator.schema import chips
-from tests.db.test_cycle import Broker
+from orchestrator.adapters import locks
+from orchestrator.services import dispatch as runner
+from orchestrator.store import db
+from orchestrator.store.schema import chips
+from tests.services.test_cycle import Broker
 from tests.factories import make_chip, set_config
 from tests.support.pg_waits import kill_cycle_guard_holder as kill_guard_holder
 from tests.support.pg_waits import wait_until, waiting_backends

@@ -11,10 +11,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import notify, outbox
 from orchestrator.errors import TransientError
-from orchestrator.schema import alert_state
-from orchestrator.schema import outbox as outbox_table
+from orchestrator.services import delivery as notify
+from orchestrator.store import outbox
+from orchestrator.store.schema import alert_state
+from orchestrator.store.schema import outbox as outbox_table
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import TOKEN, make_due, queue, rows, settings_for
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import notify
-from orchestrator.schema import alert_state
+from orchestrator.services import delivery as notify
+from orchestrator.store.schema import alert_state
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import (
     TOKEN,

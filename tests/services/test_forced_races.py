@@ -14,9 +14,9 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import lifecycle
 from orchestrator.errors import TransientError
-from orchestrator.schema import operations
+from orchestrator.services import lifecycle
+from orchestrator.store.schema import operations
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
 from tests.support.pg_waits import wait_until, waiting_backends
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import lifecycle
 from orchestrator.errors import Rejected, TransientError
-from orchestrator.schema import conversation_chips, operations, outbox
+from orchestrator.services import lifecycle
+from orchestrator.store.schema import conversation_chips, operations, outbox
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
 
 pytestmark = pytest.mark.db

@@ -14,11 +14,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from orchestrator import cycle, db, lifecycle, runner
-from orchestrator import repository as repo
+from orchestrator.domain.pool import PoolConfig
 from orchestrator.errors import Rejected, TransientError
-from orchestrator.pool import PoolConfig
-from orchestrator.schema import chips, operations, outbox
+from orchestrator.services import cycle, lifecycle
+from orchestrator.services import dispatch as runner
+from orchestrator.store import db
+from orchestrator.store import repository as repo
+from orchestrator.store.schema import chips, operations, outbox
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
 from tests.support.pg_waits import wait_until, waiting_backends
 

@@ -9,11 +9,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import conversations, provisioning
+from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.dev.salvy_standin import SalvyStandin
 from orchestrator.errors import Rejected, TransientError
-from orchestrator.salvy import SalvyClient
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import alert_state, chips, operations, outbox
+from orchestrator.services import conversations
+from orchestrator.services import intent as provisioning
+from orchestrator.store.schema import alert_state, chips, operations, outbox
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 from tests.support.pg_waits import wait_until
 

@@ -13,13 +13,15 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from orchestrator import cycle, provisioning, runner
+from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.dev.salvy_standin import DEFAULT_STOCK, SalvyStandin
+from orchestrator.domain.status import pool_status
 from orchestrator.errors import Rejected
-from orchestrator.salvy import SalvyClient
-from orchestrator.salvy_standin import DEFAULT_STOCK, SalvyStandin
-from orchestrator.schema import chips, operations, outbox
-from orchestrator.status import pool_status
-from tests.db.test_cycle import Broker
+from orchestrator.services import cycle
+from orchestrator.services import dispatch as runner
+from orchestrator.services import intent as provisioning
+from orchestrator.store.schema import chips, operations, outbox
+from tests.services.test_cycle import Broker
 from tests.factories import set_config
 
 pytestmark = pytest.mark.db

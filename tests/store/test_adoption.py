@@ -25,9 +25,13 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from orchestrator import adoption, adoption_run, baseline, cycle, db, lifecycle, migrate
-from orchestrator.adoption_run import AdoptionLockTimeout, Event, Options
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
+from orchestrator.services import cycle, lifecycle
+from orchestrator.store import db, migrate
+from orchestrator.store.adoption import assess as adoption
+from orchestrator.store.adoption import baseline
+from orchestrator.store.adoption import run as adoption_run
+from orchestrator.store.adoption.run import AdoptionLockTimeout, Event, Options
 from tests.support import seed_era
 
 pytestmark = pytest.mark.db

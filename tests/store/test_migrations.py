@@ -3,7 +3,7 @@
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import migrate
+from orchestrator.store import migrate
 from tests.factories import chip_row, make_chip
 
 pytestmark = pytest.mark.db

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from orchestrator import locks
+from orchestrator.adapters import locks
 
 T = TypeVar("T")
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import bootstrap, embedded
+from orchestrator.app import bootstrap
+from orchestrator.app.settings import Settings
+from orchestrator.dev import embedded
 from orchestrator.errors import ConfigError
-from orchestrator.settings import Settings
 
 #: The run's data dir and the pids of the embedded servers running there when it started.
 _BEFORE: dict[str, object] = {}

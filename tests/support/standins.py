@@ -1,4 +1,4 @@
-"""Local stand-ins of Slack and Salvy for the database tests that talk to them over HTTP."""
+"""Local stand-ins of Slack and Salvy for the tests that talk to them over HTTP (a pytest plugin)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator import notify
-from orchestrator.salvy import SalvyClient
-from orchestrator.salvy_standin import SalvyStandin
+from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.services import delivery as notify
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import TOKEN, settings_for
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.settings import ROOT, WORKER_QUEUES_ARG
+from orchestrator.app.settings import ROOT, WORKER_QUEUES_ARG
+from orchestrator.dev.salvy_standin import SalvyStandin
 from tests.support.private_stack import broker_url_for, celery_client_for, queue_depths
 
 QUEUES = WORKER_QUEUES_ARG

@@ -10,7 +10,7 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.schema import outbox
+from orchestrator.store.schema import outbox
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip
 from tests.worker.conftest import WorkerProcess
 

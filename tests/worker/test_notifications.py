@@ -14,8 +14,8 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator import outbox as outbox_writes
-from orchestrator.schema import alert_state, chips, outbox
+from orchestrator.store import outbox as outbox_writes
+from orchestrator.store.schema import alert_state, chips, outbox
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import make_due

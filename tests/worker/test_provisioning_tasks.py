@@ -17,10 +17,10 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator import provisioning
-from orchestrator.salvy import SalvyClient
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import chips, operations, outbox
+from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.services import intent as provisioning
+from orchestrator.store.schema import chips, operations, outbox
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.private_stack import base_redis_url, claim_redis_db
 from tests.worker.conftest import WorkerProcess

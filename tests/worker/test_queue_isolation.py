@@ -17,9 +17,9 @@ import sqlalchemy as sa
 import yaml
 from celery import Celery
 
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import chips
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.store.schema import chips
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.private_stack import base_redis_url, claim_redis_db
 from tests.worker.conftest import WorkerProcess, worker_env

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from orchestrator import baseline
-from orchestrator.adoption_plan import Catalog, Col, Plan, plan
 from orchestrator.errors import Rejected
+from orchestrator.store.adoption import baseline
+from orchestrator.store.adoption.plan import Catalog, Col, Plan, plan
 
 
 @dataclass(frozen=True)

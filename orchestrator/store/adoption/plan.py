@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from orchestrator import baseline
-from orchestrator.baseline import Table
+from orchestrator.store.adoption import baseline
+from orchestrator.store.adoption.baseline import Table
 
 #: Offending rows listed per constraint (the count is always exact).
 ROW_CAP = 20

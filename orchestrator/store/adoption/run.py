@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from psycopg import errors as pg_errors
 
-from orchestrator import adoption
-from orchestrator.adoption import AdoptionBlocked
-from orchestrator.adoption_plan import FINAL, LOCKED, ONLINE, Plan, Step
 from orchestrator.errors import TransientError
+from orchestrator.store.adoption import assess as adoption
+from orchestrator.store.adoption.assess import AdoptionBlocked
+from orchestrator.store.adoption.plan import FINAL, LOCKED, ONLINE, Plan, Step
 
 #: The order the short transactions lock the shared tables in: a table with a foreign key before
 #: the table it references, as another service's INSERT takes them (its RowExclusiveLock, then the

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
 from tests.support.private_stack import broker_url_for, purge_queues
 from tests.worker.conftest import (  # noqa: F401  (fixtures shared with tests/worker)
     QUEUES,

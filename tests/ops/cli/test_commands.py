@@ -10,9 +10,9 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.cli import build_parser
-from orchestrator.settings import ROOT
-from tests.cli.conftest import Cli
+from orchestrator.app.settings import ROOT
+from orchestrator.ops.cli import build_parser
+from tests.ops.cli.conftest import Cli
 from tests.factories import add_conversations, make_chip, set_config
 
 pytestmark = pytest.mark.db

@@ -8,9 +8,9 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import conversation_chips, operations
-from tests.cli.conftest import Cli
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.store.schema import conversation_chips, operations
+from tests.ops.cli.conftest import Cli
 from tests.factories import add_conversations, chip_row, make_chip
 from tests.worker.conftest import WorkerProcess
 
