@@ -1,7 +1,7 @@
 """Adopting a big seed-era database while other services write: `python -m benchmarks.adoption`.
 
 Builds the seed's tables (tests/support/seed_era.py) with --chips chips (default 1M) and
-conversations on a third of them, then runs `orchestrator.migrate.upgrade` (adoption, then
+conversations on a third of them, then runs `orchestrator.store.migrate.upgrade` (adoption, then
 0002..0004) while --writers threads send the other services' plain autocommit statements
 (insert a chip, flip evolution_connected, update trust, insert a conversation, update
 pool_config) and time each one. Prints the time of every adoption step, the phases, and the

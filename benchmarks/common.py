@@ -67,7 +67,7 @@ def free_redis_db(base_url: str) -> Iterator[str]:
 
 
 def engine_for(url: str, **kwargs: object) -> sa.Engine:
-    """The same engine the workers build (orchestrator.db.create_engine)."""
+    """The same engine the workers build (orchestrator.store.db.create_engine)."""
     return db.create_engine(url, **kwargs)
 
 

@@ -20,7 +20,6 @@ from slack_sdk.http_retry import (
     RetryHandler,
 )
 
-from orchestrator.app.settings import Settings
 from orchestrator.errors import Rejected, TransientError
 
 logger = logging.getLogger("orchestrator.notify")
@@ -130,15 +129,6 @@ class SlackSender:
             retry_handlers=_retry_handlers(),
         )
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SlackSender:
-        """A sender for the configured token, channels and (optional) API URL."""
-        channels = {
-            "alertas": settings.slack_channel_alertas,
-            "operacoes": settings.slack_channel_operacoes,
-        }
-        return cls(settings.slack_bot_token or "", channels, settings.slack_api_url)
-
     def __repr__(self) -> str:
         return f"SlackSender(base_url={self._client.base_url!r}, channels={self._channels!r})"
 
@@ -197,8 +187,3 @@ def _retry_after(headers: dict) -> float | None:
             except (TypeError, ValueError):
                 return None
     return None
-
-
-def build_sender(settings: Settings) -> SlackSender | LogSender:
-    """Slack when a bot token is configured, the log otherwise."""
-    return SlackSender.from_settings(settings) if settings.slack_bot_token else LogSender()

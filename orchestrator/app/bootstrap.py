@@ -1,4 +1,7 @@
-"""Wire real parts in one place: URLs (configured or embedded), engine, Redis."""
+"""Wire real parts in one place: URLs (configured or embedded), engine, Redis, Salvy, Slack.
+
+The embedded servers are reached through app/dev_seam.py only.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,10 @@ import redis
 import sqlalchemy as sa
 
 from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.adapters.slack import LogSender, SlackSender
+from orchestrator.app import dev_seam
 from orchestrator.app.settings import Settings, get_settings
-from orchestrator.dev import embedded
 from orchestrator.errors import ConfigError
-from orchestrator.services.delivery import LogSender, SlackSender, build_sender
 from orchestrator.store import db
 
 log = logging.getLogger(__name__)
@@ -27,9 +30,7 @@ def database_url(settings: Settings | None = None) -> str:
     if settings.database_url:
         return settings.database_url
     require(settings, database=True)
-    if settings.embedded:
-        return embedded.postgres_url(settings.data_dir)
-    url = embedded.running_postgres_url(settings.data_dir)
+    url = dev_seam.embedded_url("postgres", settings.data_dir, start=settings.embedded)
     if url is None:  # stopped between require() and here
         raise ConfigError(not_configured(settings, ["DATABASE_URL"]))
     return url
@@ -41,9 +42,7 @@ def redis_url(settings: Settings | None = None) -> str:
     if settings.redis_url:
         return settings.redis_url
     require(settings, redis=True)
-    if settings.embedded:
-        return embedded.redis_url(settings.data_dir)
-    url = embedded.running_redis_url(settings.data_dir)
+    url = dev_seam.embedded_url("redis", settings.data_dir, start=settings.embedded)
     if url is None:
         raise ConfigError(not_configured(settings, ["REDIS_URL"]))
     return url
@@ -71,12 +70,16 @@ def require(settings: Settings, *, database: bool = False, redis: bool = False) 
     if settings.embedded:
         return
     missing = []
-    if database and not settings.database_url and not embedded.postgres_running(settings.data_dir):
+    if database and not settings.database_url and not _running("postgres", settings):
         missing.append("DATABASE_URL")
-    if redis and not settings.redis_url and embedded.running_redis_url(settings.data_dir) is None:
+    if redis and not settings.redis_url and not _running("redis", settings):
         missing.append("REDIS_URL")
     if missing:
         raise ConfigError(not_configured(settings, missing))
+
+
+def _running(server: str, settings: Settings) -> bool:
+    return dev_seam.embedded_running(server, settings.data_dir)
 
 
 def print_config_errors_in_one_line() -> None:
@@ -154,6 +157,17 @@ def salvy_client() -> SalvyClient | None:
         settings.salvy_api_token,
         read_timeout=settings.salvy_read_timeout,
     )
+
+
+def build_sender(settings: Settings) -> SlackSender | LogSender:
+    """Slack when a bot token is configured (its channels, its API URL), the log otherwise."""
+    if not settings.slack_bot_token:
+        return LogSender()
+    channels = {
+        "alertas": settings.slack_channel_alertas,
+        "operacoes": settings.slack_channel_operacoes,
+    }
+    return SlackSender(settings.slack_bot_token, channels, settings.slack_api_url)
 
 
 @cache

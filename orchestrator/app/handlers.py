@@ -7,16 +7,30 @@ busy chip is "skipped", not awaited) around one lifecycle use case.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
+from orchestrator import task_names as names
 from orchestrator.adapters import locks
 from orchestrator.app import bootstrap
 from orchestrator.app.settings import get_settings
 from orchestrator.errors import ConfigError
-from orchestrator.services import conversations, lifecycle
-from orchestrator.services import delivery as notify
-from orchestrator.services import dispatch as runner
-from orchestrator.services import intent as provisioning
+from orchestrator.services import (
+    cancel,
+    conversations,
+    delivery,
+    dispatch,
+    lifecycle,
+    purchase,
+    reconcile,
+)
+from orchestrator.store import outbox
 from orchestrator.store import repository as repo
+from orchestrator.store.db import transaction
+
+#: One failure alert per task name per cool-down.
+FAILURE_ALERT_COOLDOWN = timedelta(minutes=30)
+#: How long a delivery count is kept (poison-message detection).
+DELIVERY_COUNT_TTL = 24 * 3600
 
 
 def _locked(
@@ -37,7 +51,7 @@ def _locked(
 def replace_chip(chip_id: object, reason: object = None, owner: str | None = None) -> dict:
     """orchestrator.replace_chip: lock the chip, and the ready chip it takes (owner: task id)."""
     return _locked(
-        runner.REPLACE,
+        names.REPLACE,
         chip_id,
         lambda held: lifecycle.replace_chip(
             bootstrap.engine(), chip_id, reason, claim=held.acquire
@@ -49,7 +63,7 @@ def replace_chip(chip_id: object, reason: object = None, owner: str | None = Non
 def promote_warming_to_ready(chip_id: object, owner: str | None = None) -> dict:
     """orchestrator.promote_warming_to_ready."""
     return _locked(
-        runner.PROMOTE_READY,
+        names.PROMOTE_READY,
         chip_id,
         lambda _: lifecycle.promote_warming_to_ready(bootstrap.engine(), chip_id),
         owner,
@@ -59,7 +73,7 @@ def promote_warming_to_ready(chip_id: object, owner: str | None = None) -> dict:
 def promote_ready_to_active(chip_id: object, owner: str | None = None) -> dict:
     """orchestrator.promote_ready_to_active."""
     return _locked(
-        runner.PROMOTE_ACTIVE,
+        names.PROMOTE_ACTIVE,
         chip_id,
         lambda _: lifecycle.promote_ready_to_active(bootstrap.engine(), chip_id),
         owner,
@@ -69,9 +83,9 @@ def promote_ready_to_active(chip_id: object, owner: str | None = None) -> dict:
 def cancel_chip(chip_id: object, owner: str | None = None) -> dict:
     """orchestrator.cancel_chip: release the number at Salvy, then mark it cancelled."""
     return _locked(
-        runner.CANCEL,
+        names.CANCEL,
         chip_id,
-        lambda _: provisioning.cancel(bootstrap.engine(), bootstrap.salvy_client(), chip_id),
+        lambda _: cancel.cancel(bootstrap.engine(), bootstrap.salvy_client(), chip_id),
         owner,
     )
 
@@ -79,7 +93,7 @@ def cancel_chip(chip_id: object, owner: str | None = None) -> dict:
 def migrate_conversations(chip_id: object, owner: str | None = None) -> dict:
     """orchestrator.migrate_conversations: move what is left on a chip that no longer serves."""
     return _locked(
-        runner.MIGRATE,
+        names.MIGRATE,
         chip_id,
         lambda _: conversations.migrate_conversations(bootstrap.engine(), chip_id),
         owner,
@@ -89,7 +103,7 @@ def migrate_conversations(chip_id: object, owner: str | None = None) -> dict:
 def provision_chip(task_id: str, ddd: object = None) -> dict:
     """orchestrator.provision_chip: the purchase is keyed by the task id (stable on retry)."""
     settings = get_settings()
-    return provisioning.provision(
+    return purchase.provision(
         bootstrap.engine(),
         bootstrap.salvy_client(),
         task_id,
@@ -105,7 +119,7 @@ def reconcile_provisioning() -> dict:
     salvy = bootstrap.salvy_client()
     if salvy is None:
         raise ConfigError("SALVY_API_URL is not set: nothing to reconcile against")
-    return provisioning.reconcile(bootstrap.engine(), salvy)
+    return reconcile.reconcile(bootstrap.engine(), salvy)
 
 
 def deliver_notifications() -> dict:
@@ -114,13 +128,13 @@ def deliver_notifications() -> dict:
     Answers "delivered", "refused" (Slack refuses our token or a channel: kept pending, with
     the code) or "busy" (another deliverer is at work).
     """
-    return notify.deliver_pending(bootstrap.engine(), bootstrap.sender())
+    return delivery.deliver_pending(bootstrap.engine(), bootstrap.sender())
 
 
-def run_cycle(send: runner.Send) -> dict:
+def run_cycle(send: dispatch.Send) -> dict:
     """orchestrator.run_cycle."""
     settings = get_settings()
-    return runner.run_cycle(
+    return dispatch.run_cycle(
         bootstrap.engine(),
         bootstrap.redis_client(),
         send,
@@ -128,3 +142,23 @@ def run_cycle(send: runner.Send) -> dict:
         deadline_minutes=settings.provisioning_deadline_minutes,
         salvy_configured=bool(settings.salvy_api_url),
     )
+
+
+def count_delivery(task_id: str, retries: int) -> int | None:
+    """How many times this message (task id, retry number) was delivered; None if Redis is down."""
+    client = bootstrap.redis_client()
+    key = f"chiporch:deliveries:{task_id}:{retries}"
+    try:
+        count = client.incr(key)
+        client.expire(key, DELIVERY_COUNT_TTL)
+    except Exception:  # Redis down: let the task run; the database keeps it safe
+        return None
+    return int(count)
+
+
+def alert_task_failure(task_name: str, texto: str) -> bool:
+    """Queue a failure alert for ops, once per task name per cool-down; True if queued."""
+    with transaction(bootstrap.engine()) as conn:
+        return outbox.alert_once(
+            conn, f"task_failed:{task_name}", f":x: {texto}", cooldown=FAILURE_ALERT_COOLDOWN
+        )

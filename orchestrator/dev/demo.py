@@ -32,8 +32,8 @@ from orchestrator.app import bootstrap
 from orchestrator.app.settings import ROOT, WORKER_QUEUES_ARG, Settings, get_settings
 from orchestrator.dev import demo_seed, embedded, simulator
 from orchestrator.dev.supervisor import Supervisor
-from orchestrator.domain.status import pool_status
 from orchestrator.ops import render
+from orchestrator.services.cycle import pool_status
 from orchestrator.store import migrate, repository
 
 #: The demo's weather: a time-lapse warm-up so promotions show within a minute.
@@ -102,7 +102,9 @@ def _start_children(children: Supervisor, settings: Settings, cycle_seconds: flo
     python = sys.executable
     if not children.env.get("SALVY_API_URL"):
         port = _free_port()
-        children.start("salvy", [python, "-m", "orchestrator.dev.salvy_standin", "--port", str(port)])
+        children.start(
+            "salvy", [python, "-m", "orchestrator.dev.salvy_standin", "--port", str(port)]
+        )
         children.env["SALVY_API_URL"] = f"http://127.0.0.1:{port}"
         _wait_http(f"http://127.0.0.1:{port}/_standin/state", children)
     celery = [python, "-m", "celery", "-A", "tasks"]

@@ -8,7 +8,7 @@ process (a Celery worker, the demo) can be driven:
     GET  /_standin/state                           purchases, numbers, cancellations, faults
     POST /_standin/reset                           forget everything, switches off
 
-Run alone with `python -m orchestrator.salvy_standin --host 127.0.0.1 --port 8099`.
+Run alone with `python -m orchestrator.dev.salvy_standin --host 127.0.0.1 --port 8099`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-log = logging.getLogger("orchestrator.salvy_standin")  # also when run as __main__
+log = logging.getLogger("orchestrator.dev.salvy_standin")  # also when run as __main__
 
 #: Path of the virtual phone numbers resource, as in the real API.
 ACCOUNTS = "/api/v2/virtual-phone-accounts"

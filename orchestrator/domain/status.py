@@ -1,14 +1,13 @@
-"""Pool status from one aggregate query (never by loading every chip into Python)."""
+"""The pool status shape (the seed's obter_status_pool, plus `compras`), from plain data.
+
+The reads behind it are services/cycle.py's `pool_status` (one aggregate query).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
-
 from orchestrator.domain.pool import Counts, PoolConfig, PurchaseGate, deficits, health
-from orchestrator.services import backoff
-from orchestrator.store import repository as repo
 
 
 def status_from(
@@ -75,13 +74,3 @@ def purchases_status(config: PoolConfig, gate: PurchaseGate, now: datetime | Non
         "falhas_seguidas": gate.failures,
         "aviso": aviso,
     }
-
-
-def pool_status(engine: sa.Engine, *, salvy_configured: bool = True) -> dict:
-    """Counts per state against min/max/buffer, health, average trust, whether purchases run."""
-    with engine.connect() as conn:
-        config = repo.load_config(conn)
-        counts, trust = repo.count_by_status(conn)
-        gate = backoff.load(conn, salvy_configured=salvy_configured)
-        now = repo.db_now(conn)
-    return status_from(config, counts, trust, gate=gate, now=now)

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from orchestrator import task_names
 from orchestrator.errors import ConfigError, OrchestratorError, Rejected, TransientError
 
 #: Exit codes: 0 ok, 1 a check found problems, 2 bad input / refused, 3 a dependency is down.
@@ -70,10 +71,10 @@ def _salvy_configured() -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator.domain import status
     from orchestrator.ops import render
+    from orchestrator.services import cycle
 
-    data = status.pool_status(_engine(), salvy_configured=_salvy_configured())
+    data = cycle.pool_status(_engine(), salvy_configured=_salvy_configured())
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
@@ -139,11 +140,11 @@ def cmd_replace(args: argparse.Namespace) -> int:
 
     chip_id = _resolve(args.chip)
     kwargs = {"reason": clean_reason(args.reason)} if args.reason else {}
-    return _enqueue("orchestrator.replace_chip", [chip_id], kwargs, args.wait, args.timeout)
+    return _enqueue(task_names.REPLACE, [chip_id], kwargs, args.wait, args.timeout)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    return _enqueue("orchestrator.cancel_chip", [_resolve(args.chip)], {}, args.wait, args.timeout)
+    return _enqueue(task_names.CANCEL, [_resolve(args.chip)], {}, args.wait, args.timeout)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -159,9 +160,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from orchestrator.dev import demo
+    from orchestrator.app import dev_seam
 
-    return demo.main(args)
+    return dev_seam.run_demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

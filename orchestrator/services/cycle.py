@@ -1,4 +1,4 @@
-"""The cycle's read side: one snapshot of the pool, the plan, and the pool-level alerts."""
+"""The cycle's read side: the pool status, one snapshot of the pool, the plan, the pool alerts."""
 
 from __future__ import annotations
 
@@ -85,3 +85,13 @@ def plan_as_dict(the_plan: Plan) -> dict:
     data = asdict(the_plan)
     data["replace"] = [{"chip_id": r.chip_id, "reason": r.reason} for r in the_plan.replace]
     return data
+
+
+def pool_status(engine: sa.Engine, *, salvy_configured: bool = True) -> dict:
+    """Counts per state against min/max/buffer, health, average trust, whether purchases run."""
+    with engine.connect() as conn:
+        config = repo.load_config(conn)
+        counts, trust = repo.count_by_status(conn)
+        gate = backoff.load(conn, salvy_configured=salvy_configured)
+        now = repo.db_now(conn)
+    return status_from(config, counts, trust, gate=gate, now=now)

@@ -35,24 +35,13 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from orchestrator.adapters.slack import (
-    CONTENT,
-    MAX_ERROR_LENGTH,
-    TOKEN,
-    LogSender,
-    Sender,
-    SlackSender,
-    build_sender,
-    classify,
-)
+from orchestrator.adapters.slack import CONTENT, MAX_ERROR_LENGTH, TOKEN, Sender, classify
 from orchestrator.errors import OrchestratorError, Rejected, TransientError
-from orchestrator.store import outbox as outbox_writes
+from orchestrator.store import outbox, outbox_delivery
 from orchestrator.store.db import transaction
-from orchestrator.store.schema import alert_state, outbox, pool_config
 
-__all__ = ["LogSender", "Sender", "SlackSender", "build_sender", "deliver_pending"]
-
-logger = logging.getLogger(__name__)
+#: Notifications and their delivery log here, by this name (ops filter on it), as Slack's sender.
+logger = logging.getLogger("orchestrator.notify")
 
 #: pg advisory lock key of the deliverer (migrations use 727_001).
 DELIVERY_LOCK_KEY = 727_002
@@ -99,7 +88,7 @@ def deliver_pending(
                 "status": "busy",
                 "delivered": 0,
                 "fallback": 0,
-                "pending": pending_count(engine),
+                "pending": outbox.pending_count(engine),
             }
         run = _Run(engine, sender)
         try:
@@ -107,7 +96,7 @@ def deliver_pending(
         finally:
             run.release()
         _prune_if_due(engine)
-    return {**run.result(), "pending": pending_count(engine)}
+    return {**run.result(), "pending": outbox.pending_count(engine)}
 
 
 @contextlib.contextmanager
@@ -150,9 +139,8 @@ class _Run:
     def deliver(self, limit: int, batch: int, deadline: float) -> None:
         """Claim and send batches until nothing is due, the limit, a refusal of all, or deadline."""
         while self.delivered + self.fallback < limit and time.monotonic() < deadline:
-            rows = _claim(
-                self.engine, self.run_id, min(batch, limit - self.delivered - self.fallback)
-            )
+            n = min(batch, limit - self.delivered - self.fallback)
+            rows = outbox_delivery.claim_batch(self.engine, self.run_id, n, LEASE)
             if not rows:
                 return
             for row in rows:
@@ -166,7 +154,8 @@ class _Run:
             self.sender.send(row.canal, row.texto)
         except TransientError as error:
             with transaction(self.engine) as conn:
-                _record_attempt(conn, row.id, error.reason, getattr(error, "code", "transient"))
+                code = getattr(error, "code", "transient")
+                outbox_delivery.record_attempt(conn, row.id, _short(error.reason), code)
             logger.warning("outbox %s not delivered, will retry: %s", row.id, error.reason)
             raise
         except Rejected as error:
@@ -177,10 +166,11 @@ class _Run:
     def _accepted(self, row: sa.Row) -> None:
         cleared: list[str] = []
         with transaction(self.engine) as conn:
-            _mark_delivered(conn, row.id, self.sender.via)
+            outbox_delivery.mark_delivered(conn, row.id, self.sender.via)
             if row.canal not in self.accepted:
                 self.accepted.add(row.canal)
-                cleared = _forget_refusals(conn, row.canal)
+                prefixes = [f"{REFUSED_PREFIX}{TOKEN}:", f"{REFUSED_PREFIX}{row.canal}:"]
+                cleared = outbox_delivery.forget_alerts(conn, prefixes)
         self.delivered += 1
         if cleared:
             logger.warning("Slack accepts messages again (it was refusing: %s)", ", ".join(cleared))
@@ -193,17 +183,19 @@ class _Run:
                 row.id, self.sender.via, error.reason, row.canal, row.texto,
             )  # fmt: skip
             with transaction(self.engine) as conn:
-                _mark_delivered(conn, row.id, "log", error)
+                refusal = (_short(error.reason), error.code)
+                outbox_delivery.mark_delivered(conn, row.id, "log", refusal)
             self.fallback += 1
             return
         canal = None if scope == TOKEN else row.canal
         wait = retry_delay(row.attempts + 1)
         with transaction(self.engine) as conn:
-            _record_attempt(conn, row.id, error.reason, error.code)
-            _hold(conn, canal, wait)
+            outbox_delivery.record_attempt(conn, row.id, _short(error.reason), error.code)
+            outbox_delivery.hold(conn, canal, wait)
             key = f"{REFUSED_PREFIX}{canal or TOKEN}:{error.code}"
-            first = outbox_writes.claim(conn, key, cooldown=_cooldown(conn))
-            waiting = _pending_in(conn, canal)
+            cooldown = outbox_delivery.alert_cooldown(conn, DEFAULT_COOLDOWN)
+            first = outbox.claim(conn, key, cooldown=cooldown)
+            waiting = outbox_delivery.pending_in(conn, canal)
         _log_refusal(first, error, canal, waiting, wait)
         self.refusal = error
         self.all_held = self.all_held or canal is None
@@ -213,11 +205,7 @@ class _Run:
         """Give back the leases of messages this run claimed and did not settle."""
         try:
             with transaction(self.engine) as conn:
-                conn.execute(
-                    sa.update(outbox)
-                    .where(outbox.c.claimed_by == self.run_id, outbox.c.delivered_at.is_(None))
-                    .values(claimed_until=None, claimed_by=None)
-                )
+                outbox_delivery.release(conn, self.run_id)
         except OrchestratorError as error:  # the leases expire by themselves
             logger.warning("outbox leases not released (%s); they expire in %s", error, LEASE)
 
@@ -227,108 +215,6 @@ class _Run:
         if self.refusal is not None:
             out.update(status="refused", code=self.refusal.code, reason=self.refusal.reason)
         return out
-
-
-def _claim(engine: sa.Engine, run_id: str, n: int) -> list[sa.Row]:
-    """Lease the n oldest due messages to this run and commit; oldest first."""
-    now = sa.func.now()
-    cand, older = outbox.alias("cand"), outbox.alias("older")
-    waiting_ahead = sa.exists().where(
-        older.c.delivered_at.is_(None),
-        older.c.canal == cand.c.canal,
-        older.c.id < cand.c.id,
-        sa.or_(older.c.next_attempt_at > now, older.c.claimed_until > now),
-    )
-    due = (
-        sa.select(cand.c.id)
-        .where(
-            cand.c.delivered_at.is_(None),
-            cand.c.next_attempt_at <= now,
-            sa.or_(cand.c.claimed_until.is_(None), cand.c.claimed_until <= now),
-            ~waiting_ahead,
-        )
-        .order_by(cand.c.id)
-        .limit(n)
-        .with_for_update(skip_locked=True)
-    )
-    claim = (
-        sa.update(outbox)
-        .where(outbox.c.id.in_(due.scalar_subquery()))
-        .values(claimed_until=now + LEASE, claimed_by=run_id)
-        .returning(outbox.c.id, outbox.c.canal, outbox.c.texto, outbox.c.attempts)
-    )
-    with transaction(engine) as conn:
-        return sorted(conn.execute(claim).all(), key=lambda row: row.id)
-
-
-def _record_attempt(conn: sa.Connection, row_id: int, error: str, code: str) -> None:
-    conn.execute(
-        sa.update(outbox)
-        .where(outbox.c.id == row_id)
-        .values(
-            attempts=outbox.c.attempts + 1,
-            last_error=error[:MAX_ERROR_LENGTH],
-            last_error_code=code,
-            last_attempt_at=sa.func.now(),
-            claimed_until=None,
-            claimed_by=None,
-        )
-    )
-
-
-def _mark_delivered(
-    conn: sa.Connection, row_id: int, via: str, refusal: Rejected | None = None
-) -> None:
-    errors = {}
-    if refusal is not None:
-        errors = {"last_error": refusal.reason[:MAX_ERROR_LENGTH], "last_error_code": refusal.code}
-    conn.execute(
-        sa.update(outbox)
-        .where(outbox.c.id == row_id)
-        .values(
-            delivered_at=sa.func.now(),
-            delivered_via=via,
-            attempts=outbox.c.attempts + 1,
-            last_attempt_at=sa.func.now(),
-            claimed_until=None,
-            claimed_by=None,
-            **errors,
-        )
-    )
-
-
-def _hold(conn: sa.Connection, canal: str | None, wait: timedelta) -> None:
-    """Every pending message of canal (None: of every canal) waits at least `wait` from now."""
-    stmt = (
-        sa.update(outbox)
-        .where(outbox.c.delivered_at.is_(None))
-        .values(
-            next_attempt_at=sa.func.greatest(outbox.c.next_attempt_at, sa.func.now() + wait),
-            claimed_until=None,
-            claimed_by=None,
-        )
-    )
-    conn.execute(stmt if canal is None else stmt.where(outbox.c.canal == canal))
-
-
-def _pending_in(conn: sa.Connection, canal: str | None) -> int:
-    query = sa.select(sa.func.count()).where(outbox.c.delivered_at.is_(None))
-    return conn.execute(query if canal is None else query.where(outbox.c.canal == canal)).scalar()
-
-
-def _cooldown(conn: sa.Connection) -> timedelta:
-    minutes = conn.execute(sa.select(pool_config.c.alert_cooldown_minutes)).scalar()
-    return DEFAULT_COOLDOWN if minutes is None else timedelta(minutes=minutes)
-
-
-def _forget_refusals(conn: sa.Connection, canal: str) -> list[str]:
-    """Slack took a message of canal: forget its refusals (and the token's); their codes."""
-    keys = sa.or_(
-        alert_state.c.key.startswith(f"{REFUSED_PREFIX}{TOKEN}:", autoescape=True),
-        alert_state.c.key.startswith(f"{REFUSED_PREFIX}{canal}:", autoescape=True),
-    )
-    gone = conn.execute(sa.delete(alert_state).where(keys).returning(alert_state.c.key)).scalars()
-    return sorted(key.rsplit(":", 1)[1] for key in gone)
 
 
 def _log_refusal(
@@ -348,7 +234,7 @@ def _prune_if_due(engine: sa.Engine) -> None:
     """Prune at most once per PRUNE_EVERY; a failure here never fails the delivery."""
     try:
         with transaction(engine) as conn:
-            due = outbox_writes.claim(conn, PRUNE_KEY, cooldown=PRUNE_EVERY)
+            due = outbox.claim(conn, PRUNE_KEY, cooldown=PRUNE_EVERY)
         if due and (removed := prune_delivered(engine)):
             logger.info("outbox: pruned %d message(s) delivered over %s ago", removed, RETENTION)
     except (OrchestratorError, sa.exc.SQLAlchemyError) as error:
@@ -359,58 +245,9 @@ def prune_delivered(
     engine: sa.Engine, *, older_than: timedelta = RETENTION, limit: int = PRUNE_BATCH
 ) -> int:
     """Delete up to `limit` messages delivered more than `older_than` ago; how many went."""
-    old = outbox.alias("old")
-    ids = sa.select(old.c.id).where(old.c.delivered_at < sa.func.now() - older_than).limit(limit)
-    with transaction(engine) as conn:
-        return conn.execute(
-            sa.delete(outbox).where(outbox.c.id.in_(ids.scalar_subquery()))
-        ).rowcount
+    return outbox_delivery.prune_delivered(engine, older_than=older_than, limit=limit)
 
 
-def pending_count(engine: sa.Engine) -> int:
-    """How many messages wait for delivery."""
-    query = sa.select(sa.func.count()).select_from(outbox).where(outbox.c.delivered_at.is_(None))
-    with engine.connect() as conn:
-        return conn.execute(query).scalar_one()
-
-
-def oldest_pending_age_seconds(engine: sa.Engine) -> float | None:
-    """Age of the oldest undelivered message in seconds; None when nothing is pending."""
-    age = sa.func.extract("epoch", sa.func.now() - sa.func.min(outbox.c.created_at))
-    query = sa.select(age).where(outbox.c.delivered_at.is_(None))
-    with engine.connect() as conn:
-        value = conn.execute(query).scalar_one()
-    return None if value is None else float(value)
-
-
-@dataclass(frozen=True)
-class OutboxReading:
-    """The outbox as the metrics show it."""
-
-    pending: int
-    oldest_pending_seconds: float  # 0 when nothing is pending
-    last_errors: dict[str, str]  # canal -> error code of its last failed attempt, while pending
-    last_delivered_at: float | None  # unix time of the newest delivery
-
-
-def read_outbox(engine: sa.Engine) -> OutboxReading:
-    """Backlog, its age, the errors holding it and the last delivery, in three small queries."""
-    pending = outbox.c.delivered_at.is_(None)
-    age = sa.func.extract("epoch", sa.func.now() - sa.func.min(outbox.c.created_at))
-    last = (
-        sa.select(outbox.c.canal, outbox.c.last_error_code)
-        .where(pending, outbox.c.last_attempt_at.is_not(None))
-        .order_by(outbox.c.canal, outbox.c.last_attempt_at.desc())
-        .distinct(outbox.c.canal)
-    )
-    delivered = sa.select(sa.func.extract("epoch", sa.func.max(outbox.c.delivered_at)))
-    with engine.connect() as conn:
-        count, oldest = conn.execute(sa.select(sa.func.count(), age).where(pending)).one()
-        errors = {canal: code for canal, code in conn.execute(last) if code}
-        last_delivered = conn.execute(delivered).scalar()
-    return OutboxReading(
-        pending=count,
-        oldest_pending_seconds=float(oldest or 0.0),
-        last_errors=errors,
-        last_delivered_at=None if last_delivered is None else float(last_delivered),
-    )
+def _short(text: str) -> str:
+    """An error as the outbox keeps it."""
+    return text[:MAX_ERROR_LENGTH]

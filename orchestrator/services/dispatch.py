@@ -9,29 +9,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import redis
 import sqlalchemy as sa
 
-from orchestrator.adapters import locks
+from orchestrator.adapters import cycle_timing, locks
 from orchestrator.errors import ConfigError, TransientError
-from orchestrator.services import backoff, cycle
-from orchestrator.services import cycle_purchases as purchasing
+from orchestrator.services import backoff, cycle, cycle_purchases
 from orchestrator.store.db import transaction
+from orchestrator.task_names import (
+    CANCEL,
+    MIGRATE,
+    PROMOTE_ACTIVE,
+    PROMOTE_READY,
+    PROVISION,
+    REPLACE,
+)
+
+if TYPE_CHECKING:  # the client is built and used by the adapters; here it is only passed on
+    import redis
 
 log = logging.getLogger(__name__)
 
 #: send(task_name, args, task_id) puts one task on the broker.
 Send = Callable[[str, list, str | None], None]
-
-REPLACE = "orchestrator.replace_chip"
-PROMOTE_READY = "orchestrator.promote_warming_to_ready"
-PROMOTE_ACTIVE = "orchestrator.promote_ready_to_active"
-PROVISION = "orchestrator.provision_chip"
-CANCEL = "orchestrator.cancel_chip"
-MIGRATE = "orchestrator.migrate_conversations"
-#: Redis hash of the last planned cycle (finished_at epoch seconds, duration_seconds), for metrics.
-LAST_CYCLE_KEY = "chiporch:cycle:last"
 
 
 def run_cycle(
@@ -105,7 +106,7 @@ def _planned_cycle(
     # Intents are committed before their tasks exist (the next cycle counts them in flight),
     # re-counted under a lock, so overlapping cycles never buy more than the deficit.
     keys = (
-        purchasing.record_intents(
+        cycle_purchases.record_intents(
             engine, plan.provision, deadline_minutes, salvy_configured=salvy_configured
         )
         if plan.provision
@@ -118,7 +119,7 @@ def _planned_cycle(
             _drop_unsent(engine, keys[position:])
             raise
         sent[PROVISION] += 1
-    record_cycle(client, time.monotonic() - started)
+    cycle_timing.record(client, time.monotonic() - started)
     return {
         "status": "planned",
         "saude": plan.health,
@@ -142,7 +143,7 @@ def _unmark(client: redis.Redis, task: str, chip_id: str) -> None:
 def _drop_unsent(engine: sa.Engine, keys: list[str]) -> None:
     """Intents whose task was never sent are removed, so they do not block purchases."""
     try:
-        purchasing.drop_unsent(engine, keys)
+        cycle_purchases.drop_unsent(engine, keys)
     except Exception as error:  # left in flight until reconcile fails them at their deadline
         log.warning("%d unsent purchase intents left to reconcile: %s", len(keys), error)
 
@@ -151,14 +152,3 @@ def _alert_no_salvy(engine: sa.Engine) -> bool:
     """auto_provision is on with no Salvy to buy from: tell ops once."""
     with transaction(engine) as conn:
         return backoff.alert_no_salvy(conn)
-
-
-def record_cycle(client: redis.Redis, duration_seconds: float) -> None:
-    """Remember when the last cycle finished and how long it took; a Redis error only logs."""
-    try:
-        client.hset(
-            LAST_CYCLE_KEY,
-            mapping={"finished_at": repr(time.time()), "duration_seconds": repr(duration_seconds)},
-        )
-    except redis.RedisError as error:
-        log.warning("could not record the cycle's timing: %s", type(error).__name__)

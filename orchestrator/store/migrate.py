@@ -1,7 +1,7 @@
 """Apply the Alembic migrations in migrations/ (safe to run twice: Alembic records the head).
 
 An unversioned database holding the tables other services created is adopted first (see
-migrations/env.py and orchestrator/adoption_run.py); `check` says what upgrade would do and which
+migrations/env.py and orchestrator/store/adoption/run.py); `check` says what upgrade would do and which
 rows block it, changing nothing.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
@@ -17,16 +18,19 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from orchestrator.app.settings import ROOT
 from orchestrator.store.adoption import assess as adoption
-from orchestrator.store.adoption.plan import FINAL, LOCKED, ONLINE, Plan, Step
+from orchestrator.store.adoption.model import FINAL, LOCKED, ONLINE, Plan, Step
 from orchestrator.store.adoption.run import RETRYABLE, AdoptionLockTimeout, Options
+
+#: Alembic's scripts: migrations/ at the repository root (app.settings.ROOT; the Dockerfile
+#: installs the project editable so that it stays there).
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def alembic_config(database_url: str, options: Options | None = None) -> Config:
     """Alembic configuration pointing at migrations/, built in code (no alembic.ini needed)."""
     config = Config()
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["adoption_options"] = options or Options()
     return config

@@ -1,4 +1,4 @@
-"""The cycle's planning and fan-out (runner.run_cycle) on real PostgreSQL and Redis.
+"""The cycle's planning and fan-out (dispatch.run_cycle) on real PostgreSQL and Redis.
 
 `send` here is a plain function collecting what would go to the broker; the Celery side of the
 same path is covered by tests/worker.
@@ -13,9 +13,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from orchestrator import task_names
 from orchestrator.adapters import locks
 from orchestrator.errors import Rejected
-from orchestrator.services import dispatch as runner
+from orchestrator.services import dispatch
 from orchestrator.store.db import transaction
 from orchestrator.store.schema import alert_state, chips, outbox
 from tests.factories import add_conversations, make_chip, set_config
@@ -45,7 +46,7 @@ def fresh_redis(redis_client: redis.Redis) -> redis.Redis:
 
 
 def cycle(engine: sa.Engine, client: redis.Redis, broker: Broker) -> dict:
-    return runner.run_cycle(engine, client, broker, period_seconds=60)
+    return dispatch.run_cycle(engine, client, broker, period_seconds=60)
 
 
 def alerts(engine: sa.Engine) -> list[str]:
@@ -68,7 +69,7 @@ def test_a_cycle_fans_out_one_task_per_chip_and_per_number(
     warming = make_chip(clean_db, "warming", trust=90)
     broker = Broker()
 
-    result = runner.run_cycle(clean_db, fresh_redis, broker, period_seconds=60)
+    result = dispatch.run_cycle(clean_db, fresh_redis, broker, period_seconds=60)
 
     assert result["status"] == "planned"
     assert ("orchestrator.replace_chip", [low, "low_trust"], None) in broker.sent
@@ -152,7 +153,7 @@ def test_a_chip_already_queued_is_not_queued_again(
     assert first.names().count("orchestrator.replace_chip") == 1
     assert "orchestrator.replace_chip" not in second.names()
     assert result["already_queued"] == 1
-    locks.clear_queued(fresh_redis, runner.REPLACE, low)  # the task started
+    locks.clear_queued(fresh_redis, task_names.REPLACE, low)  # the task started
     third = Broker()
     cycle(clean_db, fresh_redis, third)
     assert "orchestrator.replace_chip" in third.names()
@@ -180,9 +181,9 @@ def test_every_cycle_sends_one_migration_per_chip_left_holding_conversations(
     again = cycle(clean_db, fresh_redis, Broker())
     # Then one migrate_conversations per stranded chip, none for the chip being replaced, and the
     # next cycle sends no duplicate while those are queued
-    migrate = [args for name, args, _ in broker.sent if name == runner.MIGRATE]
+    migrate = [args for name, args, _ in broker.sent if name == task_names.MIGRATE]
     assert sorted(migrate) == sorted([chip] for chip in stranded.values())
-    assert (runner.REPLACE, [fresh_ban, "banned"], None) in broker.sent
+    assert (task_names.REPLACE, [fresh_ban, "banned"], None) in broker.sent
     assert result["dispatched"]["migrate_conversations"] == 5
     assert again["dispatched"]["migrate_conversations"] == 0
 

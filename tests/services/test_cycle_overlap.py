@@ -14,12 +14,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from orchestrator import task_names
 from orchestrator.adapters import locks
-from orchestrator.services import dispatch as runner
+from orchestrator.services import dispatch
 from orchestrator.store import db
 from orchestrator.store.schema import chips
-from tests.services.test_cycle import Broker
 from tests.factories import make_chip, set_config
+from tests.services.test_cycle import Broker
 from tests.support.pg_waits import kill_cycle_guard_holder as kill_guard_holder
 from tests.support.pg_waits import wait_until, waiting_backends
 
@@ -54,7 +55,7 @@ def test_overlapping_cycles_buy_exactly_the_deficit(
             redis_client.delete("chiporch:cycle:slot")  # the old period slot, if any
             thread = threading.Thread(
                 target=lambda b=broker: results.append(
-                    runner.run_cycle(cycles_engine, redis_client, b, period_seconds=60)
+                    dispatch.run_cycle(cycles_engine, redis_client, b, period_seconds=60)
                 )
             )
             thread.start()
@@ -70,7 +71,7 @@ def test_overlapping_cycles_buy_exactly_the_deficit(
     # Then every cycle planned, and between them they bought exactly the deficit
     assert [r["status"] for r in results] == ["planned"] * overlapping
     assert sum(r["dispatched"]["provision_chip"] for r in results) == 3
-    assert sum(b.names().count(runner.PROVISION) for b in brokers) == 3
+    assert sum(b.names().count(task_names.PROVISION) for b in brokers) == 3
     assert intents(clean_db) == 3
 
 
@@ -95,12 +96,14 @@ def test_a_task_whose_send_failed_is_sent_by_the_next_cycle(
     set_config(clean_db, auto_provision=False)
     low = make_chip(clean_db, "active", trust=10)
     with pytest.raises(ConnectionError):
-        runner.run_cycle(clean_db, redis_client, FailingBroker(runner.REPLACE), period_seconds=60)
+        dispatch.run_cycle(
+            clean_db, redis_client, FailingBroker(task_names.REPLACE), period_seconds=60
+        )
     # When the next cycle runs
     broker = Broker()
-    result = runner.run_cycle(clean_db, redis_client, broker, period_seconds=60)
+    result = dispatch.run_cycle(clean_db, redis_client, broker, period_seconds=60)
     # Then it sends the replacement: nothing was queued, so nothing is "already queued"
-    assert (runner.REPLACE, [low, "low_trust"], None) in broker.sent
+    assert (task_names.REPLACE, [low, "low_trust"], None) in broker.sent
     assert result["already_queued"] == 0
 
 
@@ -110,10 +113,12 @@ def test_a_purchase_whose_task_could_not_be_sent_is_not_left_in_flight(
     # Given a deficit of 2 and a broker that fails the first purchase's send
     set_config(clean_db, producao_min=0, ready_min=0, warmup_buffer=2)
     with pytest.raises(ConnectionError):
-        runner.run_cycle(clean_db, redis_client, FailingBroker(runner.PROVISION), period_seconds=60)
+        dispatch.run_cycle(
+            clean_db, redis_client, FailingBroker(task_names.PROVISION), period_seconds=60
+        )
     # Then no intent is left counting in flight without a task to settle it
     assert intents(clean_db) == 0
     # And the next cycle buys the whole deficit
     broker = Broker()
-    runner.run_cycle(clean_db, redis_client, broker, period_seconds=60)
-    assert broker.names().count(runner.PROVISION) == 2 == intents(clean_db)
+    dispatch.run_cycle(clean_db, redis_client, broker, period_seconds=60)
+    assert broker.names().count(task_names.PROVISION) == 2 == intents(clean_db)

@@ -11,8 +11,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from orchestrator.adapters.slack import LogSender, SlackSender
+from orchestrator.app import bootstrap
 from orchestrator.errors import TransientError
-from orchestrator.services import delivery as notify
+from orchestrator.services import delivery
 from orchestrator.store import outbox
 from orchestrator.store.schema import alert_state
 from orchestrator.store.schema import outbox as outbox_table
@@ -30,11 +32,11 @@ def counts(result: dict) -> tuple[int, int, int]:
 
 
 def test_queued_messages_are_delivered_once_in_order_to_their_channels(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     queue(clean_db, ("alertas", "*pool crítico*"), ("operacoes", "chip trocado"), ("alertas", "3"))
 
-    result = notify.deliver_pending(clean_db, sender)
+    result = delivery.deliver_pending(clean_db, sender)
 
     assert result["status"] == "delivered" and counts(result) == (3, 0, 0)
     assert slack.messages == [
@@ -43,93 +45,93 @@ def test_queued_messages_are_delivered_once_in_order_to_their_channels(
         ("#alertas-test", "3"),
     ]
     assert all(r.delivered_via == "slack" and r.attempts == 1 for r in rows(clean_db))
-    assert notify.deliver_pending(clean_db, sender)["delivered"] == 0
+    assert delivery.deliver_pending(clean_db, sender)["delivered"] == 0
     assert len(slack.messages) == 3
 
 
 def test_slack_down_keeps_five_state_changes_pending_then_delivers_each_exactly_once(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     slack.down = True
     queue(clean_db, *[("operacoes", f"mudança {n}") for n in range(5)])
 
     with pytest.raises(TransientError, match="503"):
-        notify.deliver_pending(clean_db, sender)
+        delivery.deliver_pending(clean_db, sender)
 
-    assert notify.pending_count(clean_db) == 5
+    assert outbox.pending_count(clean_db) == 5
     assert slack.messages == []
     first = rows(clean_db)[0]
     assert first.attempts == 1 and "503" in first.last_error and first.delivered_at is None
 
     slack.down = False
-    assert counts(notify.deliver_pending(clean_db, sender)) == (5, 0, 0)
-    assert counts(notify.deliver_pending(clean_db, sender)) == (0, 0, 0)
+    assert counts(delivery.deliver_pending(clean_db, sender)) == (5, 0, 0)
+    assert counts(delivery.deliver_pending(clean_db, sender)) == (0, 0, 0)
     assert slack.texts() == [f"mudança {n}" for n in range(5)]
 
 
 def test_messages_wait_while_slack_refuses_connections_and_go_out_once_it_listens_again(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     queue(clean_db, ("alertas", "a"), ("alertas", "b"))
     slack.stop()
 
     with pytest.raises(TransientError, match="unreachable"):
-        notify.deliver_pending(clean_db, sender)
-    assert notify.pending_count(clean_db) == 2
+        delivery.deliver_pending(clean_db, sender)
+    assert outbox.pending_count(clean_db) == 2
 
     slack.start()
-    assert notify.deliver_pending(clean_db, sender)["delivered"] == 2
+    assert delivery.deliver_pending(clean_db, sender)["delivered"] == 2
     assert slack.texts() == ["a", "b"]
 
 
 def test_a_rate_limited_post_is_retried_after_retry_after_and_delivered_once(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     queue(clean_db, ("alertas", "sem chip ready"))
     slack.rate_limit_next = 1
 
-    assert notify.deliver_pending(clean_db, sender)["delivered"] == 1
+    assert delivery.deliver_pending(clean_db, sender)["delivered"] == 1
 
     assert slack.calls == 2
     assert slack.texts() == ["sem chip ready"]
 
 
 def test_a_rate_limit_longer_than_the_sdk_retries_is_a_transient_error_with_retry_after(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     queue(clean_db, ("alertas", "x"))
     slack.rate_limit_next = 3
 
     with pytest.raises(TransientError) as raised:
-        notify.deliver_pending(clean_db, sender)
+        delivery.deliver_pending(clean_db, sender)
 
     assert raised.value.retry_after == 1
-    assert slack.calls == 3 and notify.pending_count(clean_db) == 1
+    assert slack.calls == 3 and outbox.pending_count(clean_db) == 1
 
 
 def test_a_rolled_back_enqueue_delivers_nothing(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     with clean_db.connect() as conn:
         transaction = conn.begin()
         outbox.enqueue(conn, "alertas", "troca que falhou")
         transaction.rollback()
 
-    assert counts(notify.deliver_pending(clean_db, sender)) == (0, 0, 0)
+    assert counts(delivery.deliver_pending(clean_db, sender)) == (0, 0, 0)
     assert slack.calls == 0
 
 
 def test_without_a_token_messages_go_to_the_log_and_are_marked_delivered_via_log(
     clean_db: sa.Engine, caplog: LogCapture
 ) -> None:
-    caplog.set_level(logging.INFO, logger=notify.__name__)
-    sender = notify.build_sender(settings_for(None, token=None))
-    assert isinstance(sender, notify.LogSender)
+    caplog.set_level(logging.INFO, logger=delivery.logger.name)
+    sender = bootstrap.build_sender(settings_for(None, token=None))
+    assert isinstance(sender, LogSender)
     queue(clean_db, ("alertas", "pool crítico"), ("operacoes", "chip promovido"))
 
-    assert counts(notify.deliver_pending(clean_db, sender)) == (2, 0, 0)
+    assert counts(delivery.deliver_pending(clean_db, sender)) == (2, 0, 0)
 
-    logged = {r.getMessage(): r.levelno for r in caplog.records if r.name == notify.__name__}
+    logged = {r.getMessage(): r.levelno for r in caplog.records if r.name == delivery.logger.name}
     assert logged == {"[alertas] pool crítico": logging.WARNING, "[operacoes] chip promovido": 20}
     assert [r.delivered_via for r in rows(clean_db)] == ["log", "log"]
 
@@ -137,7 +139,7 @@ def test_without_a_token_messages_go_to_the_log_and_are_marked_delivered_via_log
 def test_the_token_never_appears_in_logs_exceptions_repr_or_the_outbox(
     clean_db: sa.Engine,
     slack: FakeSlack,
-    sender: notify.SlackSender,
+    sender: SlackSender,
     caplog: LogCapture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -146,14 +148,14 @@ def test_the_token_never_appears_in_logs_exceptions_repr_or_the_outbox(
 
     slack.down = True
     with pytest.raises(TransientError) as down:
-        notify.deliver_pending(clean_db, sender)
+        delivery.deliver_pending(clean_db, sender)
     slack.down, slack.fail_next_with = False, "invalid_auth"
-    notify.deliver_pending(clean_db, sender)
+    delivery.deliver_pending(clean_db, sender)
     slack.stop()
     queue(clean_db, ("alertas", "m3"))
     make_due(clean_db)
     with pytest.raises(TransientError) as unreachable:
-        notify.deliver_pending(clean_db, sender)
+        delivery.deliver_pending(clean_db, sender)
 
     for error in (down.value, unreachable.value):
         texts += [str(error), repr(error), str(error.__cause__), str(error.__context__)]
@@ -163,10 +165,10 @@ def test_the_token_never_appears_in_logs_exceptions_repr_or_the_outbox(
 
 
 def test_pending_count_and_oldest_age_follow_the_queue(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
-    assert notify.pending_count(clean_db) == 0
-    assert notify.oldest_pending_age_seconds(clean_db) is None
+    assert outbox.pending_count(clean_db) == 0
+    assert outbox.oldest_pending_age_seconds(clean_db) is None
     (first,) = queue(clean_db, ("alertas", "velha"))
     with clean_db.begin() as conn:
         conn.execute(
@@ -176,18 +178,18 @@ def test_pending_count_and_oldest_age_follow_the_queue(
         )
     queue(clean_db, ("alertas", "nova"))
 
-    assert notify.pending_count(clean_db) == 2
-    assert 299 < notify.oldest_pending_age_seconds(clean_db) < 360
+    assert outbox.pending_count(clean_db) == 2
+    assert 299 < outbox.oldest_pending_age_seconds(clean_db) < 360
 
-    notify.deliver_pending(clean_db, sender, limit=1)
-    assert notify.pending_count(clean_db) == 1
-    assert notify.oldest_pending_age_seconds(clean_db) < 60
+    delivery.deliver_pending(clean_db, sender, limit=1)
+    assert outbox.pending_count(clean_db) == 1
+    assert outbox.oldest_pending_age_seconds(clean_db) < 60
 
 
 @contextlib.contextmanager
 def holding_delivery_lock(engine: sa.Engine) -> Iterator[None]:
     """The deliverers' advisory lock, held by a session of the test's own."""
-    key = notify.DELIVERY_LOCK_KEY
+    key = delivery.DELIVERY_LOCK_KEY
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         assert conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
         try:
@@ -197,18 +199,18 @@ def holding_delivery_lock(engine: sa.Engine) -> Iterator[None]:
 
 
 def test_a_deliverer_finding_another_at_work_answers_busy_and_sends_nothing(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     # Given another deliverer holds the delivery lock (here: the test's own connection)
     queue(clean_db, ("alertas", "a"), ("alertas", "b"))
     with holding_delivery_lock(clean_db):
         # When a deliverer runs
-        busy = notify.deliver_pending(clean_db, sender)
+        busy = delivery.deliver_pending(clean_db, sender)
     # Then it returned at once without calling Slack
     assert (busy["status"], busy["delivered"], busy["pending"]) == ("busy", 0, 2)
     assert slack.calls == 0
     # And once the other is done, the next run delivers
-    assert notify.deliver_pending(clean_db, sender)["delivered"] == 2
+    assert delivery.deliver_pending(clean_db, sender)["delivered"] == 2
 
 
 def test_two_deliverers_at_once_one_posts_everything_the_other_is_busy(
@@ -218,14 +220,14 @@ def test_two_deliverers_at_once_one_posts_everything_the_other_is_busy(
     texts = [f"msg {n}" for n in range(20)]
     queue(clean_db, *[("operacoes", t) for t in texts])
     first_sender, second_sender = (
-        notify.build_sender(settings_for(slack.base_url)) for _ in range(2)
+        bootstrap.build_sender(settings_for(slack.base_url)) for _ in range(2)
     )
     slack.hold()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        first = pool.submit(notify.deliver_pending, clean_db, first_sender)
+        first = pool.submit(delivery.deliver_pending, clean_db, first_sender)
         assert slack.waiting.wait(10)
         # When a second deliverer runs meanwhile
-        second = notify.deliver_pending(clean_db, second_sender)
+        second = delivery.deliver_pending(clean_db, second_sender)
         slack.release()
         first_result = first.result(timeout=30)
     # Then the second answered busy and the first posted each message exactly once
@@ -236,13 +238,13 @@ def test_two_deliverers_at_once_one_posts_everything_the_other_is_busy(
 
 
 def test_no_transaction_or_row_lock_is_held_while_slack_is_called(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     # Given a deliverer parked inside its Slack call (Slack is slow to answer)
     (first, _) = queue(clean_db, ("alertas", "a"), ("alertas", "b"))
     slack.hold()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(notify.deliver_pending, clean_db, sender)
+        running = pool.submit(delivery.deliver_pending, clean_db, sender)
         assert slack.waiting.wait(10)
         try:
             # When another session looks at the database meanwhile
@@ -275,18 +277,18 @@ SELECT claimed_until, claimed_until > now() AS leased FROM notification_outbox W
 
 
 def test_a_message_claimed_by_a_deliverer_that_died_waits_for_its_lease_then_goes_out(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     # Given a message leased by a deliverer that died mid-send, and one queued after it
     (claimed, _) = queue(clean_db, ("alertas", "reclamada"), ("alertas", "depois"))
     lease(clean_db, claimed, timedelta(minutes=1))
     # When a deliverer runs during the lease
-    early = notify.deliver_pending(clean_db, sender)
+    early = delivery.deliver_pending(clean_db, sender)
     # Then neither is sent (the later one never overtakes it)
     assert early["delivered"] == 0 and slack.calls == 0
     # When the lease has expired
     lease(clean_db, claimed, timedelta(seconds=-1))
-    late = notify.deliver_pending(clean_db, sender)
+    late = delivery.deliver_pending(clean_db, sender)
     # Then both go out, in order, once
     assert late["delivered"] == 2
     assert slack.texts() == ["reclamada", "depois"]
@@ -311,26 +313,26 @@ def test_pruning_removes_delivered_messages_older_than_the_retention_only(
     age(clean_db, ids[2], delivered=timedelta(0))
     age(clean_db, ids[3], created=timedelta(days=40))
     # When the outbox is pruned
-    removed = notify.prune_delivered(clean_db)
+    removed = delivery.prune_delivered(clean_db)
     # Then only the 31-day-old delivered message is gone
     assert removed == 1
     assert [r.texto for r in rows(clean_db)] == ["29d", "agora", "pendente"]
 
 
 def test_the_deliverer_prunes_old_delivered_messages_at_most_once_per_period(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     # Given an old delivered message
     (old,) = queue(clean_db, ("operacoes", "velha"))
     age(clean_db, old, delivered=timedelta(days=45))
     # When the deliverer runs
-    notify.deliver_pending(clean_db, sender)
+    delivery.deliver_pending(clean_db, sender)
     # Then it pruned it
     assert rows(clean_db) == []
     # And a second old message waits for the next pruning period
     (older,) = queue(clean_db, ("operacoes", "outra velha"))
     age(clean_db, older, delivered=timedelta(days=45))
-    notify.deliver_pending(clean_db, sender)
+    delivery.deliver_pending(clean_db, sender)
     assert [r.texto for r in rows(clean_db)] == ["outra velha"]
 
 
@@ -371,7 +373,7 @@ def test_the_same_alert_twice_within_its_cooldown_queues_one_message(clean_db: s
     assert alert(clean_db, "pool:critico", cooldown) is True
     assert alert(clean_db, "pool:critico", cooldown) is False
 
-    assert notify.pending_count(clean_db) == 1
+    assert outbox.pending_count(clean_db) == 1
 
 
 def test_an_alert_older_than_its_cooldown_is_queued_again(clean_db: sa.Engine) -> None:
@@ -382,7 +384,7 @@ def test_an_alert_older_than_its_cooldown_is_queued_again(clean_db: sa.Engine) -
 
     assert alert(clean_db, "pool:sem_ready", cooldown) is True
     assert alert(clean_db, "pool:sem_ready", cooldown) is False
-    assert notify.pending_count(clean_db) == 2
+    assert outbox.pending_count(clean_db) == 2
 
 
 def test_an_alert_without_cooldown_is_only_ever_queued_once(clean_db: sa.Engine) -> None:
@@ -390,4 +392,4 @@ def test_an_alert_without_cooldown_is_only_ever_queued_once(clean_db: sa.Engine)
     age_alert(clean_db, "chip:42:low_trust", timedelta(days=365))
 
     assert alert(clean_db, "chip:42:low_trust", None) is False
-    assert notify.pending_count(clean_db) == 1
+    assert outbox.pending_count(clean_db) == 1

@@ -11,7 +11,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.services import delivery as notify
+from orchestrator.adapters.slack import SlackSender
+from orchestrator.services import delivery
+from orchestrator.store import outbox
 from orchestrator.store.schema import alert_state
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import (
@@ -31,7 +33,7 @@ def refusal_logs(caplog: LogCapture, code: str) -> list[logging.LogRecord]:
     return [
         r
         for r in caplog.records
-        if r.name == notify.__name__ and r.levelno >= logging.ERROR and code in r.getMessage()
+        if r.name == delivery.logger.name and r.levelno >= logging.ERROR and code in r.getMessage()
     ]
 
 
@@ -57,7 +59,7 @@ def age_refusal_memo(engine: sa.Engine, by: timedelta) -> None:
     ],
 )
 def test_slack_refusing_us_keeps_every_message_pending_never_delivered_via_log(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender, code: str
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender, code: str
 ) -> None:
     # Given five alerts queued while Slack answers with a refusal about our token or channel
     slack.refuse_with = code
@@ -65,10 +67,10 @@ def test_slack_refusing_us_keeps_every_message_pending_never_delivered_via_log(
     # When the deliverer runs three times, its back-off having passed each time
     results = []
     for _ in range(3):
-        results.append(notify.deliver_pending(clean_db, sender))
+        results.append(delivery.deliver_pending(clean_db, sender))
         make_due(clean_db)
     # Then all five are still pending, none was marked delivered via the log
-    assert notify.pending_count(clean_db) == 5
+    assert outbox.pending_count(clean_db) == 5
     assert [r.delivered_via for r in rows(clean_db)] == [None] * 5
     assert slack.messages == []
     # And each run stopped at the first refusal and said why
@@ -78,40 +80,40 @@ def test_slack_refusing_us_keeps_every_message_pending_never_delivered_via_log(
 
 
 def test_the_refusal_is_logged_once_per_cooldown_not_once_per_run(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender, caplog: LogCapture
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender, caplog: LogCapture
 ) -> None:
     # Given a revoked token and three queued alerts
     slack.refuse_with = "token_revoked"
     queue(clean_db, *[("alertas", f"a{n}") for n in range(3)])
     # When the deliverer runs four times within the cool-down
     for _ in range(4):
-        notify.deliver_pending(clean_db, sender)
+        delivery.deliver_pending(clean_db, sender)
         make_due(clean_db)
     # Then the cause was logged once, with what is waiting
     (logged,) = refusal_logs(caplog, "token_revoked")
     assert "3 pending" in logged.getMessage()
     # When the cool-down (pool_config.alert_cooldown_minutes, 30) has passed
     age_refusal_memo(clean_db, timedelta(minutes=31))
-    notify.deliver_pending(clean_db, sender)
+    delivery.deliver_pending(clean_db, sender)
     # Then it is logged once more
     assert len(refusal_logs(caplog, "token_revoked")) == 2
     assert TOKEN not in caplog.text
 
 
 def test_refused_messages_are_delivered_exactly_once_in_order_once_slack_accepts_again(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender, caplog: LogCapture
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender, caplog: LogCapture
 ) -> None:
     # Given eight messages of both canais queued while the token is revoked, tried twice
     slack.refuse_with = "token_revoked"
     texts = [f"mudança {n}" for n in range(8)]
     queue(clean_db, *[("alertas" if n % 2 else "operacoes", t) for n, t in enumerate(texts)])
     for _ in range(2):
-        notify.deliver_pending(clean_db, sender)
+        delivery.deliver_pending(clean_db, sender)
         make_due(clean_db)
     # When ops fix the token and the deliverer runs after the back-off
     slack.refuse_with = None
-    result = notify.deliver_pending(clean_db, sender)
-    again = notify.deliver_pending(clean_db, sender)
+    result = delivery.deliver_pending(clean_db, sender)
+    again = delivery.deliver_pending(clean_db, sender)
     # Then all eight reached Slack exactly once, in the order they were queued
     assert slack.texts() == texts
     assert (result["status"], result["delivered"], result["pending"]) == ("delivered", 8, 0)
@@ -122,34 +124,34 @@ def test_refused_messages_are_delivered_exactly_once_in_order_once_slack_accepts
 
 
 def test_a_refused_message_is_not_retried_before_its_next_attempt_and_the_wait_grows_capped(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     # Given a refused channel and two queued messages
     slack.refuse_with = "channel_not_found"
     queue(clean_db, ("alertas", "um"), ("alertas", "dois"))
-    notify.deliver_pending(clean_db, sender)
+    delivery.deliver_pending(clean_db, sender)
     first_wait = seconds_until_next_attempt(clean_db)
     # When the deliverer runs again before the back-off has passed
-    again = notify.deliver_pending(clean_db, sender)
+    again = delivery.deliver_pending(clean_db, sender)
     # Then Slack was not called again and nothing changed
     assert slack.calls == 1
     assert again["delivered"] == 0 and again["pending"] == 2
-    assert all(5 < w <= notify.RETRY_BASE.total_seconds() for w in first_wait)
+    assert all(5 < w <= delivery.RETRY_BASE.total_seconds() for w in first_wait)
     # When it keeps being refused, each time after the back-off
     waits = []
     for _ in range(8):
         make_due(clean_db)
-        notify.deliver_pending(clean_db, sender)
+        delivery.deliver_pending(clean_db, sender)
         waits.append(round(max(seconds_until_next_attempt(clean_db))))
     # Then the wait grows and stops at the cap
     assert waits[0] > first_wait[0]
     assert waits == sorted(waits)
-    assert waits[-3:] == [notify.RETRY_CAP.total_seconds()] * 3
+    assert waits[-3:] == [delivery.RETRY_CAP.total_seconds()] * 3
     assert slack.calls == 9
 
 
 def test_a_channel_refusal_holds_that_canal_only_and_keeps_its_order(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     # Given alertas and operacoes messages interleaved, and the alertas channel missing once
     queue(
@@ -161,7 +163,7 @@ def test_a_channel_refusal_holds_that_canal_only_and_keeps_its_order(
     )
     slack.fail_next_with = "channel_not_found"
     # When the deliverer runs
-    result = notify.deliver_pending(clean_db, sender)
+    result = delivery.deliver_pending(clean_db, sender)
     # Then operacoes went out, alertas wait (a2 behind a1, never before it)
     assert slack.texts() == ["o1", "o2"]
     assert (result["status"], result["code"], result["delivered"]) == (
@@ -172,24 +174,24 @@ def test_a_channel_refusal_holds_that_canal_only_and_keeps_its_order(
     assert [r.texto for r in rows(clean_db) if r.delivered_at is None] == ["a1", "a2"]
     # When the channel is back and the back-off has passed
     make_due(clean_db)
-    notify.deliver_pending(clean_db, sender)
+    delivery.deliver_pending(clean_db, sender)
     # Then alertas follow in order
     assert slack.texts() == ["o1", "o2", "a1", "a2"]
 
 
 def test_a_message_queued_during_the_back_off_waits_behind_the_refused_ones(
-    clean_db: sa.Engine, slack: FakeSlack, sender: notify.SlackSender
+    clean_db: sa.Engine, slack: FakeSlack, sender: SlackSender
 ) -> None:
     # Given a refused message in back-off
     slack.refuse_with = "not_in_channel"
     queue(clean_db, ("alertas", "velha"))
-    notify.deliver_pending(clean_db, sender)
+    delivery.deliver_pending(clean_db, sender)
     # When a new one is queued, the bot is invited back, and the deliverer runs before the back-off
     queue(clean_db, ("alertas", "nova"))
     slack.refuse_with = None
-    early = notify.deliver_pending(clean_db, sender)
+    early = delivery.deliver_pending(clean_db, sender)
     make_due(clean_db)
-    notify.deliver_pending(clean_db, sender)
+    delivery.deliver_pending(clean_db, sender)
     # Then the new one did not jump the queue
     assert early["delivered"] == 0
     assert slack.texts() == ["velha", "nova"]
@@ -199,7 +201,7 @@ def test_a_message_queued_during_the_back_off_waits_behind_the_refused_ones(
 def test_a_message_slack_refuses_for_its_own_content_goes_to_the_log_and_the_queue_moves_on(
     clean_db: sa.Engine,
     slack: FakeSlack,
-    sender: notify.SlackSender,
+    sender: SlackSender,
     caplog: LogCapture,
     code: str,
 ) -> None:
@@ -207,7 +209,7 @@ def test_a_message_slack_refuses_for_its_own_content_goes_to_the_log_and_the_que
     queue(clean_db, ("alertas", "chip banido 5511"), ("alertas", "depois"))
     slack.fail_next_with = code
     # When the deliverer runs
-    result = notify.deliver_pending(clean_db, sender)
+    result = delivery.deliver_pending(clean_db, sender)
     # Then that one is in the log at ERROR, whole, and marked so; the next one reached Slack
     assert (result["delivered"], result["fallback"], result["pending"]) == (1, 1, 0)
     assert slack.calls == 2, "the refused message was tried once, not retried"

@@ -13,7 +13,10 @@ from orchestrator.adapters.salvy import SalvyClient
 from orchestrator.dev.salvy_standin import SalvyStandin
 from orchestrator.errors import Rejected, TransientError
 from orchestrator.services import conversations
-from orchestrator.services import intent as provisioning
+from orchestrator.services.cancel import cancel
+from orchestrator.services.intent import ensure_intent, intent_name
+from orchestrator.services.purchase import provision
+from orchestrator.services.reconcile import reconcile
 from orchestrator.store.schema import alert_state, chips, operations, outbox
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 from tests.support.pg_waits import wait_until
@@ -61,7 +64,7 @@ def test_a_purchase_becomes_a_warming_chip_with_its_salvy_number(
 ) -> None:
     # Given an empty pool whose default DDD is 11
     # When one number is provisioned
-    result = provisioning.provision(clean_db, salvy, key())
+    result = provision(clean_db, salvy, key())
     # Then Salvy sold one number, and the pool holds it as a warming chip
     assert result["status"] == "provisioned"
     assert standin.purchases == 1
@@ -88,10 +91,10 @@ def test_a_retry_after_salvy_timed_out_adopts_the_number_instead_of_buying_again
     standin.set_faults(timeout_after_purchase=1, hang_seconds=3)
     purchase = key()
     with pytest.raises(TransientError):
-        provisioning.provision(clean_db, salvy, purchase)
+        provision(clean_db, salvy, purchase)
     assert standin.purchases == 1
     # When the task retries with the same key
-    result = provisioning.provision(clean_db, salvy, purchase)
+    result = provision(clean_db, salvy, purchase)
     # Then the number already bought is adopted: one number, one warming chip
     assert result["status"] == "provisioned"
     assert standin.purchases == 1
@@ -104,9 +107,9 @@ def test_a_redelivered_purchase_that_already_completed_buys_nothing(
 ) -> None:
     # Given a purchase that completed
     purchase = key()
-    first = provisioning.provision(clean_db, salvy, purchase)
+    first = provision(clean_db, salvy, purchase)
     # When the same task is delivered again
-    again = provisioning.provision(clean_db, salvy, purchase)
+    again = provision(clean_db, salvy, purchase)
     # Then it reports the same chip and Salvy sold one number
     assert again == {**again, "status": "provisioned", "chip_id": first["chip_id"], "already": True}
     assert standin.purchases == 1
@@ -117,9 +120,9 @@ def test_an_intent_recorded_by_the_cycle_is_the_one_the_task_completes(
 ) -> None:
     # Given the cycle recorded the intent (DDD 21) before dispatching the task
     purchase = key()
-    intent = provisioning.ensure_intent(clean_db, provisioning.intent_name(purchase), 21, 15)
+    intent = ensure_intent(clean_db, intent_name(purchase), 21, 15)
     # When the task runs with no DDD of its own
-    result = provisioning.provision(clean_db, salvy, purchase)
+    result = provision(clean_db, salvy, purchase)
     # Then it completes that very intent in the DDD it recorded
     assert result["chip_id"] == intent["id"]
     assert chip_row(clean_db, intent["id"]).ddd == 21
@@ -135,7 +138,7 @@ def test_an_out_of_stock_ddd_falls_back_along_the_list_and_records_the_ddd_used(
     # Given DDDs 11 and 21 are sold out and the fallback list is 21, 31
     standin.set_faults(out_of_stock=[11, 21])
     # When a number is provisioned for the default DDD 11
-    result = provisioning.provision(clean_db, salvy, key(), fallback=(21, 31))
+    result = provision(clean_db, salvy, key(), fallback=(21, 31))
     # Then it is bought in 31, and 31 is recorded on the chip and the operation
     assert result["status"] == "provisioned"
     assert chip_row(clean_db, result["chip_id"]).ddd == 31
@@ -153,7 +156,7 @@ def test_every_ddd_out_of_stock_buys_nothing_drops_the_intent_and_alerts(
     standin.set_faults(out_of_stock=[11, 21])
     # When a number is provisioned
     purchase = key()
-    result = provisioning.provision(clean_db, salvy, purchase, fallback=(21,))
+    result = provision(clean_db, salvy, purchase, fallback=(21,))
     # Then nothing is bought, the intent leaves no row behind, and purchases pause
     assert (result["status"], result["code"], result["cause"]) == (
         "rejected",
@@ -166,7 +169,7 @@ def test_every_ddd_out_of_stock_buys_nothing_drops_the_intent_and_alerts(
     # And the failure is logged (with the intent's name) and ops alerted
     (op,) = provision_ops(clean_db)
     assert op.sucesso is False and "estoque" in op.erro and op.chip_id is None
-    assert op.metadata["name"] == provisioning.intent_name(purchase)
+    assert op.metadata["name"] == intent_name(purchase)
     assert op.metadata["intencao"] == result["chip_id"]
     assert len(messages_in(clean_db, "alertas")) == 1
 
@@ -175,7 +178,7 @@ def test_a_bad_ddd_is_rejected_before_any_intent_is_recorded(
     clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
 ) -> None:
     with pytest.raises(Rejected):
-        provisioning.provision(clean_db, salvy, key(), ddd=7)
+        provision(clean_db, salvy, key(), ddd=7)
     assert rows(clean_db, sa.select(chips)) == [] and standin.purchases == 0
 
 
@@ -187,11 +190,11 @@ def test_a_purchase_that_never_started_before_its_deadline_is_not_made(
 ) -> None:
     # Given an intent recorded by the cycle whose deadline passed before any worker took it
     purchase = key()
-    name = provisioning.intent_name(purchase)
-    provisioning.ensure_intent(clean_db, name, 11, 15)
+    name = intent_name(purchase)
+    ensure_intent(clean_db, name, 11, 15)
     expire_intent(clean_db, name)
     # When the task finally runs
-    result = provisioning.provision(clean_db, salvy, purchase)
+    result = provision(clean_db, salvy, purchase)
     # Then nothing is bought (the cycle may already have bought its replacement)
     assert (result["status"], result["code"]) == ("rejected", "expired")
     assert standin.purchases == 0
@@ -202,12 +205,12 @@ def test_a_number_cancelled_at_salvy_under_the_intents_name_is_not_bought_again(
 ) -> None:
     # Given Salvy sold a number under the intent's name and someone cancelled it there
     purchase = key()
-    name = provisioning.intent_name(purchase)
-    provisioning.ensure_intent(clean_db, name, 11, 15)
+    name = intent_name(purchase)
+    ensure_intent(clean_db, name, 11, 15)
     number = salvy.create(11, name)
     salvy.cancel(number.id, "unnecessary")
     # When the task runs
-    result = provisioning.provision(clean_db, salvy, purchase)
+    result = provision(clean_db, salvy, purchase)
     # Then it does not spend money a second time
     assert (result["status"], result["code"]) == ("rejected", "canceled")
     assert standin.purchases == 1
@@ -221,14 +224,12 @@ def test_one_purchase_delivered_twice_at_once_posts_once(
     purchase = key()
     patient = SalvyClient(standin.url, "salvy_test_key", read_timeout=10)
     first: list[dict] = []
-    run = threading.Thread(
-        target=lambda: first.append(provisioning.provision(clean_db, patient, purchase))
-    )
+    run = threading.Thread(target=lambda: first.append(provision(clean_db, patient, purchase)))
     run.start()
     wait_until(lambda: standin.posts == 1)
     # When the same task runs a second time meanwhile (Redis redelivered it, say)
     with pytest.raises(TransientError) as second:
-        provisioning.provision(clean_db, salvy, purchase)
+        provision(clean_db, salvy, purchase)
     run.join(10)
     patient.close()
     # Then only the first run called POST; the second looked the name up and retries later
@@ -236,7 +237,7 @@ def test_one_purchase_delivered_twice_at_once_posts_once(
     assert first[0]["status"] == "provisioned"
     assert (second.value.retry_after or 0) >= 30  # Salvy's list has had time to show it
     # And its retry finds the purchase done
-    again = provisioning.provision(clean_db, salvy, purchase)
+    again = provision(clean_db, salvy, purchase)
     assert (again["status"], again["already"]) == ("provisioned", True)
     assert len(chips_in(clean_db, "warming")) == 1
 
@@ -248,12 +249,12 @@ def test_after_a_timeout_nobody_buys_again_before_salvy_could_list_the_number(
     standin.set_faults(post_delay=2.5)
     purchase = key()
     with pytest.raises(TransientError) as timed_out:
-        provisioning.provision(clean_db, salvy, purchase)
+        provision(clean_db, salvy, purchase)
     # Then the retry is due only once Salvy had time to list the number
     assert (timed_out.value.retry_after or 0) >= 30
     # When the task is delivered again before that (the number is not listed yet)
     with pytest.raises(TransientError):
-        provisioning.provision(clean_db, salvy, purchase)
+        provision(clean_db, salvy, purchase)
     # Then that run did not buy
     assert standin.posts == 1
     # When the wait is over (Salvy lists the number now) and the retry runs
@@ -261,10 +262,10 @@ def test_after_a_timeout_nobody_buys_again_before_salvy_could_list_the_number(
     with clean_db.begin() as conn:
         conn.execute(
             sa.update(chips)
-            .where(chips.c.provisioning_name == provisioning.intent_name(purchase))
+            .where(chips.c.provisioning_name == intent_name(purchase))
             .values(provisioning_lease_until=sa.func.now() - timedelta(seconds=1))
         )
-    result = provisioning.provision(clean_db, salvy, purchase)
+    result = provision(clean_db, salvy, purchase)
     # Then it adopts that number: one POST, one number, one warming chip
     assert result["status"] == "provisioned"
     assert standin.posts == standin.purchases == 1
@@ -278,12 +279,12 @@ def test_a_stuck_intent_salvy_has_is_adopted(
     clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
 ) -> None:
     # Given an intent past its deadline whose purchase did happen at Salvy
-    name = provisioning.intent_name(key())
-    intent = provisioning.ensure_intent(clean_db, name, 11, 15)
+    name = intent_name(key())
+    intent = ensure_intent(clean_db, name, 11, 15)
     number = salvy.create(11, name)
     expire_intent(clean_db, name)
     # When the purchases are reconciled
-    result = provisioning.reconcile(clean_db, salvy)
+    result = reconcile(clean_db, salvy)
     # Then the number is adopted as a warming chip, and not reported as unknown
     assert (result["adopted"], result["failed"], result["unknown"]) == (1, 0, 0)
     chip = chip_row(clean_db, intent["id"])
@@ -295,11 +296,11 @@ def test_a_stuck_intent_salvy_never_heard_of_is_failed_and_alerted(
     clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
 ) -> None:
     # Given an intent past its deadline that Salvy has no number for
-    name = provisioning.intent_name(key())
-    intent = provisioning.ensure_intent(clean_db, name, 11, 15)
+    name = intent_name(key())
+    intent = ensure_intent(clean_db, name, 11, 15)
     expire_intent(clean_db, name)
     # When the purchases are reconciled
-    result = provisioning.reconcile(clean_db, salvy)
+    result = reconcile(clean_db, salvy)
     # Then the intent is failed (no longer counted in flight, no row left), logged and alerted
     assert (result["adopted"], result["failed"]) == (0, 1)
     assert rows(clean_db, sa.select(chips).where(chips.c.id == intent["id"])) == []
@@ -312,8 +313,8 @@ def test_a_stuck_intent_salvy_never_heard_of_is_failed_and_alerted(
 def test_an_intent_not_yet_past_its_deadline_is_left_alone(
     clean_db: sa.Engine, salvy: SalvyClient
 ) -> None:
-    intent = provisioning.ensure_intent(clean_db, provisioning.intent_name(key()), 11, 15)
-    result = provisioning.reconcile(clean_db, salvy)
+    intent = ensure_intent(clean_db, intent_name(key()), 11, 15)
+    result = reconcile(clean_db, salvy)
     assert (result["adopted"], result["failed"]) == (0, 0)
     assert chip_row(clean_db, intent["id"]).status == "provisioning"
 
@@ -322,14 +323,14 @@ def test_a_purchase_that_lands_after_its_intent_failed_is_adopted_not_orphaned(
     clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
 ) -> None:
     # Given an intent reconciled as failed (its row dropped) while its purchase was on its way
-    name = provisioning.intent_name(key())
-    intent = provisioning.ensure_intent(clean_db, name, 11, 15)
+    name = intent_name(key())
+    intent = ensure_intent(clean_db, name, 11, 15)
     expire_intent(clean_db, name)
-    provisioning.reconcile(clean_db, salvy)
+    reconcile(clean_db, salvy)
     assert rows(clean_db, sa.select(chips)) == []
     number = salvy.create(11, name)
     # When the next reconciliation runs
-    result = provisioning.reconcile(clean_db, salvy)
+    result = reconcile(clean_db, salvy)
     # Then the paid-for number is adopted under its intent rather than left unused
     assert (result["adopted"], result["unknown"]) == (1, 0)
     chip = chip_row(clean_db, intent["id"])
@@ -349,8 +350,8 @@ def test_numbers_salvy_bills_without_a_chip_are_alerted_once_and_never_cancelled
     ours = salvy.create(11, "ours")
     make_chip(clean_db, "active", salvy_id=ours.id, telefone=ours.phone_number)
     # When reconciliation runs twice
-    first = provisioning.reconcile(clean_db, salvy)
-    second = provisioning.reconcile(clean_db, salvy)
+    first = reconcile(clean_db, salvy)
+    second = reconcile(clean_db, salvy)
     # Then ops get one alert naming both strays, and nothing is cancelled at Salvy
     assert first["unknown"] == second["unknown"] == 2
     (alert,) = messages_in(clean_db, "alertas")
@@ -364,11 +365,11 @@ def test_a_number_being_bought_right_now_is_not_reported_as_unknown(
     clean_db: sa.Engine, salvy: SalvyClient
 ) -> None:
     # Given a purchase in flight whose number Salvy already lists
-    name = provisioning.intent_name(key())
-    provisioning.ensure_intent(clean_db, name, 11, 15)
+    name = intent_name(key())
+    ensure_intent(clean_db, name, 11, 15)
     salvy.create(11, name)
     # When reconciliation runs before the deadline
-    result = provisioning.reconcile(clean_db, salvy)
+    result = reconcile(clean_db, salvy)
     # Then it is not reported
     assert result["unknown"] == 0 and messages_in(clean_db, "alertas") == []
 
@@ -378,11 +379,11 @@ def test_a_second_number_under_a_completed_purchases_name_is_reported(
 ) -> None:
     # Given a completed purchase, and a second number Salvy sold under the same name
     purchase = key()
-    provisioning.provision(clean_db, salvy, purchase)
-    salvy.create(11, provisioning.intent_name(purchase))
+    provision(clean_db, salvy, purchase)
+    salvy.create(11, intent_name(purchase))
     # When reconciliation runs
     # Then the double purchase is reported to ops
-    assert provisioning.reconcile(clean_db, salvy)["unknown"] == 1
+    assert reconcile(clean_db, salvy)["unknown"] == 1
 
 
 # -- cancel --------------------------------------------------------------------------------------------
@@ -398,7 +399,7 @@ def test_cancel_releases_the_number_with_the_reason_for_its_state(
     number = salvy.create(11, "x")
     chip = make_chip(clean_db, status, salvy_id=number.id, telefone=number.phone_number)
     # When it is cancelled
-    result = provisioning.cancel(clean_db, salvy, chip)
+    result = cancel(clean_db, salvy, chip)
     # Then Salvy gets that reason, and the chip is cancelled with a cancel operation
     assert result["salvy_reason"] == reason
     assert standin.cancellations == [(number.id, reason)]
@@ -413,7 +414,7 @@ def test_an_active_chip_is_not_cancelled(
     number = salvy.create(11, "x")
     chip = make_chip(clean_db, "active", salvy_id=number.id, telefone=number.phone_number)
     with pytest.raises(Rejected):
-        provisioning.cancel(clean_db, salvy, chip)
+        cancel(clean_db, salvy, chip)
     assert standin.cancellations == [] and chip_row(clean_db, chip).status == "active"
 
 
@@ -433,7 +434,7 @@ def test_a_chip_with_open_conversations_is_not_cancelled_and_salvy_is_not_called
     add_conversations(clean_db, chip, 1)
     # When ops ask to cancel it
     with pytest.raises(Rejected) as caught:
-        provisioning.cancel(clean_db, salvy, chip)
+        cancel(clean_db, salvy, chip)
     # Then it is refused, Salvy got no DELETE, and nothing changed
     assert caught.value.code == "has_conversations"
     assert standin.cancellations == [] and standin.numbers[number.id]["status"] == "active"
@@ -467,7 +468,7 @@ def test_a_conversation_arriving_during_the_salvy_call_stops_the_cancel_until_it
     racing = RouterDuringCancel(standin.url, clean_db, chip)
     # When it is cancelled
     with pytest.raises(Rejected) as caught:
-        provisioning.cancel(clean_db, racing, chip)
+        cancel(clean_db, racing, chip)
     # Then the re-check under the row lock refuses: the chip is not marked cancelled
     assert caught.value.code == "has_conversations"
     assert "already released at Salvy" in caught.value.reason
@@ -475,7 +476,7 @@ def test_a_conversation_arriving_during_the_salvy_call_stops_the_cancel_until_it
     assert rows(clean_db, sa.select(operations)) == []
     # And once the conversation has moved, cancelling again completes (Salvy: already done)
     assert conversations.migrate_conversations(clean_db, chip)["target_id"] == target
-    assert provisioning.cancel(clean_db, plain, chip)["status"] == "cancelled"
+    assert cancel(clean_db, plain, chip)["status"] == "cancelled"
     assert standin.cancellations == [(number.id, "unnecessary")]
     assert chip_row(clean_db, chip).status == "cancelled"
     plain.close()
@@ -486,5 +487,5 @@ def test_provisioning_respects_the_configured_default_ddd(
     clean_db: sa.Engine, salvy: SalvyClient
 ) -> None:
     set_config(clean_db, default_ddd=47)
-    result = provisioning.provision(clean_db, salvy, key())
+    result = provision(clean_db, salvy, key())
     assert chip_row(clean_db, result["chip_id"]).ddd == 47

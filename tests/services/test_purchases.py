@@ -1,6 +1,6 @@
 """Failing purchases back off: cycles against a Salvy stand-in that sells nothing or refuses us.
 
-Each "cycle" here is what beat and the workers do once a minute: runner.run_cycle, then every
+Each "cycle" here is what beat and the workers do once a minute: dispatch.run_cycle, then every
 provision_chip task it dispatched. A minute passing is simulated by moving the back-off and the
 alert cool-downs one minute into the past, so ten cycles take a second, not ten minutes.
 """
@@ -13,16 +13,16 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from orchestrator import task_names
 from orchestrator.adapters.salvy import SalvyClient
 from orchestrator.dev.salvy_standin import DEFAULT_STOCK, SalvyStandin
-from orchestrator.domain.status import pool_status
 from orchestrator.errors import Rejected
-from orchestrator.services import cycle
-from orchestrator.services import dispatch as runner
-from orchestrator.services import intent as provisioning
+from orchestrator.services import cycle, dispatch
+from orchestrator.services.cycle import pool_status
+from orchestrator.services.purchase import provision
 from orchestrator.store.schema import chips, operations, outbox
-from tests.services.test_cycle import Broker
 from tests.factories import set_config
+from tests.services.test_cycle import Broker
 
 pytestmark = pytest.mark.db
 
@@ -60,12 +60,12 @@ def run_cycle_and_tasks(engine: sa.Engine, client: redis.Redis, salvy: SalvyClie
     """One cycle and the purchases it dispatched, as the workers would run them."""
     broker = Broker()
     client.delete("chiporch:cycle:slot")  # a minute is a new period (for the old period slot)
-    runner.run_cycle(engine, client, broker, period_seconds=60)
+    dispatch.run_cycle(engine, client, broker, period_seconds=60)
     outcomes = []
     for name, _, task_id in broker.sent:
-        if name == runner.PROVISION:
+        if name == task_names.PROVISION:
             try:
-                outcomes.append(provisioning.provision(engine, salvy, task_id))
+                outcomes.append(provision(engine, salvy, task_id))
             except Rejected as error:  # an older provision() raised some refusals
                 outcomes.append({"status": "rejected", "code": error.code})
     return outcomes
@@ -203,7 +203,7 @@ def test_without_salvy_the_cycle_records_no_intents_says_so_and_alerts_once(
 ) -> None:
     # When cycles run with auto_provision on but no SALVY_API_URL
     results = [
-        runner.run_cycle(pool, redis_client, Broker(), period_seconds=60, salvy_configured=False)
+        dispatch.run_cycle(pool, redis_client, Broker(), period_seconds=60, salvy_configured=False)
         for _ in range(3)
     ]
     # Then no intent is recorded (none could ever settle), and ops are told once
@@ -225,11 +225,11 @@ def test_a_redelivered_task_of_a_failed_purchase_does_not_buy(
     # Given a purchase that failed (out of stock) and left no row
     standin.set_faults(out_of_stock=list(DEFAULT_STOCK))
     key = "redelivered-purchase"
-    assert provisioning.provision(pool, salvy, key)["status"] == "rejected"
+    assert provision(pool, salvy, key)["status"] == "rejected"
     assert count(pool, sa.select(sa.func.count()).select_from(chips)) == 0
     # When stock is back and the same task is delivered again
     standin.set_faults(out_of_stock=[])
-    again = provisioning.provision(pool, salvy, key)
+    again = provision(pool, salvy, key)
     # Then it buys nothing and records no intent
     assert again["status"] == "failed" and again["already"] is True
     assert standin.posts == 0

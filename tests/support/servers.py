@@ -1,6 +1,6 @@
 """The servers a test run talks to: DATABASE_URL / REDIS_URL, or the embedded ones under .data/.
 
-Resolution follows the product's rule (orchestrator.bootstrap): embedded servers are started only
+Resolution follows the product's rule (orchestrator.app.bootstrap): embedded servers are started only
 under ORCHESTRATOR_EMBEDDED=1 (what `make test` sets when the URLs are unset) and reused when a
 demo left them running. What the run started, it stops at the end (tests/conftest.py calls
 `stop_started` from pytest_sessionfinish); servers that were running before it are left alone.

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.adapters.slack import SlackSender
+from orchestrator.app import bootstrap
 from orchestrator.dev.salvy_standin import SalvyStandin
-from orchestrator.services import delivery as notify
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import TOKEN, settings_for
 
@@ -23,10 +24,10 @@ def slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def sender(slack: FakeSlack) -> notify.SlackSender:
+def sender(slack: FakeSlack) -> SlackSender:
     """The real Slack sender, pointed at the fake."""
-    built = notify.build_sender(settings_for(slack.base_url))
-    assert isinstance(built, notify.SlackSender)
+    built = bootstrap.build_sender(settings_for(slack.base_url))
+    assert isinstance(built, SlackSender)
     return built
 
 

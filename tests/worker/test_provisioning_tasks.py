@@ -19,7 +19,7 @@ from celery import Celery
 
 from orchestrator.adapters.salvy import SalvyClient
 from orchestrator.dev.salvy_standin import SalvyStandin
-from orchestrator.services import intent as provisioning
+from orchestrator.services.intent import ensure_intent, intent_name
 from orchestrator.store.schema import chips, operations, outbox
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.private_stack import base_redis_url, claim_redis_db
@@ -85,8 +85,8 @@ def run(celery_client: Celery, name: str, *args: object, timeout: float = 60) ->
 
 
 def expired_intent(engine: sa.Engine) -> dict:
-    name = provisioning.intent_name(str(uuid.uuid4()))
-    intent = provisioning.ensure_intent(engine, name, 11, 15)
+    name = intent_name(str(uuid.uuid4()))
+    intent = ensure_intent(engine, name, 11, 15)
     with engine.begin() as conn:
         conn.execute(
             sa.update(chips)

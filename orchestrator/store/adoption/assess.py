@@ -2,7 +2,7 @@
 
 `inspect` reads the catalog, adoption_plan.plan (pure) turns it into steps towards migration
 0001, `preflight` finds the rows that break a constraint a step would add. The steps run in
-orchestrator/adoption_run.py; `chip-orchestrator migrate --check` prints this module's report.
+orchestrator/store/adoption/run.py; `chip-orchestrator migrate --check` prints this module's report.
 Nothing here writes.
 """
 
@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from orchestrator.errors import Rejected
 from orchestrator.store.adoption import baseline
-from orchestrator.store.adoption.plan import Catalog, Col, Plan, plan
+from orchestrator.store.adoption.model import Catalog, Col, Plan
+from orchestrator.store.adoption.plan import plan
 
 
 @dataclass(frozen=True)

@@ -1,96 +1,26 @@
 """Adoption, planned: the steps from a catalog to migration 0001's schema (pure, no database).
 
-`plan(catalog)` turns what exists (orchestrator/adoption.py reads it) into steps towards the
-model in baseline.py, each with its phase and how to take it back, and the row checks the
+`plan(catalog)` turns what exists (assess.py reads it) into steps towards the model in
+baseline.py, each with its phase and how to take it back, and the row checks the
 preflight runs before any of them: one per constraint a step adds or validates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-
 from orchestrator.store.adoption import baseline
 from orchestrator.store.adoption.baseline import Table
-
-#: Offending rows listed per constraint (the count is always exact).
-ROW_CAP = 20
-
-#: Step phases, in the order they run.
-LOCKED = "locked"  # one short transaction holding ACCESS EXCLUSIVE on the shared tables
-ONLINE = "online"  # one statement at a time, writers keep going (CONCURRENTLY, VALIDATE)
-FINAL = "final"  # a second short locked transaction (USING INDEX, SET NOT NULL)
-PHASES = (LOCKED, ONLINE, FINAL)
-
-
-@dataclass(frozen=True)
-class Col:
-    """An existing column as the catalog describes it."""
-
-    type: str
-    not_null: bool
-    has_default: bool
-
-
-@dataclass
-class Catalog:
-    """What exists now (current schema): tables, columns, constraints, indexes, trigger."""
-
-    columns: dict[str, dict[str, Col]] = field(default_factory=dict)
-    #: (table, name) -> validated
-    constraints: dict[tuple[str, str], bool] = field(default_factory=dict)
-    primary_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    #: name -> valid
-    indexes: dict[str, bool] = field(default_factory=dict)
-    commented: set[str] = field(default_factory=set)
-    has_function: bool = False
-    has_trigger: bool = False
-    pool_config_rows: int = 0
-    #: Disconnected chips without a since-when (None: the column does not exist yet).
-    unrecorded_disconnections: int | None = None
-    #: Tables this role may not alter (owned by another role) -> their owner.
-    not_owned: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def tables(self) -> set[str]:
-        """Names of the tables that exist."""
-        return set(self.columns)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One change: its SQL, how to take it back, and when it runs (phase)."""
-
-    phase: str
-    table: str
-    what: str
-    sql: str
-    undo: str | None = None
-    #: Can fail on rows (a validation, a unique build): run first among the online steps.
-    early: bool = False
-
-
-@dataclass(frozen=True)
-class RowCheck:
-    """A query for the rows that break `constraint`: (id, values, total count) rows."""
-
-    constraint: str
-    table: str
-    rule: str
-    sql: str
-
-
-@dataclass
-class Plan:
-    """The steps in phase order, the row checks they need, and problems no step can fix."""
-
-    steps: list[Step] = field(default_factory=list)
-    checks: list[RowCheck] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def phase(self, name: str) -> list[Step]:
-        """The steps of one phase, in order."""
-        return [s for s in self.steps if s.phase == name]
+from orchestrator.store.adoption.model import (
+    FINAL,
+    LOCKED,
+    ONLINE,
+    PHASES,
+    Catalog,
+    Plan,
+    RowCheck,
+    Step,
+)
+from orchestrator.store.adoption.rows import rows_where, source
+from orchestrator.store.adoption.trigger import plan_trigger
 
 
 def plan(cat: Catalog) -> Plan:
@@ -117,7 +47,7 @@ def plan(cat: Catalog) -> Plan:
             _plan_create(out, table)
         elif table.columns:
             _plan_table(out, cat, table)
-    _plan_trigger(out, cat)
+    plan_trigger(out, cat)
     if "pool_config" in cat.tables:
         _plan_one_row(out, cat)
     # Stable sort: the order within a phase is kept, row-dependent online steps go first.
@@ -134,37 +64,6 @@ def _plan_create(out: Plan, table: Table) -> None:
         f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM {name}) THEN DROP TABLE {name}; END IF; END $$"
     )
     out.steps.append(Step(LOCKED, name, f"create table {name}", table.create, undo))
-
-
-def _source(table: Table, cat: Catalog) -> str:
-    """The table as a row source, missing columns read as the default they will be added with."""
-    have = cat.columns[table.name]
-    extra = [
-        f", {c.default or 'NULL'}::{c.type} AS {c.name}"
-        for c in table.columns
-        if c.name not in have
-    ]
-    return f"(SELECT t.*{''.join(extra)} FROM {table.name} AS t) AS t"
-
-
-def _row_id(table: Table, cat: Catalog) -> str:
-    return "t.id::text" if "id" in cat.columns[table.name] else "t.ctid::text"
-
-
-def _shows(columns: Sequence[str]) -> str:
-    if not columns:
-        return "''"
-    shown = ", ".join(f"'{c}=' || coalesce(t.{c}::text, 'NULL')" for c in columns)
-    return f"concat_ws(', ', {shown})"
-
-
-def _rows_where(
-    table: Table, cat: Catalog, where: str, shows: Sequence[str], order: str = "1"
-) -> str:
-    return (
-        f"SELECT {_row_id(table, cat)}, {_shows(shows)}, count(*) OVER () FROM {_source(table, cat)}"
-        f" WHERE {where} ORDER BY {order} LIMIT {ROW_CAP}"
-    )
 
 
 def _plan_table(out: Plan, cat: Catalog, table: Table) -> None:
@@ -187,7 +86,7 @@ def _plan_table(out: Plan, cat: Catalog, table: Table) -> None:
                 check.name,
                 name,
                 check.expr,
-                _rows_where(table, cat, f"NOT COALESCE(({check.expr}), true)", check.shows),
+                rows_where(table, cat, f"NOT COALESCE(({check.expr}), true)", check.shows),
             )
         )
         sql = f"ALTER TABLE {name} ADD CONSTRAINT {check.name} CHECK ({check.expr})"
@@ -206,7 +105,7 @@ def _plan_table(out: Plan, cat: Catalog, table: Table) -> None:
         )
         rule = f"{fk.column} REFERENCES {fk.references}(id)"
         out.checks.append(
-            RowCheck(fk.name, name, rule, _rows_where(table, cat, where, (fk.column,)))
+            RowCheck(fk.name, name, rule, rows_where(table, cat, where, (fk.column,)))
         )
         sql = f"ALTER TABLE {name} ADD CONSTRAINT {fk.name} FOREIGN KEY ({fk.column}) REFERENCES {fk.references}(id)"
         _not_valid_then_validate(out, table, fk.name, sql, added=validated is None)
@@ -272,7 +171,7 @@ def _plan_not_null(out: Plan, cat: Catalog, table: Table, column: str) -> None:
     helper = f"{name}_{column}_not_null"
     rule = f"{column} IS NOT NULL"
     out.checks.append(
-        RowCheck(helper, name, rule, _rows_where(table, cat, f"t.{column} IS NULL", ()))
+        RowCheck(helper, name, rule, rows_where(table, cat, f"t.{column} IS NULL", ()))
     )
     set_sql = f"ALTER TABLE {name} ALTER COLUMN {column} SET NOT NULL"
     unset = f"ALTER TABLE {name} ALTER COLUMN {column} DROP NOT NULL"
@@ -333,7 +232,7 @@ def _plan_unique(out: Plan, cat: Catalog, table: Table, unique: baseline.Unique)
         scope = f" AND ({unique.where})" if unique.where else ""
         dupes = (
             f"t.{column} IS NOT NULL{scope} AND t.{column} IN (SELECT t.{column}"
-            f" FROM {_source(table, cat)} WHERE t.{column} IS NOT NULL{scope}"
+            f" FROM {source(table, cat)} WHERE t.{column} IS NOT NULL{scope}"
             f" GROUP BY t.{column} HAVING count(*) > 1)"
         )
         rule = f"{column} unique" + (f" where {unique.where}" if unique.where else "")
@@ -342,7 +241,7 @@ def _plan_unique(out: Plan, cat: Catalog, table: Table, unique: baseline.Unique)
                 unique.name,
                 name,
                 rule,
-                _rows_where(table, cat, dupes, (column,), order=f"t.{column}::text, 1"),
+                rows_where(table, cat, dupes, (column,), order=f"t.{column}::text, 1"),
             )
         )
     where = f" WHERE {unique.where}" if unique.where else ""
@@ -361,62 +260,6 @@ def _plan_unique(out: Plan, cat: Catalog, table: Table, unique: baseline.Unique)
         )
 
 
-def _plan_trigger(out: Plan, cat: Catalog) -> None:
-    if "chips" not in cat.tables:
-        return
-    if not cat.has_function:
-        out.steps.append(
-            Step(
-                LOCKED,
-                "chips",
-                "create function chips_track_disconnection()",
-                baseline.FUNCTION_DDL,
-                "DROP FUNCTION IF EXISTS chips_track_disconnection()",
-            )
-        )
-    if not cat.has_trigger:
-        out.steps.append(
-            Step(
-                LOCKED,
-                "chips",
-                "create trigger chips_track_disconnection (records since when a chip is disconnected)",
-                baseline.TRIGGER_DDL,
-                "DROP TRIGGER IF EXISTS chips_track_disconnection ON chips",
-            )
-        )
-    if cat.unrecorded_disconnections != 0:
-        # Chips already disconnected: since "at least now". Online, after the trigger exists, so
-        # no flip is missed; it writes only the new column (and, through the trigger, updated_at).
-        out.steps.append(
-            Step(
-                ONLINE,
-                "chips",
-                "record evolution_disconnected_at = now() for chips disconnected before adoption",
-                BACKFILL_DISCONNECTED,
-            )
-        )
-
-
-#: In slices of BACKFILL_PAGES pages (a TID range scan each), each committed on its own: a row
-#: another service flips waits for one slice (milliseconds), not for the whole table.
-BACKFILL_PAGES = 500
-BACKFILL_DISCONNECTED = f"""
-DO $$
-DECLARE
-    pages bigint := pg_relation_size('chips') / current_setting('block_size')::int;
-    low bigint := 0;
-BEGIN
-    WHILE low <= pages LOOP
-        UPDATE chips SET evolution_disconnected_at = now()
-         WHERE ctid >= ('(' || low || ',0)')::tid
-           AND ctid < ('(' || (low + {BACKFILL_PAGES}) || ',0)')::tid
-           AND NOT evolution_connected AND evolution_disconnected_at IS NULL;
-        COMMIT;
-        low := low + {BACKFILL_PAGES};
-    END LOOP;
-END $$"""
-
-
 def _plan_one_row(out: Plan, cat: Catalog) -> None:
     has_guard = cat.constraints.get(("pool_config", baseline.ONE_ROW_CHECK)) or cat.indexes.get(
         baseline.ONE_ROW_INDEX
@@ -428,7 +271,7 @@ def _plan_one_row(out: Plan, cat: Catalog) -> None:
                 baseline.ONE_ROW_INDEX,
                 "pool_config",
                 "exactly one row",
-                _rows_where(table, cat, "(SELECT count(*) FROM pool_config) > 1", ()),
+                rows_where(table, cat, "(SELECT count(*) FROM pool_config) > 1", ()),
             )
         )
         out.steps.append(

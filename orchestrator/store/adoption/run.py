@@ -23,7 +23,7 @@ from psycopg import errors as pg_errors
 from orchestrator.errors import TransientError
 from orchestrator.store.adoption import assess as adoption
 from orchestrator.store.adoption.assess import AdoptionBlocked
-from orchestrator.store.adoption.plan import FINAL, LOCKED, ONLINE, Plan, Step
+from orchestrator.store.adoption.model import FINAL, LOCKED, ONLINE, Plan, Step
 
 #: The order the short transactions lock the shared tables in: a table with a foreign key before
 #: the table it references, as another service's INSERT takes them (its RowExclusiveLock, then the

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from orchestrator.app.settings import ROOT
 from orchestrator.ops.cli import build_parser
-from tests.ops.cli.conftest import Cli
 from tests.factories import add_conversations, make_chip, set_config
+from tests.ops.cli.conftest import Cli
 
 pytestmark = pytest.mark.db
 

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from orchestrator.dev.salvy_standin import SalvyStandin
 from orchestrator.store.schema import conversation_chips, operations
-from tests.ops.cli.conftest import Cli
 from tests.factories import add_conversations, chip_row, make_chip
+from tests.ops.cli.conftest import Cli
 from tests.worker.conftest import WorkerProcess
 
 pytestmark = pytest.mark.worker
