@@ -19,9 +19,10 @@ from orchestrator.services import delivery, dispatch
 from orchestrator.store import outbox
 from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, make_chip, set_config
-from tests.ops.conftest import Service, free_port, ops_env, wait_for
+from tests.ops.conftest import Service, free_port, ops_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import TOKEN, make_due, queue, settings_for
+from tests.support.pg_waits import wait_for
 
 pytestmark = pytest.mark.db
 

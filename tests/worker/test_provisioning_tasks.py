@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -22,6 +22,7 @@ from orchestrator.dev.salvy_standin import SalvyStandin
 from orchestrator.services.intent import ensure_intent, intent_name
 from orchestrator.store.schema import chips, operations, outbox
 from tests.factories import chip_row, make_chip, set_config
+from tests.support.pg_waits import wait_for
 from tests.support.private_stack import base_redis_url, claim_redis_db
 from tests.worker.conftest import WorkerProcess
 
@@ -58,15 +59,6 @@ def direct(salvy: SalvyStandin) -> Iterator[SalvyClient]:
     client = SalvyClient(salvy.url, "salvy_test_setup")
     yield client
     client.close()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30, every: float = 0.1) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def count(engine: sa.Engine, table: sa.Table, *where: sa.ColumnElement) -> int:

@@ -7,7 +7,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -16,19 +15,10 @@ from celery import Celery
 from orchestrator.adapters import locks
 from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, chip_row, make_chip, set_config
+from tests.support.pg_waits import wait_for
 from tests.worker.conftest import WorkerProcess
 
 pytestmark = pytest.mark.worker
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20, every: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_task_sent_by_name_from_another_process_is_executed(
