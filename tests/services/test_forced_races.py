@@ -1,6 +1,6 @@
 """The lifecycle races, with the interleaving forced instead of hoped for.
 
-A barrier before the transaction (the concurrency tests of tests/services/test_lifecycle.py) only
+A barrier before the transaction (the concurrency tests of tests/db/test_lifecycle.py) only
 starts threads together: they may still run one after the other, and such a test passes with no
 locking at all. Here the test holds a lock each use case needs at a chosen point of its transaction, waits
 until every competitor is parked on it (pg_stat_activity), then releases it.

@@ -14,10 +14,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from orchestrator import task_names
 from orchestrator.domain.pool import PoolConfig
 from orchestrator.errors import Rejected, TransientError
-from orchestrator.services import cycle, dispatch, lifecycle
+from orchestrator.services import cycle, lifecycle
+from orchestrator.services import dispatch as runner  # kept for the merge of the scale branch
 from orchestrator.store import db
 from orchestrator.store import repository as repo
 from orchestrator.store.schema import chips, operations, outbox
@@ -169,8 +169,8 @@ def test_a_stale_cycle_plan_replaces_no_recovered_chip(
     for _ in range(4):
         make_chip(clean_db, "ready", trust=95)
     broker = Broker()
-    dispatch.run_cycle(clean_db, redis_client, broker, period_seconds=60)
-    planned = [args for name, args, _ in broker.sent if name == task_names.REPLACE]
+    runner.run_cycle(clean_db, redis_client, broker, period_seconds=60)
+    planned = [args for name, args, _ in broker.sent if name == runner.REPLACE]
     assert sorted(planned) == sorted(
         [[c, "low_trust"] for c in low] + [[c, "disconnected"] for c in off]
     )
