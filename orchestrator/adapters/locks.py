@@ -1,4 +1,4 @@
-"""Locks: a Redis lock per chip, a "task queued" marker, and the cycle guard.
+"""Locks: a Redis lock per chip, a "task queued" marker, delivery counts, and the cycle guard.
 
 The Redis ones save work (two workers never start on the same chip); they do not keep the data
 right. That is the database's job (compare-and-set), so a lock lost to a Redis restart or an
@@ -8,7 +8,7 @@ The cycle guard is a PostgreSQL session advisory lock held on a connection of it
 one cycle runs: a second cycle at that moment answers `skipped`, one right after plans. It
 dies with its connection, so a worker killed mid-cycle never leaves it behind. It only saves
 work too: overlapping cycles never buy more than the deficit, because the purchase itself is
-serialised (provisioning.record_intents).
+serialised (services/cycle_purchases.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ PREFIX = "chiporch"
 CHIP_LOCK_TTL = 120
 #: pg_advisory_lock key of the cycle guard (migrations use 727_001, purchases 727_002).
 CYCLE_GUARD_KEY = 727_003
+#: How long a message's delivery count is kept (poison-message detection).
+DELIVERY_COUNT_TTL = 24 * 3600
 
 
 def _redis_call(fn, *args, **kwargs):
@@ -141,3 +143,19 @@ def mark_queued(client: redis.Redis, task: str, chip_id: str, ttl: int) -> bool:
 def clear_queued(client: redis.Redis, task: str, chip_id: str) -> None:
     """The queued task started: the next cycle may queue the chip again if still needed."""
     _redis_call(client.delete, f"{PREFIX}:queued:{task}:{chip_id}")
+
+
+def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int | None:
+    """Count one more delivery of this message (task id, retry); None if Redis does not answer.
+
+    A message whose worker dies on it every time comes back forever (acks_late): past a few
+    deliveries the task base class stops it. Redis down only means the task runs uncounted;
+    the database keeps it safe.
+    """
+    key = f"{PREFIX}:deliveries:{task_id}:{retries}"
+    try:
+        count = client.incr(key)
+        client.expire(key, DELIVERY_COUNT_TTL)
+    except Exception:  # any failure here must not stop the task
+        return None
+    return int(count)

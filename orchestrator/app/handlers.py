@@ -1,7 +1,8 @@
 """What each Celery task does, wired to this process's engine, Redis and clients.
 
-Tasks in tasks/ call exactly one of these. Each takes the chip's Redis lock (non-blocking: a
-busy chip is "skipped", not awaited) around one lifecycle use case.
+Tasks in tasks/ call exactly one of these. Each per-chip one takes the chip's Redis lock
+(non-blocking: a busy chip is "skipped", not awaited) around one use case. The task base class
+also counts deliveries (poison messages) and queues failure alerts through here.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from orchestrator.store.db import transaction
 
 #: One failure alert per task name per cool-down.
 FAILURE_ALERT_COOLDOWN = timedelta(minutes=30)
-#: How long a delivery count is kept (poison-message detection).
-DELIVERY_COUNT_TTL = 24 * 3600
 
 
 def _locked(
@@ -146,14 +145,7 @@ def run_cycle(send: dispatch.Send) -> dict:
 
 def count_delivery(task_id: str, retries: int) -> int | None:
     """How many times this message (task id, retry number) was delivered; None if Redis is down."""
-    client = bootstrap.redis_client()
-    key = f"chiporch:deliveries:{task_id}:{retries}"
-    try:
-        count = client.incr(key)
-        client.expire(key, DELIVERY_COUNT_TTL)
-    except Exception:  # Redis down: let the task run; the database keeps it safe
-        return None
-    return int(count)
+    return locks.count_delivery(bootstrap.redis_client(), task_id, retries)
 
 
 def alert_task_failure(task_name: str, texto: str) -> bool:

@@ -1,8 +1,8 @@
 """Adopting tables other services created: what exists, and which rows block the plan (reads only).
 
-`inspect` reads the catalog, adoption_plan.plan (pure) turns it into steps towards migration
-0001, `preflight` finds the rows that break a constraint a step would add. The steps run in
-orchestrator/store/adoption/run.py; `chip-orchestrator migrate --check` prints this module's report.
+`inspect` reads the catalog, plan.plan (pure) turns it into steps towards migration 0001,
+`preflight` finds the rows that break a constraint a step would add. The steps run in run.py;
+`chip-orchestrator migrate --check` prints this module's report.
 Nothing here writes.
 """
 
