@@ -1,9 +1,8 @@
-"""Buying and releasing numbers: the purchase service on real PostgreSQL against the Salvy stand-in."""
+"""Buying numbers: the purchase service on real PostgreSQL against the Salvy stand-in."""
 
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,49 +11,12 @@ import sqlalchemy as sa
 from orchestrator.adapters.salvy import SalvyClient
 from orchestrator.dev.salvy_standin import SalvyStandin
 from orchestrator.errors import Rejected, TransientError
-from orchestrator.services import conversations
-from orchestrator.services.cancel import cancel
 from orchestrator.services.intent import ensure_intent, intent_name
 from orchestrator.services.purchase import provision
-from orchestrator.services.reconcile import reconcile
-from orchestrator.store.schema import alert_state, chips, operations, outbox
-from tests.factories import add_conversations, chip_row, make_chip, set_config
+from orchestrator.store.schema import chips
+from tests.factories import chip_row, set_config
 from tests.support.pg_waits import wait_until
-
-
-def key() -> str:
-    return str(uuid.uuid4())
-
-
-def rows(engine: sa.Engine, query: sa.Select) -> list[sa.Row]:
-    with engine.connect() as conn:
-        return list(conn.execute(query))
-
-
-def provision_ops(engine: sa.Engine) -> list[sa.Row]:
-    return rows(
-        engine,
-        sa.select(operations).where(operations.c.operacao == "auto_provision"),
-    )
-
-
-def messages_in(engine: sa.Engine, canal: str) -> list[str]:
-    query = sa.select(outbox.c.texto).where(outbox.c.canal == canal).order_by(outbox.c.id)
-    return [r.texto for r in rows(engine, query)]
-
-
-def chips_in(engine: sa.Engine, status: str) -> list[sa.Row]:
-    return rows(engine, sa.select(chips).where(chips.c.status == status))
-
-
-def expire_intent(engine: sa.Engine, name: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.update(chips)
-            .where(chips.c.provisioning_name == name)
-            .values(provisioning_deadline=sa.func.now() - sa.text("interval '1 minute'"))
-        )
-
+from tests.support.purchases import chips_in, expire_intent, key, messages_in, provision_ops, rows
 
 # -- buying ----------------------------------------------------------------------------------------
 
@@ -270,217 +232,6 @@ def test_after_a_timeout_nobody_buys_again_before_salvy_could_list_the_number(
     assert result["status"] == "provisioned"
     assert standin.posts == standin.purchases == 1
     assert len(chips_in(clean_db, "warming")) == 1
-
-
-# -- reconciliation ------------------------------------------------------------------------------------
-
-
-def test_a_stuck_intent_salvy_has_is_adopted(
-    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
-) -> None:
-    # Given an intent past its deadline whose purchase did happen at Salvy
-    name = intent_name(key())
-    intent = ensure_intent(clean_db, name, 11, 15)
-    number = salvy.create(11, name)
-    expire_intent(clean_db, name)
-    # When the purchases are reconciled
-    result = reconcile(clean_db, salvy)
-    # Then the number is adopted as a warming chip, and not reported as unknown
-    assert (result["adopted"], result["failed"], result["unknown"]) == (1, 0, 0)
-    chip = chip_row(clean_db, intent["id"])
-    assert (chip.status, chip.salvy_id) == ("warming", number.id)
-    assert messages_in(clean_db, "alertas") == []
-
-
-def test_a_stuck_intent_salvy_never_heard_of_is_failed_and_alerted(
-    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
-) -> None:
-    # Given an intent past its deadline that Salvy has no number for
-    name = intent_name(key())
-    intent = ensure_intent(clean_db, name, 11, 15)
-    expire_intent(clean_db, name)
-    # When the purchases are reconciled
-    result = reconcile(clean_db, salvy)
-    # Then the intent is failed (no longer counted in flight, no row left), logged and alerted
-    assert (result["adopted"], result["failed"]) == (0, 1)
-    assert rows(clean_db, sa.select(chips).where(chips.c.id == intent["id"])) == []
-    (op,) = provision_ops(clean_db)
-    assert op.sucesso is False and op.metadata["intencao"] == intent["id"]
-    assert len(messages_in(clean_db, "alertas")) == 1
-    assert standin.purchases == 0
-
-
-def test_an_intent_not_yet_past_its_deadline_is_left_alone(
-    clean_db: sa.Engine, salvy: SalvyClient
-) -> None:
-    intent = ensure_intent(clean_db, intent_name(key()), 11, 15)
-    result = reconcile(clean_db, salvy)
-    assert (result["adopted"], result["failed"]) == (0, 0)
-    assert chip_row(clean_db, intent["id"]).status == "provisioning"
-
-
-def test_a_purchase_that_lands_after_its_intent_failed_is_adopted_not_orphaned(
-    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
-) -> None:
-    # Given an intent reconciled as failed (its row dropped) while its purchase was on its way
-    name = intent_name(key())
-    intent = ensure_intent(clean_db, name, 11, 15)
-    expire_intent(clean_db, name)
-    reconcile(clean_db, salvy)
-    assert rows(clean_db, sa.select(chips)) == []
-    number = salvy.create(11, name)
-    # When the next reconciliation runs
-    result = reconcile(clean_db, salvy)
-    # Then the paid-for number is adopted under its intent rather than left unused
-    assert (result["adopted"], result["unknown"]) == (1, 0)
-    chip = chip_row(clean_db, intent["id"])
-    assert (chip.status, chip.salvy_id) == ("warming", number.id)
-    successes = [op for op in provision_ops(clean_db) if op.sucesso]
-    assert successes[0].metadata["adotado_apos_falha"] is True
-
-
-# -- unknown numbers -------------------------------------------------------------------------------------
-
-
-def test_numbers_salvy_bills_without_a_chip_are_alerted_once_and_never_cancelled(
-    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
-) -> None:
-    # Given two numbers at Salvy that no chip holds, and one that a chip holds
-    strays = [salvy.create(11, "bought-by-hand"), salvy.create(21, None)]
-    ours = salvy.create(11, "ours")
-    make_chip(clean_db, "active", salvy_id=ours.id, telefone=ours.phone_number)
-    # When reconciliation runs twice
-    first = reconcile(clean_db, salvy)
-    second = reconcile(clean_db, salvy)
-    # Then ops get one alert naming both strays, and nothing is cancelled at Salvy
-    assert first["unknown"] == second["unknown"] == 2
-    (alert,) = messages_in(clean_db, "alertas")
-    assert all(n.phone_number[-4:] in alert.replace(" ", "").replace("-", "") for n in strays)
-    assert standin.cancellations == []
-    keys = {r.key for r in rows(clean_db, sa.select(alert_state.c.key))}
-    assert keys == {f"salvy_unknown:{n.id}" for n in strays}
-
-
-def test_a_number_being_bought_right_now_is_not_reported_as_unknown(
-    clean_db: sa.Engine, salvy: SalvyClient
-) -> None:
-    # Given a purchase in flight whose number Salvy already lists
-    name = intent_name(key())
-    ensure_intent(clean_db, name, 11, 15)
-    salvy.create(11, name)
-    # When reconciliation runs before the deadline
-    result = reconcile(clean_db, salvy)
-    # Then it is not reported
-    assert result["unknown"] == 0 and messages_in(clean_db, "alertas") == []
-
-
-def test_a_second_number_under_a_completed_purchases_name_is_reported(
-    clean_db: sa.Engine, salvy: SalvyClient
-) -> None:
-    # Given a completed purchase, and a second number Salvy sold under the same name
-    purchase = key()
-    provision(clean_db, salvy, purchase)
-    salvy.create(11, intent_name(purchase))
-    # When reconciliation runs
-    # Then the double purchase is reported to ops
-    assert reconcile(clean_db, salvy)["unknown"] == 1
-
-
-# -- cancel --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("status", "reason"), [("banned", "whatsapp-ban"), ("degraded", "unnecessary")]
-)
-def test_cancel_releases_the_number_with_the_reason_for_its_state(
-    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin, status: str, reason: str
-) -> None:
-    # Given a chip in that state holding a Salvy number
-    number = salvy.create(11, "x")
-    chip = make_chip(clean_db, status, salvy_id=number.id, telefone=number.phone_number)
-    # When it is cancelled
-    result = cancel(clean_db, salvy, chip)
-    # Then Salvy gets that reason, and the chip is cancelled with a cancel operation
-    assert result["salvy_reason"] == reason
-    assert standin.cancellations == [(number.id, reason)]
-    assert chip_row(clean_db, chip).status == "cancelled"
-    (op,) = rows(clean_db, sa.select(operations).where(operations.c.operacao == "cancel"))
-    assert op.metadata["salvy_reason"] == reason
-
-
-def test_an_active_chip_is_not_cancelled(
-    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
-) -> None:
-    number = salvy.create(11, "x")
-    chip = make_chip(clean_db, "active", salvy_id=number.id, telefone=number.phone_number)
-    with pytest.raises(Rejected):
-        cancel(clean_db, salvy, chip)
-    assert standin.cancellations == [] and chip_row(clean_db, chip).status == "active"
-
-
-@pytest.mark.parametrize("status", ["degraded", "banned"])
-def test_a_chip_with_open_conversations_is_not_cancelled_and_salvy_is_not_called(
-    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin, status: str
-) -> None:
-    # Given a replaced chip holding a Salvy number and one open conversation a router left on it
-    number = salvy.create(11, "x")
-    chip = make_chip(
-        clean_db,
-        status,
-        salvy_id=number.id,
-        telefone=number.phone_number,
-        degraded_at=sa.func.now(),
-    )
-    add_conversations(clean_db, chip, 1)
-    # When ops ask to cancel it
-    with pytest.raises(Rejected) as caught:
-        cancel(clean_db, salvy, chip)
-    # Then it is refused, Salvy got no DELETE, and nothing changed
-    assert caught.value.code == "has_conversations"
-    assert standin.cancellations == [] and standin.numbers[number.id]["status"] == "active"
-    assert chip_row(clean_db, chip).status == status
-    assert rows(clean_db, sa.select(operations)) == [] and messages_in(clean_db, "operacoes") == []
-
-
-class RouterDuringCancel(SalvyClient):
-    """The real client; right after Salvy releases the number, a router opens a conversation
-    on the chip (a plain autocommit INSERT from a stale read): the interleaving is forced."""
-
-    def __init__(self, url: str, engine: sa.Engine, chip_id: str) -> None:
-        super().__init__(url, "salvy_test_key", read_timeout=1.0)
-        self.engine, self.chip_id = engine, chip_id
-
-    def cancel(self, number_id: str, reason: str) -> None:
-        super().cancel(number_id, reason)
-        add_conversations(self.engine, self.chip_id, 1)
-
-
-def test_a_conversation_arriving_during_the_salvy_call_stops_the_cancel_until_it_moves(
-    clean_db: sa.Engine, standin: SalvyStandin
-) -> None:
-    # Given a degraded chip with no open conversation, an active chip, and a router that opens
-    # one on it while Salvy is releasing its number
-    standin.reset()
-    plain = SalvyClient(standin.url, "salvy_test_key", read_timeout=1.0)
-    number = plain.create(11, "x")
-    chip = make_chip(clean_db, "degraded", salvy_id=number.id, telefone=number.phone_number)
-    target = make_chip(clean_db, "active")
-    racing = RouterDuringCancel(standin.url, clean_db, chip)
-    # When it is cancelled
-    with pytest.raises(Rejected) as caught:
-        cancel(clean_db, racing, chip)
-    # Then the re-check under the row lock refuses: the chip is not marked cancelled
-    assert caught.value.code == "has_conversations"
-    assert "already released at Salvy" in caught.value.reason
-    assert chip_row(clean_db, chip).status == "degraded"
-    assert rows(clean_db, sa.select(operations)) == []
-    # And once the conversation has moved, cancelling again completes (Salvy: already done)
-    assert conversations.migrate_conversations(clean_db, chip)["target_id"] == target
-    assert cancel(clean_db, plain, chip)["status"] == "cancelled"
-    assert standin.cancellations == [(number.id, "unnecessary")]
-    assert chip_row(clean_db, chip).status == "cancelled"
-    plain.close()
-    racing.close()
 
 
 def test_provisioning_respects_the_configured_default_ddd(
