@@ -1,7 +1,7 @@
 """Migration 0001 as data: what adopting tables other services created must end up with.
 
 Frozen like 0001 itself: a later schema change is a new migration (which must also work on adopted
-tables), never an edit here. tests/store/test_adoption.py compares an adopted database with a fresh
+tables), never an edit here. tests/store/adoption/test_adoption.py compares an adopted database with a fresh
 one at head, so this model cannot drift from 0001 unnoticed.
 """
 
