@@ -110,6 +110,7 @@ def test_adoption_keeps_every_row_and_every_writer_statement(
     assert services.probes and all("id" in r for _, r in services.probes), services.probes
     first_probe = services.probes[0][1]["id"]
     assert scalar(
+        engine,
         "SELECT evolution_disconnected_at IS NOT NULL FROM chips WHERE id = :i",
         i=first_probe,
     )
@@ -117,6 +118,7 @@ def test_adoption_keeps_every_row_and_every_writer_statement(
     untouched = set(before["chips"]) - set(services.flipped)
     assert (
         scalar(
+            engine,
             "SELECT count(*) FROM chips WHERE NOT evolution_connected"
             " AND evolution_disconnected_at IS NULL AND id = ANY(CAST(:ids AS uuid[]))",
             ids=list(untouched),
@@ -208,6 +210,7 @@ def test_our_use_cases_run_on_an_adopted_database(url: str, engine: sa.Engine) -
         assert result["conversas_migradas"] == 3
         assert (
             scalar(
+                engine,
                 "SELECT count(*) FROM orchestrator_operations WHERE chip_id = :c AND operacao = 'auto_replace'",
                 c=old,
             )
