@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # chip-orchestrator: one image for migrate, worker, beat, flower, metrics and the Salvy stand-in.
 #
-# The project is installed *editable* from /app on purpose: orchestrator.settings.ROOT is the
-# package's parent directory, and `chip-orchestrator migrate` reads ROOT/migrations. A plain
+# The project is installed *editable* from /app on purpose: orchestrator.app.settings.ROOT is
+# the package's parent directory, and `chip-orchestrator migrate` reads ROOT/migrations. A plain
 # `pip install .` would move the package into site-packages and lose migrations/.
 
 FROM python:3.12-slim AS build

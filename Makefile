@@ -22,18 +22,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/chip-orchestrator demo
 
-## test: the whole test suite (real PostgreSQL, Redis and Celery workers)
+## test: lint, import contracts, the whole test suite (real PostgreSQL, Redis and Celery workers)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: the benchmarks (figures, not pass/fail); full run: $(BIN)/python -m benchmarks.run_all
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --quick
 
+## lint: ruff, and the architecture's import contracts (pyproject.toml [tool.importlinter])
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .data

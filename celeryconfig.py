@@ -6,8 +6,9 @@ unacknowledged message for different reasons, so the settings that depend on tha
 
 from kombu import Exchange, Queue
 
-from orchestrator import bootstrap
-from orchestrator.settings import WORKER_QUEUES, broker_kind, get_settings
+from orchestrator import task_names as names
+from orchestrator.app import bootstrap
+from orchestrator.app.settings import WORKER_QUEUES, broker_kind, get_settings
 
 _settings = get_settings()
 _cycle = _settings.cycle_seconds
@@ -89,10 +90,7 @@ task_default_queue = "celery"
 # (a quorum `celery` would refuse it: inequivalent x-queue-type), and retry countdowns work as is.
 task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in WORKER_QUEUES)
 task_routes = {
-    "orchestrator.provision_chip": {"queue": "provisioning"},
-    "orchestrator.cancel_chip": {"queue": "provisioning"},
-    "orchestrator.reconcile_provisioning": {"queue": "provisioning"},
-    "orchestrator.deliver_notifications": {"queue": "provisioning"},
+    **{name: {"queue": "provisioning"} for name in names.SLOW_IO},
     "orchestrator.*": {"queue": "orchestrator"},
 }
 
@@ -104,17 +102,17 @@ task_send_sent_event = True
 # Beat: one cycle per period; a tick not started within its period is stale and dropped.
 beat_schedule = {
     "run-cycle": {
-        "task": "orchestrator.run_cycle",
+        "task": names.RUN_CYCLE,
         "schedule": _cycle,
         "options": {"expires": _cycle},
     },
     "deliver-notifications": {
-        "task": "orchestrator.deliver_notifications",
+        "task": names.DELIVER,
         "schedule": 10.0,
         "options": {"expires": 10.0},
     },
     "reconcile-provisioning": {
-        "task": "orchestrator.reconcile_provisioning",
+        "task": names.RECONCILE,
         "schedule": 300.0,
         "options": {"expires": 300.0},
     },

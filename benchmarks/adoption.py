@@ -1,7 +1,7 @@
 """Adopting a big seed-era database while other services write: `python -m benchmarks.adoption`.
 
 Builds the seed's tables (tests/support/seed_era.py) with --chips chips (default 1M) and
-conversations on a third of them, then runs `orchestrator.migrate.upgrade` (adoption, then
+conversations on a third of them, then runs `orchestrator.store.migrate.upgrade` (adoption, then
 0002..0004) while --writers threads send the other services' plain autocommit statements
 (insert a chip, flip evolution_connected, update trust, insert a conversation, update
 pool_config) and time each one. Prints the time of every adoption step, the phases, and the
@@ -17,15 +17,14 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from benchmarks.common import base_urls, describe_machine, median, ms, percentile, print_table
-from orchestrator import migrate
-from orchestrator.adoption_run import Event, Options
+from orchestrator.dev import scratch
+from orchestrator.store import migrate
+from orchestrator.store.adoption.run import Event, Options
 from tests.support import seed_era
 
 STATEMENTS = {
@@ -46,20 +45,9 @@ STATEMENTS = {
 }
 
 
-@contextlib.contextmanager
-def empty_database(base_url: str) -> Iterator[str]:
+def empty_database(base_url: str) -> contextlib.AbstractContextManager[str]:
     """A scratch database with nothing in it (not migrated), dropped afterwards."""
-    base = make_url(base_url)
-    name = f"chiporch_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return scratch.scratch_database(base_url, prefix="chiporch_bench", migrated=False)
 
 
 @dataclass

@@ -8,16 +8,15 @@ import platform
 import statistics
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import redis
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from orchestrator import db, migrate
-from orchestrator.settings import Settings
+from orchestrator.app.settings import Settings
+from orchestrator.dev import scratch
+from orchestrator.store import db
 
 #: Key that marks a Redis DB number as taken by a benchmark run.
 REDIS_CLAIM = "chiporch:bench-claim"
@@ -25,28 +24,15 @@ REDIS_CLAIM = "chiporch:bench-claim"
 
 def base_urls() -> tuple[str, str]:
     """DATABASE_URL and REDIS_URL (falling back to the embedded servers, as the tests do)."""
-    from orchestrator import bootstrap
+    from orchestrator.app import bootstrap
 
     settings = Settings.from_env()
     return bootstrap.database_url(settings), bootstrap.redis_url(settings)
 
 
-@contextlib.contextmanager
-def scratch_database(base_url: str) -> Iterator[str]:
+def scratch_database(base_url: str) -> contextlib.AbstractContextManager[str]:
     """A fresh database on base_url's server, migrated to head, dropped afterwards."""
-    base = make_url(base_url)
-    name = f"chiporch_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return scratch.scratch_database(base_url, prefix="chiporch_bench")
 
 
 @contextlib.contextmanager
@@ -67,7 +53,7 @@ def free_redis_db(base_url: str) -> Iterator[str]:
 
 
 def engine_for(url: str, **kwargs: object) -> sa.Engine:
-    """The same engine the workers build (orchestrator.db.create_engine)."""
+    """The same engine the workers build (orchestrator.store.db.create_engine)."""
     return db.create_engine(url, **kwargs)
 
 

@@ -207,7 +207,7 @@ def results_by_status(redis_url: str) -> dict[str, int]:
 
 def outcome(engine: sa.Engine) -> dict:
     """Replacements committed, and the invariant checker's count."""
-    from orchestrator.checker import find_violations
+    from orchestrator.ops.checker import find_violations
 
     with engine.connect() as conn:
         replaced = conn.execute(

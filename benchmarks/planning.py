@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from benchmarks.common import QueryClock, median, ms, print_table, timed
 from benchmarks.datagen import generate_pool
 from benchmarks.seed_way import seed_cycle
-from orchestrator import cycle
+from orchestrator.services import cycle
 
 
 def explain_ms(

@@ -21,10 +21,13 @@ import redis
 import sqlalchemy as sa
 
 from benchmarks.common import base_urls, engine_for, free_redis_db, print_table, scratch_database
-from orchestrator import locks, provisioning, runner
+from orchestrator import task_names
+from orchestrator.adapters import locks
+from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.dev.salvy_standin import DEFAULT_STOCK, SalvyStandin
 from orchestrator.errors import OrchestratorError
-from orchestrator.salvy import SalvyClient
-from orchestrator.salvy_standin import DEFAULT_STOCK, SalvyStandin
+from orchestrator.services import dispatch
+from orchestrator.services.purchase import provision
 from tests.support.pg_waits import kill_cycle_guard_holder as lose_guard
 from tests.support.pg_waits import waiting_backends as waiting
 
@@ -47,7 +50,7 @@ class Collect:
         self.keys: list[str] = []
 
     def __call__(self, name: str, args: list, task_id: str | None) -> None:
-        if name == runner.PROVISION and task_id:
+        if name == task_names.PROVISION and task_id:
             self.keys.append(task_id)
 
 
@@ -67,7 +70,7 @@ def buy(engine: sa.Engine, standin: SalvyStandin, keys: list[str]) -> None:
     def one(key: str) -> None:
         salvy = SalvyClient(standin.url, "salvy_test_bench", read_timeout=10)
         try:
-            provisioning.provision(engine, salvy, key)
+            provision(engine, salvy, key)
         except OrchestratorError:
             pass
         finally:
@@ -91,7 +94,7 @@ def overlapping_cycles(url: str, client: redis.Redis, standin: SalvyStandin, n: 
         for broker in brokers:
             client.delete("chiporch:cycle:slot")  # the old code's period slot
             thread = threading.Thread(
-                target=runner.run_cycle,
+                target=dispatch.run_cycle,
                 args=(engine, client, broker),
                 kwargs={"period_seconds": 60},
             )
@@ -127,7 +130,7 @@ def failing_cycles(url: str, client: redis.Redis, standin: SalvyStandin, fault: 
     for _ in range(10):
         client.delete("chiporch:cycle:slot")
         broker = Collect()
-        runner.run_cycle(engine, client, broker, period_seconds=60)
+        dispatch.run_cycle(engine, client, broker, period_seconds=60)
         buy(engine, standin, broker.keys)
         a_minute_passes(engine)
     with engine.connect() as conn:

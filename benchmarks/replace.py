@@ -11,7 +11,7 @@ from celery import Celery
 
 from benchmarks.common import QueryClock, median, ms, percentile, print_table
 from benchmarks.datagen import add_chip_with_conversations
-from orchestrator import lifecycle
+from orchestrator.services import lifecycle
 
 
 def moving_conversations(engine: sa.Engine, conversations: int, runs: int) -> dict:

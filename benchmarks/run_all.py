@@ -60,7 +60,7 @@ SELECT (SELECT count(*) FROM (
 def count_violations(engine: sa.Engine) -> tuple[int, str]:
     """The invariant checker's count (orchestrator.checker), or the obvious invariants."""
     try:
-        from orchestrator.checker import find_violations
+        from orchestrator.ops.checker import find_violations
     except ImportError:
         with engine.connect() as conn:
             return conn.execute(sa.text(OBVIOUS_VIOLATIONS)).scalar_one(), "obvious invariants"

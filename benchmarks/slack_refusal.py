@@ -18,7 +18,8 @@ from celery import Celery
 
 from benchmarks import workers
 from benchmarks.common import base_urls, engine_for, free_redis_db, print_table, scratch_database
-from orchestrator import notify, outbox
+from orchestrator.services import delivery
+from orchestrator.store import outbox
 from tests.support.fake_slack import FakeSlack
 
 #: Beat's period for deliver_notifications (celeryconfig.beat_schedule).
@@ -100,7 +101,7 @@ def scenario(
     with engine.connect() as conn:
         fixed_at = conn.execute(sa.text("SELECT now()")).scalar_one()
     slack.refuse_with = None
-    deadline = time.monotonic() + notify.RETRY_CAP.total_seconds() + 4 * TICK_SECONDS
+    deadline = time.monotonic() + delivery.RETRY_CAP.total_seconds() + 4 * TICK_SECONDS
     while counts(engine).pending and time.monotonic() < deadline:
         beat.maybe_tick()
         time.sleep(0.2)

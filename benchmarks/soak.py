@@ -31,10 +31,11 @@ from celery import Celery
 
 from benchmarks.common import base_urls, engine_for, free_redis_db, scratch_database
 from benchmarks.workers import QUEUES, worker_env
-from orchestrator import checker, embedded, simulator
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import chips, conversation_chips, pool_config
-from orchestrator.settings import ROOT, Settings
+from orchestrator.app.settings import ROOT, Settings
+from orchestrator.dev import embedded, simulator
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.ops import checker
+from orchestrator.store.schema import chips, conversation_chips, pool_config
 
 #: A small pool, so every kind of change happens within seconds; no disconnection grace.
 SOAK_CONFIG = {

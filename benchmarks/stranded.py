@@ -3,7 +3,7 @@
 Builds the realistic pool (benchmarks.datagen: N chips, ten conversations each), then leaves open
 conversations on some chips that no longer serve, as a router reading a stale `chips` would, and
 times each candidate form of "which non-active chips hold open conversations" (EXPLAIN ANALYZE,
-server time, median) plus the form the cycle uses (orchestrator.repository.stranded_chip_ids).
+server time, median) plus the form the cycle uses (orchestrator.store.repository.stranded_chip_ids).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 
 from benchmarks.common import base_urls, engine_for, median, ms, print_table, scratch_database
 from benchmarks.datagen import generate_pool, vacuum_analyze
-from orchestrator import repository as repo
+from orchestrator.store import repository as repo
 
 
 def _sql(stmt: sa.Select) -> str:

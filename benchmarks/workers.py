@@ -1,76 +1,54 @@
-"""Real `celery -A tasks worker` subprocesses for the benchmarks, and their memory."""
+"""Real `celery -A tasks worker` subprocesses for the benchmarks, and their memory.
+
+The worker itself is the tests' (orchestrator/dev/worker_process.py); a benchmark's logs to a
+temporary file, removed when it stops, at WARNING.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from celery import Celery
 
-from orchestrator.settings import ROOT, WORKER_QUEUES_ARG
+from orchestrator.app.settings import WORKER_QUEUES_ARG
+from orchestrator.dev.worker_process import WorkerProcess, worker_env
+
+__all__ = ["QUEUES", "Worker", "client", "rss_mib", "running_worker", "worker_env"]
 
 QUEUES = WORKER_QUEUES_ARG
 
 
-def worker_env(database_url: str, redis_url: str) -> dict[str, str]:
-    """The scratch database and Redis DB; no Slack or Salvy (notifications go to the log)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SALVY_"))}
-    env.pop("CELERY_BROKER_URL", None)
-    env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
-    return env
-
-
-class Worker:
+class Worker(WorkerProcess):
     """One worker subprocess (prefork, -c concurrency), logging to a temporary file."""
 
     def __init__(
         self, env: dict[str, str], concurrency: int, extra: Sequence[str] = (), app: str = "tasks"
     ) -> None:
-        self.log_path = Path(tempfile.mkstemp(prefix="bench-worker-", suffix=".log")[1])
-        self._log = self.log_path.open("wb")
-        cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-P", "prefork"]
-        cmd += ["-c", str(concurrency), "-Q", QUEUES, "-n", f"bench-{os.getpid()}@%h"]
-        cmd += ["--without-gossip", "--without-mingle", "-l", "WARNING", *extra]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        log_path = Path(tempfile.mkstemp(prefix="bench-worker-", suffix=".log")[1])
+        super().__init__(
+            env,
+            log_path,
+            concurrency=concurrency,
+            app=app,
+            loglevel="WARNING",
+            extra_args=extra,
+            prefix="bench",
         )
 
     def wait_ready(self, app: Celery, timeout: float = 60) -> None:
-        """Block until the worker answers a ping."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-2000:]}")
-            if app.control.ping(timeout=0.5):
-                return
-        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-2000:]}")
-
-    def children(self) -> list[int]:
-        """Pids of the prefork children."""
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        """Block until the worker answers a ping (a loaded machine may take a minute)."""
+        super().wait_ready(app, timeout)
 
     def rss_mib(self) -> list[float]:
         """Resident memory of each child, MiB."""
         return [rss_mib(pid) for pid in self.children()]
 
     def stop(self, timeout: float = 30) -> None:
-        """Warm shutdown (SIGTERM), then kill if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        """Warm shutdown (SIGTERM), then kill if it hangs; the log file goes."""
+        super().stop(timeout=timeout)
         self.log_path.unlink(missing_ok=True)
 
 

@@ -2,7 +2,7 @@
 
 Two `chip-orchestrator migrate` started at once (two containers, say) take turns instead of
 racing on the same DDL. An unversioned database where other services already created the shared
-tables (chips, conversation_chips, pool_config) is adopted first (orchestrator/adoption_run.py:
+tables (chips, conversation_chips, pool_config) is adopted first (orchestrator/store/adoption/run.py:
 what 0001 would have created is added around their rows) and stamped 0001; the later revisions
 then run as usual, each in its own transaction, so no lock outlives its revision.
 """
@@ -11,11 +11,12 @@ from alembic import context
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool, text
 
-from orchestrator import adoption, adoption_run
+from orchestrator.store.adoption import assess as adoption
+from orchestrator.store.adoption import run as adoption_run
 
 #: Arbitrary, fixed key for pg_advisory_lock; shared by every migrate run.
 MIGRATION_LOCK_KEY = 727_001
-#: What an adopted database is stamped with: orchestrator/baseline.py models this revision.
+#: What an adopted database is stamped with: orchestrator/store/adoption/baseline.py models this revision.
 BASELINE_REVISION = "0001"
 
 config = context.config
@@ -36,7 +37,7 @@ with engine.connect() as connection:
     connection.commit()
     try:
         # DDL on a table other services write waits at most this long for its lock, then fails
-        # and is retried (orchestrator.migrate): it never queues their writes behind a long
+        # and is retried (orchestrator.store.migrate): it never queues their writes behind a long
         # transaction.
         adoption_run.set_lock_timeout(connection, options.lock_timeout_ms, local=False)
         connection.commit()

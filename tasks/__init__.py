@@ -3,7 +3,7 @@
 from celery import Celery
 from celery.signals import worker_process_init
 
-from orchestrator import bootstrap
+from orchestrator.app import bootstrap
 
 app = Celery("chip_orchestrator")
 app.config_from_object("celeryconfig")

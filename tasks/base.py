@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import inspect
 import logging
-from datetime import timedelta
 from typing import Any
 
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from orchestrator import bootstrap, outbox
-from orchestrator.db import transaction
+from orchestrator.app import handlers
 from orchestrator.errors import ConfigError, Rejected, TransientError
 
 log = logging.getLogger(__name__)
 
 #: Deliveries of one message before it is declared poison (a crash each time is not retried).
 MAX_DELIVERIES = 5
-#: One failure alert per task name per cool-down.
-_COOLDOWN = timedelta(minutes=30)
 #: A retry is due at least this long before the broker's visibility timeout: past it, Redis
 #: hands the (unacked, waiting) message to a second worker and the task runs twice.
 RETRY_MARGIN_SECONDS = 60
@@ -77,14 +73,8 @@ class OrchestratorTask(Task):
         task_id = self.request.id
         if not task_id or self.request.is_eager:
             return False
-        client = bootstrap.redis_client()
-        key = f"chiporch:deliveries:{task_id}:{self.request.retries}"
-        try:
-            count = client.incr(key)
-            client.expire(key, 24 * 3600)
-        except Exception:  # Redis down: let the task run; the database keeps it safe
-            return False
-        if count <= MAX_DELIVERIES:
+        count = handlers.count_delivery(task_id, self.request.retries)
+        if count is None or count <= MAX_DELIVERIES:
             return False
         self._alert(f"Tarefa `{self.name}` ({task_id}) derrubou o worker {count - 1} vezes")
         return True
@@ -97,9 +87,6 @@ class OrchestratorTask(Task):
 
     def _alert(self, texto: str) -> None:
         try:
-            with transaction(bootstrap.engine()) as conn:
-                outbox.alert_once(
-                    conn, f"task_failed:{self.name}", f":x: {texto}", cooldown=_COOLDOWN
-                )
+            handlers.alert_task_failure(self.name, texto)
         except Exception:
             log.exception("could not queue the failure alert for %s", self.name)

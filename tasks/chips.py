@@ -1,12 +1,13 @@
-"""Per-chip tasks: thin adapters over orchestrator.handlers."""
+"""Per-chip tasks: thin adapters over orchestrator.app.handlers."""
 
-from orchestrator import handlers
+from orchestrator import task_names as names
+from orchestrator.app import handlers
 from tasks import app
 from tasks.base import OrchestratorTask
 
 
 @app.task(
-    name="orchestrator.replace_chip",
+    name=names.REPLACE,
     base=OrchestratorTask,
     bind=True,
     soft_time_limit=20,
@@ -18,7 +19,7 @@ def replace_chip(self: OrchestratorTask, chip_id: str, reason: str | None = None
 
 
 @app.task(
-    name="orchestrator.promote_warming_to_ready",
+    name=names.PROMOTE_READY,
     base=OrchestratorTask,
     bind=True,
     soft_time_limit=20,
@@ -30,7 +31,7 @@ def promote_warming_to_ready(self: OrchestratorTask, chip_id: str) -> dict:
 
 
 @app.task(
-    name="orchestrator.promote_ready_to_active",
+    name=names.PROMOTE_ACTIVE,
     base=OrchestratorTask,
     bind=True,
     soft_time_limit=20,
@@ -42,7 +43,7 @@ def promote_ready_to_active(self: OrchestratorTask, chip_id: str) -> dict:
 
 
 @app.task(
-    name="orchestrator.provision_chip",
+    name=names.PROVISION,
     base=OrchestratorTask,
     bind=True,
     soft_time_limit=60,
@@ -54,7 +55,7 @@ def provision_chip(self: OrchestratorTask, ddd: int | None = None) -> dict:
 
 
 @app.task(
-    name="orchestrator.cancel_chip",
+    name=names.CANCEL,
     base=OrchestratorTask,
     bind=True,
     soft_time_limit=60,
@@ -66,7 +67,7 @@ def cancel_chip(self: OrchestratorTask, chip_id: str) -> dict:
 
 
 @app.task(
-    name="orchestrator.migrate_conversations",
+    name=names.MIGRATE,
     base=OrchestratorTask,
     bind=True,
     soft_time_limit=20,

@@ -1,6 +1,7 @@
 """Periodic tasks: the cycle, outbox delivery, purchase reconciliation."""
 
-from orchestrator import handlers
+from orchestrator import task_names as names
+from orchestrator.app import handlers
 from tasks import app
 from tasks.base import OrchestratorTask
 
@@ -10,7 +11,7 @@ def _send(name: str, args: list, task_id: str | None) -> None:
 
 
 @app.task(
-    name="orchestrator.run_cycle",
+    name=names.RUN_CYCLE,
     base=OrchestratorTask,
     max_retries=0,  # never retried: the next beat tick is the retry, with a fresh snapshot
     soft_time_limit=30,
@@ -22,7 +23,7 @@ def run_cycle() -> dict:
 
 
 @app.task(
-    name="orchestrator.deliver_notifications",
+    name=names.DELIVER,
     base=OrchestratorTask,
     max_retries=8,
     soft_time_limit=60,
@@ -34,7 +35,7 @@ def deliver_notifications() -> dict:
 
 
 @app.task(
-    name="orchestrator.reconcile_provisioning",
+    name=names.RECONCILE,
     base=OrchestratorTask,
     soft_time_limit=120,
     time_limit=150,

@@ -14,10 +14,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from orchestrator import db, migrate
+from orchestrator.dev.scratch import scratch_database
+from orchestrator.store import db
 from tests.support import servers
+
+#: Fixtures of the local Slack and Salvy stand-ins (slack, sender, standin, salvy), for every group;
+#: tests/worker (and what reuses its fixtures) overrides `salvy` with a module-wide stand-in.
+pytest_plugins = ["tests.support.standins"]
 
 TABLES = (
     "alert_state, notification_outbox, orchestrator_operations, conversation_chips, chips,"
@@ -38,17 +42,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A database of its own for this run, migrated to head, dropped afterwards."""
-    base = make_url(servers.base_database_url())
-    name = f"chiporch_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(servers.base_database_url(), prefix="chiporch_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from orchestrator.schema import chips, conversation_chips
+from orchestrator.store.schema import chips, conversation_chips
 
 _phones = itertools.count(1)
 

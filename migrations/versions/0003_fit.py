@@ -7,7 +7,7 @@ then read by no query and only costs writes, so it goes. Safe to run twice.
 
 Both CONCURRENTLY: on a big chips table other services write to (an adopted one), a plain
 CREATE INDEX would hold their writes for the whole build. A build that failed (lock timeout,
-retried by orchestrator.migrate) leaves an invalid index, dropped before building again.
+retried by orchestrator.store.migrate) leaves an invalid index, dropped before building again.
 
 Revision ID: 0003_fit
 Revises: 0002_outbox

@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import embedded
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
+from orchestrator.dev import embedded
 
 pytestmark = pytest.mark.embedded
 

@@ -6,14 +6,12 @@ asserting that the invariant checker finds nothing.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +19,10 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator import checker
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.settings import ROOT
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.dev.worker_process import LoggedProcess
+from orchestrator.ops import checker
+from tests.support.pg_waits import wait_for
 from tests.support.private_stack import (
     base_redis_url,
     broker_under_test,
@@ -34,17 +33,6 @@ from tests.support.private_stack import (
 from tests.worker.conftest import QUEUES, worker_env
 
 __all__ = ["QUEUES", "worker_env"]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30, every: float = 0.1) -> object:
-    """Poll until predicate() is truthy; fail the test after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def assert_no_violations(engine: sa.Engine) -> None:
@@ -58,23 +46,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Proc:
-    """A `celery -A tasks <worker|beat>` subprocess whose output goes to a log file."""
+class Proc(LoggedProcess):
+    """A `celery -A tasks <worker|beat>` subprocess leading its own process group."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        argv = [sys.executable, "-m", "celery", "-A", "tasks", *args]
+        super().__init__(argv, env, log_path, new_session=True)
 
     def wait_ready(self, timeout: float = 40) -> Proc:
         """Wait for the worker's 'ready.' line."""
@@ -83,21 +60,9 @@ class Proc:
             raise RuntimeError(f"process exited early:\n{self.log()[-3000:]}")
         return self
 
-    def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         """Signal the process and wait; SIGKILL its group if it does not go in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+        return super().stop(sig, timeout)
 
 
 class Cluster:

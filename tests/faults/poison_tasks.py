@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from orchestrator import bootstrap
+from orchestrator.app import bootstrap
 from tasks import app
 from tasks.base import OrchestratorTask
 

@@ -11,12 +11,13 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import chips, outbox
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.store.schema import chips, outbox
 from tests.factories import add_conversations, make_chip, set_config
-from tests.faults.conftest import Cluster, assert_no_violations, wait_for
+from tests.faults.conftest import Cluster, assert_no_violations
 from tests.faults.test_worker_loss import count_ops
 from tests.support.fake_slack import FakeSlack
+from tests.support.pg_waits import wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -11,7 +11,7 @@ import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.salvy_standin import SalvyStandin
+from orchestrator.dev.salvy_standin import SalvyStandin
 from tests.factories import make_chip, set_config
 from tests.faults.conftest import Cluster, RedisServer
 from tests.support.private_stack import celery_client_for

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator import db, migrate
+from orchestrator.store import db, migrate
 from tests.factories import add_conversations, chip_row, make_chip
 from tests.faults.conftest import (
     Cluster,

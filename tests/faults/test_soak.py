@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from benchmarks.soak import KILL_EVERY_STEPS, KillSchedule
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
 
 pytestmark = pytest.mark.faults
 

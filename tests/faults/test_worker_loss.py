@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.schema import operations
+from orchestrator.store.schema import operations
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip
-from tests.faults.conftest import Cluster, assert_no_violations, wait_for
-from tests.support.pg_waits import waiting_backends
+from tests.faults.conftest import Cluster, assert_no_violations
+from tests.support.pg_waits import wait_for, waiting_backends
 
 pytestmark = pytest.mark.faults
 

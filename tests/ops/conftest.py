@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import requests
 
-from orchestrator.settings import ROOT
+from orchestrator.dev.worker_process import LoggedProcess
 
 
 def free_port() -> int:
@@ -31,15 +28,11 @@ def ops_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-class Service:
-    """One long-running subprocess (metrics, Flower); its output goes to a log file."""
+class Service(LoggedProcess):
+    """One long-running `python ARGS` subprocess (metrics, Flower); its output goes to a log file."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        super().__init__([sys.executable, *args], env, log_path)
 
     def wait_http(self, url: str, timeout: float = 30, **kwargs: object) -> requests.Response:
         """Poll url until it answers (any status); fail with the log if the process died."""
@@ -52,29 +45,3 @@ class Service:
             except requests.ConnectionError:
                 time.sleep(0.1)
         raise RuntimeError(f"{url} not answering: {self.log()[-3000:]}")
-
-    def stop(self, timeout: float = 15) -> int:
-        """SIGTERM, then SIGKILL if it does not stop; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20, every: float = 0.1) -> object:
-    """The first truthy value of predicate(), or AssertionError after timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")

@@ -14,9 +14,10 @@ import requests
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.schema import conversation_chips
+from orchestrator.store.schema import conversation_chips
 from tests.factories import add_conversations, chip_row, make_chip
-from tests.ops.conftest import Service, free_port, ops_env, wait_for
+from tests.ops.conftest import Service, free_port, ops_env
+from tests.support.pg_waits import wait_for
 from tests.support.private_stack import broker_url_for
 from tests.worker.conftest import WorkerProcess, running_worker, worker_env
 

@@ -13,12 +13,16 @@ import requests
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator import notify, outbox, runner
-from orchestrator.schema import chips, conversation_chips, operations
+from orchestrator.adapters import cycle_timing
+from orchestrator.app import bootstrap
+from orchestrator.services import delivery, dispatch
+from orchestrator.store import outbox
+from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, make_chip, set_config
-from tests.ops.conftest import Service, free_port, ops_env, wait_for
+from tests.ops.conftest import Service, free_port, ops_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import TOKEN, make_due, queue, settings_for
+from tests.support.pg_waits import wait_for
 
 pytestmark = pytest.mark.db
 
@@ -143,16 +147,16 @@ def test_slack_refusing_the_token_shows_as_pending_age_and_error_code_until_it_a
     slack = FakeSlack(token=TOKEN)
     slack.start()
     try:
-        sender = notify.build_sender(settings_for(slack.base_url))
+        sender = bootstrap.build_sender(settings_for(slack.base_url))
         slack.refuse_with = "token_revoked"
         queue(clean_db, *[("alertas", f"alerta {n}") for n in range(4)])
-        assert notify.deliver_pending(clean_db, sender)["status"] == "refused"
+        assert delivery.deliver_pending(clean_db, sender)["status"] == "refused"
         # When Prometheus scrapes
         refused = next_scrape(metrics)
         # And after Slack accepts again and the back-off has passed
         slack.refuse_with = None
         make_due(clean_db)
-        assert notify.deliver_pending(clean_db, sender)["delivered"] == 4
+        assert delivery.deliver_pending(clean_db, sender)["delivered"] == 4
         accepted = next_scrape(metrics)
     finally:
         slack.stop()
@@ -241,7 +245,7 @@ def test_the_last_cycle_time_and_duration_come_from_the_cycle_itself(
     # Given a cycle that planned and dispatched (its tasks collected instead of sent)
     client = redis.Redis.from_url(redis_url)
     sent: list[str] = []
-    result = runner.run_cycle(
+    result = dispatch.run_cycle(
         clean_db, client, lambda name, args, tid: sent.append(name), period_seconds=1
     )
     client.close()
@@ -258,7 +262,7 @@ def test_a_redis_outage_never_fails_the_cycle_bookkeeping() -> None:
     # Given a Redis client pointing at a port where nothing listens
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
     # When the cycle records its timing, Then nothing is raised
-    runner.record_cycle(dead, 0.25)
+    cycle_timing.record(dead, 0.25)
 
 
 def test_an_unreachable_database_is_reported_not_crashed(

@@ -7,8 +7,10 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import lifecycle, notify, outbox, provisioning, purchasing, status
-from orchestrator.db import transaction
+from orchestrator.services import cycle, cycle_purchases, delivery, lifecycle
+from orchestrator.services.intent import ensure_intent, fail
+from orchestrator.store import outbox
+from orchestrator.store.db import transaction
 from tests.factories import add_conversations, make_chip
 
 pytestmark = pytest.mark.db
@@ -73,16 +75,16 @@ def test_the_documented_grants_are_enough_for_every_use_case(
     assert lifecycle.replace_chip(worker_role, banned)["status"] in ("replaced", "no_ready_chip")
     ready = make_chip(clean_db, "ready", trust=90)
     assert lifecycle.promote_ready_to_active(worker_role, ready)["status"] == "promoted"
-    intent = provisioning.ensure_intent(worker_role, "chiporch-grants", 11, 15)
-    provisioning.fail(worker_role, intent, "teste")
-    assert purchasing.record_intents(worker_role, 1, 15) == []  # paused by that failure
-    assert purchasing.drop_unsent(worker_role, ["never-sent"]) == 0
-    assert status.pool_status(worker_role)["compras"]["estado"] == "pausadas"
+    intent = ensure_intent(worker_role, "chiporch-grants", 11, 15)
+    fail(worker_role, intent, "teste")
+    assert cycle_purchases.record_intents(worker_role, 1, 15) == []  # paused by that failure
+    assert cycle_purchases.drop_unsent(worker_role, ["never-sent"]) == 0
+    assert cycle.pool_status(worker_role)["compras"]["estado"] == "pausadas"
     with transaction(worker_role) as conn:
         outbox.alert_once(conn, "grants", "alerta", cooldown=None)
         outbox.forget_alert(conn, "grants")
-    delivered = notify.deliver_pending(worker_role, _Log())
-    notify.prune_delivered(worker_role)
+    delivered = delivery.deliver_pending(worker_role, _Log())
+    delivery.prune_delivered(worker_role)
     # Then all of it succeeded
     assert delivered["pending"] == 0
 

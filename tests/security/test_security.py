@@ -14,11 +14,12 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.engine import make_url
 
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import operations, outbox
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.store.schema import operations, outbox
 from tests.factories import add_conversations, chip_row, make_chip
-from tests.faults.conftest import Cluster, assert_no_violations, wait_for, worker_env
+from tests.faults.conftest import Cluster, assert_no_violations, worker_env
 from tests.support.fake_slack import FakeSlack
+from tests.support.pg_waits import wait_for
 from tests.support.private_stack import broker_url_for
 
 pytestmark = pytest.mark.worker

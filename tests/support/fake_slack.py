@@ -1,4 +1,4 @@
-"""A real local HTTP server speaking the part of Slack's Web API that notify.py uses.
+"""A real local HTTP server speaking the part of Slack's Web API that adapters/slack.py uses.
 
 Tests point a real slack-sdk WebClient at it (base_url = start()), so the SDK's own request
 encoding, retry handlers and error parsing run exactly as against slack.com.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from orchestrator import outbox
-from orchestrator.schema import outbox as outbox_table
-from orchestrator.settings import Settings
+from orchestrator.app.settings import Settings
+from orchestrator.store import outbox
+from orchestrator.store.schema import outbox as outbox_table
 
 #: The bot token the fake Slack accepts in these tests (never to be seen in a log).
 TOKEN = "xoxb-1111-2222-NeverLogThisToken"

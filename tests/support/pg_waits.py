@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from orchestrator import locks
+from orchestrator.adapters import locks
 
 T = TypeVar("T")
 
@@ -30,17 +30,26 @@ def waiting_backends(engine: sa.Engine) -> int:
 
 
 def wait_until(
-    predicate: Callable[[], T], timeout: float = 20, what: str = "condition not met in time"
+    predicate: Callable[[], T],
+    timeout: float = 20,
+    what: str = "condition not met in time",
+    *,
+    every: float = 0.02,
 ) -> T:
-    """Poll predicate every 20 ms until it returns something truthy, and return that.
+    """Poll predicate every `every` seconds until it returns something truthy, and return that.
 
     AssertionError(what) if it is still falsy after timeout.
     """
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         assert time.monotonic() < deadline, what
-        time.sleep(0.02)
+        time.sleep(every)
     return value
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30, every: float = 0.05) -> T:
+    """wait_until for processes (workers, beat, metrics): a longer timeout, a calmer poll."""
+    return wait_until(predicate, timeout, f"condition not met within {timeout} s", every=every)
 
 
 def kill_cycle_guard_holder(engine: sa.Engine) -> None:

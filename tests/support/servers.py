@@ -1,6 +1,6 @@
 """The servers a test run talks to: DATABASE_URL / REDIS_URL, or the embedded ones under .data/.
 
-Resolution follows the product's rule (orchestrator.bootstrap): embedded servers are started only
+Resolution follows the product's rule (orchestrator.app.bootstrap): embedded servers are started only
 under ORCHESTRATOR_EMBEDDED=1 (what `make test` sets when the URLs are unset) and reused when a
 demo left them running. What the run started, it stops at the end (tests/conftest.py calls
 `stop_started` from pytest_sessionfinish); servers that were running before it are left alone.
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import bootstrap, embedded
+from orchestrator.app import bootstrap
+from orchestrator.app.settings import Settings
+from orchestrator.dev import embedded
 from orchestrator.errors import ConfigError
-from orchestrator.settings import Settings
 
 #: The run's data dir and the pids of the embedded servers running there when it started.
 _BEFORE: dict[str, object] = {}

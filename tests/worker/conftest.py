@@ -3,17 +3,13 @@
 The broker is the module's Redis DB, or with CHIPORCH_TEST_BROKER=amqp a RabbitMQ vhost made for
 it (tests/support/private_stack.py); results and locks are in Redis either way, as in production.
 pytest-celery 1.x needs Docker, which these machines lack, and its fixtures shadow
-celery.contrib.pytest's; so workers are plain subprocesses started the way ops start them.
+celery.contrib.pytest's; so workers are plain subprocesses started the way ops start them
+(orchestrator/dev/worker_process.py, which the benchmarks use too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,8 +18,11 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.settings import ROOT, WORKER_QUEUES_ARG
+from orchestrator.app.settings import WORKER_QUEUES_ARG
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.dev.worker_process import WorkerProcess
+from orchestrator.dev.worker_process import running_worker as start_worker
+from orchestrator.dev.worker_process import worker_env as base_worker_env
 from tests.support.private_stack import broker_url_for, celery_client_for, queue_depths
 
 QUEUES = WORKER_QUEUES_ARG
@@ -31,82 +30,16 @@ QUEUES = WORKER_QUEUES_ARG
 
 def worker_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     """The environment a worker gets: the test database, Redis DB and its broker, nothing else."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SALVY_"))}
-    env.update(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        ORCHESTRATOR_CYCLE_SECONDS="1",
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("CELERY_BROKER_URL", None)
     broker = broker_url_for(redis_url)
-    if broker != redis_url:
-        env["CELERY_BROKER_URL"] = broker
-    env.update(extra)
-    return env
+    own_broker = {"CELERY_BROKER_URL": broker} if broker != redis_url else {}
+    return base_worker_env(
+        database_url, redis_url, ORCHESTRATOR_CYCLE_SECONDS="1", **{**own_broker, **extra}
+    )
 
 
-class WorkerProcess:
-    """One `celery -A tasks worker` subprocess; its log goes to a file for post-mortems."""
-
-    def __init__(
-        self,
-        env: dict[str, str],
-        log_dir: Path,
-        concurrency: int = 4,
-        pool: str = "prefork",
-        queues: str = QUEUES,
-    ) -> None:
-        self.name = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-        self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        self._log = self.log_path.open("wb")
-        cmd = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks",
-            "worker",
-            "-P",
-            pool,
-            "-c",
-            str(concurrency),
-            "-Q",
-            queues,
-            "-n",
-            self.name,
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "INFO",
-        ]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def wait_ready(self, app: Celery, timeout: float = 30) -> None:
-        """Wait until this worker (not just any) answers a ping."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            if app.control.ping(destination=[self.name], timeout=0.5):
-                return
-        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-    def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+def log_file(log_dir: Path) -> Path:
+    """A fresh log file for one worker under log_dir."""
+    return log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
 
 
 @contextlib.contextmanager
@@ -114,12 +47,9 @@ def running_worker(
     env: dict[str, str], log_dir: Path, client: Celery, concurrency: int = 4, queues: str = QUEUES
 ) -> Iterator[WorkerProcess]:
     """Start a worker, wait until it answers a ping, and always stop it afterwards."""
-    proc = WorkerProcess(env, log_dir, concurrency=concurrency, queues=queues)
-    try:
-        proc.wait_ready(client)
+    log_path = log_file(log_dir)
+    with start_worker(env, log_path, client, concurrency=concurrency, queues=queues) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

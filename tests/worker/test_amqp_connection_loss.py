@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.schema import chips, operations
+from orchestrator.store.schema import chips, operations
 from tests.factories import chip_row, make_chip
 from tests.support.pg_waits import wait_until as wait_for
 from tests.support.private_stack import (

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
 from tests.support.pg_waits import wait_until as wait_for
 from tests.support.private_stack import base_redis_url, claim_redis_db, purge_queues
 from tests.worker.conftest import QUEUES, worker_env

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.schema import outbox
+from orchestrator.store.schema import outbox
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip
-from tests.support.pg_waits import wait_until
+from tests.support.pg_waits import wait_for, wait_until
 from tests.worker.conftest import WorkerProcess
 
 pytestmark = pytest.mark.worker
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def outbox_texts(engine: sa.Engine) -> list[str]:

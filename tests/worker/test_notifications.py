@@ -6,19 +6,19 @@ pointing at FakeSlack (a local HTTP server speaking chat.postMessage).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator import outbox as outbox_writes
-from orchestrator.schema import alert_state, chips, outbox
+from orchestrator.store import outbox as outbox_writes
+from orchestrator.store.schema import alert_state, chips, outbox
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import make_due
+from tests.support.pg_waits import wait_for
 from tests.support.private_stack import base_redis_url, claim_redis_db
 from tests.worker.conftest import WorkerProcess
 
@@ -50,15 +50,6 @@ def _slack_up_and_empty(_quiet_worker: None, slack: FakeSlack) -> None:
     slack.down, slack.rate_limit_next, slack.fail_next_with = False, 0, None
     slack.refuse_with = None
     slack.messages.clear()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30, every: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def run(celery_client: Celery, name: str, *args: object, timeout: float = 60) -> dict:

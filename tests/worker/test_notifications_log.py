@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator.schema import outbox
+from orchestrator.store.schema import outbox
 from tests.factories import make_chip
 from tests.worker.conftest import WorkerProcess
 

@@ -10,18 +10,19 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator import provisioning
-from orchestrator.salvy import SalvyClient
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import chips, operations, outbox
+from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.services.intent import ensure_intent, intent_name
+from orchestrator.store.schema import chips, operations, outbox
 from tests.factories import chip_row, make_chip, set_config
+from tests.support.pg_waits import wait_for
 from tests.support.private_stack import base_redis_url, claim_redis_db
 from tests.worker.conftest import WorkerProcess
 
@@ -60,15 +61,6 @@ def direct(salvy: SalvyStandin) -> Iterator[SalvyClient]:
     client.close()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30, every: float = 0.1) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
-
-
 def count(engine: sa.Engine, table: sa.Table, *where: sa.ColumnElement) -> int:
     with engine.connect() as conn:
         return conn.execute(
@@ -85,8 +77,8 @@ def run(celery_client: Celery, name: str, *args: object, timeout: float = 60) ->
 
 
 def expired_intent(engine: sa.Engine) -> dict:
-    name = provisioning.intent_name(str(uuid.uuid4()))
-    intent = provisioning.ensure_intent(engine, name, 11, 15)
+    name = intent_name(str(uuid.uuid4()))
+    intent = ensure_intent(engine, name, 11, 15)
     with engine.begin() as conn:
         conn.execute(
             sa.update(chips)

@@ -8,8 +8,7 @@ every purchase until the test lets go.
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,12 +16,13 @@ import sqlalchemy as sa
 import yaml
 from celery import Celery
 
-from orchestrator.salvy_standin import SalvyStandin
-from orchestrator.schema import chips
-from orchestrator.settings import ROOT
+from orchestrator.app.settings import ROOT
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.store.schema import chips
 from tests.factories import chip_row, make_chip, set_config
+from tests.support.pg_waits import wait_for
 from tests.support.private_stack import base_redis_url, claim_redis_db
-from tests.worker.conftest import WorkerProcess, worker_env
+from tests.worker.conftest import WorkerProcess, log_file, worker_env
 
 pytestmark = pytest.mark.worker
 
@@ -69,7 +69,9 @@ def worker(
     procs: dict[str, WorkerProcess] = {}
     try:
         for name, (queues, concurrency) in compose_workers().items():
-            procs[name] = WorkerProcess(env, log_dir, concurrency=concurrency, queues=queues)
+            procs[name] = WorkerProcess(
+                env, log_file(log_dir), concurrency=concurrency, queues=queues
+            )
         for proc in procs.values():
             proc.wait_ready(celery_client)
         yield procs
@@ -77,15 +79,6 @@ def worker(
         salvy.set_faults(hold_purchases=False)
         for proc in procs.values():
             proc.stop()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def in_flight(engine: sa.Engine) -> int:

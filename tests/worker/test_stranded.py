@@ -16,8 +16,9 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator import checker, db
-from orchestrator.schema import chips, conversation_chips, operations
+from orchestrator.ops import checker
+from orchestrator.store import db
+from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, make_chip, set_config
 from tests.worker.conftest import WorkerProcess
 

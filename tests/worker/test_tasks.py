@@ -7,28 +7,18 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 from celery import Celery
 
-from orchestrator import locks
-from orchestrator.schema import chips, conversation_chips, operations
+from orchestrator.adapters import locks
+from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, chip_row, make_chip, set_config
+from tests.support.pg_waits import wait_for
 from tests.worker.conftest import WorkerProcess
 
 pytestmark = pytest.mark.worker
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20, every: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_task_sent_by_name_from_another_process_is_executed(
@@ -173,7 +163,7 @@ def test_a_cycle_converges_a_broken_pool_to_a_healthy_one(
 def test_a_chip_locked_by_another_worker_is_skipped_not_awaited(
     clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery, redis_client
 ) -> None:
-    from orchestrator.locks import LockSet
+    from orchestrator.adapters.locks import LockSet
 
     chip = make_chip(clean_db, "active", trust=10)
     make_chip(clean_db, "ready", trust=95)

@@ -1,0 +1,1 @@
+"""The outside world, its errors translated into orchestrator.errors: Salvy, Slack, Redis."""

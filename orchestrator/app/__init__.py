@@ -1,0 +1,1 @@
+"""The application: settings from the environment, wiring of real parts, what each task calls."""

@@ -1,0 +1,156 @@
+"""What each Celery task does, wired to this process's engine, Redis and clients.
+
+Tasks in tasks/ call exactly one of these. Each per-chip one takes the chip's Redis lock
+(non-blocking: a busy chip is "skipped", not awaited) around one use case. The task base class
+also counts deliveries (poison messages) and queues failure alerts through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from orchestrator import task_names as names
+from orchestrator.adapters import locks
+from orchestrator.app import bootstrap
+from orchestrator.app.settings import get_settings
+from orchestrator.errors import ConfigError
+from orchestrator.services import (
+    cancel,
+    conversations,
+    delivery,
+    dispatch,
+    lifecycle,
+    purchase,
+    reconcile,
+)
+from orchestrator.store import outbox
+from orchestrator.store import repository as repo
+from orchestrator.store.db import transaction
+
+#: One failure alert per task name per cool-down.
+FAILURE_ALERT_COOLDOWN = timedelta(minutes=30)
+
+
+def _locked(
+    task: str,
+    chip_id: object,
+    action: Callable[[locks.LockSet], dict],
+    owner: str | None = None,
+) -> dict:
+    chip_id = repo.parse_chip_id(chip_id)
+    client = bootstrap.redis_client()
+    locks.clear_queued(client, task, chip_id)
+    with locks.LockSet(client, owner=owner) as held:
+        if not held.acquire(chip_id):
+            return {"status": "skipped", "chip_id": chip_id, "reason": "chip busy in another task"}
+        return action(held)
+
+
+def replace_chip(chip_id: object, reason: object = None, owner: str | None = None) -> dict:
+    """orchestrator.replace_chip: lock the chip, and the ready chip it takes (owner: task id)."""
+    return _locked(
+        names.REPLACE,
+        chip_id,
+        lambda held: lifecycle.replace_chip(
+            bootstrap.engine(), chip_id, reason, claim=held.acquire
+        ),
+        owner,
+    )
+
+
+def promote_warming_to_ready(chip_id: object, owner: str | None = None) -> dict:
+    """orchestrator.promote_warming_to_ready."""
+    return _locked(
+        names.PROMOTE_READY,
+        chip_id,
+        lambda _: lifecycle.promote_warming_to_ready(bootstrap.engine(), chip_id),
+        owner,
+    )
+
+
+def promote_ready_to_active(chip_id: object, owner: str | None = None) -> dict:
+    """orchestrator.promote_ready_to_active."""
+    return _locked(
+        names.PROMOTE_ACTIVE,
+        chip_id,
+        lambda _: lifecycle.promote_ready_to_active(bootstrap.engine(), chip_id),
+        owner,
+    )
+
+
+def cancel_chip(chip_id: object, owner: str | None = None) -> dict:
+    """orchestrator.cancel_chip: release the number at Salvy, then mark it cancelled."""
+    return _locked(
+        names.CANCEL,
+        chip_id,
+        lambda _: cancel.cancel(bootstrap.engine(), bootstrap.salvy_client(), chip_id),
+        owner,
+    )
+
+
+def migrate_conversations(chip_id: object, owner: str | None = None) -> dict:
+    """orchestrator.migrate_conversations: move what is left on a chip that no longer serves."""
+    return _locked(
+        names.MIGRATE,
+        chip_id,
+        lambda _: conversations.migrate_conversations(bootstrap.engine(), chip_id),
+        owner,
+    )
+
+
+def provision_chip(task_id: str, ddd: object = None) -> dict:
+    """orchestrator.provision_chip: the purchase is keyed by the task id (stable on retry)."""
+    settings = get_settings()
+    return purchase.provision(
+        bootstrap.engine(),
+        bootstrap.salvy_client(),
+        task_id,
+        ddd=ddd,
+        fallback=settings.ddd_fallback,
+        deadline_minutes=settings.provisioning_deadline_minutes,
+        settle_seconds=settings.purchase_settle_seconds,
+    )
+
+
+def reconcile_provisioning() -> dict:
+    """orchestrator.reconcile_provisioning: settle stuck purchases, report unknown numbers."""
+    salvy = bootstrap.salvy_client()
+    if salvy is None:
+        raise ConfigError("SALVY_API_URL is not set: nothing to reconcile against")
+    return reconcile.reconcile(bootstrap.engine(), salvy)
+
+
+def deliver_notifications() -> dict:
+    """orchestrator.deliver_notifications: post the outbox (Slack, or the log without a token).
+
+    Answers "delivered", "refused" (Slack refuses our token or a channel: kept pending, with
+    the code) or "busy" (another deliverer is at work).
+    """
+    return delivery.deliver_pending(bootstrap.engine(), bootstrap.sender())
+
+
+def run_cycle(send: dispatch.Send) -> dict:
+    """orchestrator.run_cycle."""
+    settings = get_settings()
+    return dispatch.run_cycle(
+        bootstrap.engine(),
+        bootstrap.redis_client(),
+        send,
+        period_seconds=settings.cycle_seconds,
+        deadline_minutes=settings.provisioning_deadline_minutes,
+        salvy_configured=bool(settings.salvy_api_url),
+    )
+
+
+def count_delivery(task_id: str, retries: int) -> int | None:
+    """How many times this message (task id, retry number) was delivered; None if Redis is down."""
+    return locks.count_delivery(bootstrap.redis_client(), task_id, retries)
+
+
+def alert_task_failure(task_name: str, texto: str) -> bool:
+    """Queue a failure alert for ops, once per task name per cool-down; True if queued."""
+    with transaction(bootstrap.engine()) as conn:
+        return outbox.alert_once(
+            conn, f"task_failed:{task_name}", f":x: {texto}", cooldown=FAILURE_ALERT_COOLDOWN
+        )

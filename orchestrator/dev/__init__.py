@@ -1,0 +1,1 @@
+"""The demo machinery: never imported by a production path (see orchestrator/app/dev_seam.py)."""

@@ -1,0 +1,76 @@
+"""The pool status shape (the seed's obter_status_pool, plus `compras`), from plain data.
+
+The reads behind it are services/cycle.py's `pool_status` (one aggregate query).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from orchestrator.domain.pool import Counts, PoolConfig, PurchaseGate, deficits, health
+
+
+def status_from(
+    config: PoolConfig,
+    counts: Counts,
+    trust_medio: float,
+    *,
+    gate: PurchaseGate | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """The seed's obter_status_pool shape, without the chip lists (plus `compras`)."""
+    need = deficits(config, counts)
+    return {
+        "producao": {
+            "count": counts.active,
+            "min": config.producao_min,
+            "max": config.producao_max,
+        },
+        "ready": {"count": counts.ready, "min": config.ready_min},
+        "warming": {
+            "count": counts.warming,
+            "buffer": config.warmup_buffer,
+            "em_compra": counts.provisioning,
+        },
+        "degraded": {"count": counts.degraded},
+        "saude": health(config, counts),
+        "totais": {
+            "total_chips": counts.warming + counts.ready + counts.active + counts.degraded,
+            "trust_medio": round(trust_medio, 2),
+            "em_voo": counts.provisioning,
+            "banned": counts.banned,
+            "cancelled": counts.cancelled,
+        },
+        "deficits": {"producao": need.producao, "ready": need.ready, "warming": need.warming},
+        "compras": purchases_status(config, gate or PurchaseGate(), now),
+    }
+
+
+def purchases_status(config: PoolConfig, gate: PurchaseGate, now: datetime | None) -> dict:
+    """Whether the cycle may buy: `estado` ativas, pausadas, sem_salvy or desligadas, and why."""
+    paused = now is not None and gate.paused(now)
+    if not config.auto_provision:
+        estado, aviso = "desligadas", None
+    elif not gate.salvy_configured:
+        estado, aviso = (
+            "sem_salvy",
+            "auto_provision on but SALVY_API_URL not set: nothing is bought",
+        )
+    elif paused:
+        until = f"{gate.paused_until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        estado, aviso = "pausadas", f"purchases paused until {until} ({gate.cause})"
+    elif gate.failures:
+        estado = "ativas"
+        aviso = (
+            f"purchases resumed after {gate.failures} failure(s) ({gate.cause}):"
+            " one at a time until one succeeds"
+        )
+    else:
+        estado, aviso = "ativas", None
+    return {
+        "estado": estado,
+        "pausadas_ate": gate.paused_until.isoformat() if paused else None,
+        "causa": gate.cause if gate.failures else None,
+        "falhas_seguidas": gate.failures,
+        "aviso": aviso,
+    }

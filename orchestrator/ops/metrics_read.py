@@ -1,0 +1,95 @@
+"""What the metrics read: a few aggregate queries on PostgreSQL, and the cycle's Redis hash.
+
+Never one row per chip: the metrics process runs beside the workers against production.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+import sqlalchemy as sa
+
+from orchestrator.adapters import cycle_timing
+from orchestrator.domain.pool import STATUSES, health
+from orchestrator.errors import ConfigError
+from orchestrator.store import outbox
+from orchestrator.store import repository as repo
+from orchestrator.store.schema import chips, operations
+
+#: Every operacao the database accepts; exported at zero until the first one happens.
+OPERACOES = (
+    "auto_replace",
+    "auto_provision",
+    "promotion_warming_ready",
+    "promotion_ready_active",
+    "demotion",
+    "migration",
+    "cancel",
+)
+
+
+@dataclass(frozen=True)
+class DatabaseReading:
+    """What one pass over PostgreSQL saw."""
+
+    chips: dict[str, int]
+    trust_mean: float
+    health: str | None  # None when pool_config is missing or invalid
+    operations: dict[tuple[str, str], int]
+    provisioning_overdue: int
+    outbox_pending: int
+    outbox_oldest_seconds: float
+    stranded_conversations: int
+    outbox_last_errors: dict[str, str] = field(default_factory=dict)  # canal -> error code
+    outbox_last_delivered: float | None = None  # unix time
+
+
+@dataclass(frozen=True)
+class CycleReading:
+    """The last planned cycle, from Redis (None fields before the first cycle)."""
+
+    finished_at: float | None = None
+    duration_seconds: float | None = None
+
+
+def read_database(engine: sa.Engine) -> DatabaseReading:
+    """The pool's numbers from aggregate queries only (never one row per chip)."""
+    with engine.connect() as conn:
+        counts, trust = repo.count_by_status(conn)
+        try:
+            pool_health: str | None = health(repo.load_config(conn), counts)
+        except ConfigError:
+            pool_health = None
+        ops = conn.execute(
+            sa.select(operations.c.operacao, operations.c.sucesso, sa.func.count()).group_by(
+                operations.c.operacao, operations.c.sucesso
+            )
+        ).all()
+        overdue = conn.execute(
+            sa.select(sa.func.count()).where(
+                chips.c.status == "provisioning", chips.c.provisioning_deadline < sa.func.now()
+            )
+        ).scalar_one()
+        stranded = repo.stranded_conversations(conn)
+    box = outbox.read_outbox(engine)
+    by_op = {(op, "true"): 0 for op in OPERACOES} | {(op, "false"): 0 for op in OPERACOES}
+    for operacao, sucesso, n in ops:
+        by_op[(operacao, "false" if sucesso is False else "true")] += n
+    return DatabaseReading(
+        chips={s: getattr(counts, s) for s in STATUSES},
+        trust_mean=trust,
+        health=pool_health,
+        operations=by_op,
+        provisioning_overdue=overdue,
+        outbox_pending=box.pending,
+        outbox_oldest_seconds=box.oldest_pending_seconds,
+        outbox_last_errors=box.last_errors,
+        outbox_last_delivered=box.last_delivered_at,
+        stranded_conversations=stranded,
+    )
+
+
+def read_cycle(client: redis.Redis) -> CycleReading:
+    """The last cycle's finish time and duration, as the cycle left them (adapters/cycle_timing)."""
+    return CycleReading(*cycle_timing.read(client))

@@ -1,0 +1,134 @@
+"""Readable terminal output (rich) for status, plan and the demo's live view."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.domain.messages import phone
+from orchestrator.domain.pool import Plan
+
+#: Colour per pool health.
+HEALTH_STYLE = {"saudavel": "bold green", "atencao": "bold yellow", "critico": "bold red"}
+
+
+def status_table(status: dict) -> Table:
+    """Counts per state against their targets."""
+    table = Table(title=f"Pool: [{HEALTH_STYLE[status['saude']]}]{status['saude']}[/]")
+    for column in ("estado", "chips", "alvo"):
+        table.add_column(column, justify="right" if column != "estado" else "left")
+    p, r, w = status["producao"], status["ready"], status["warming"]
+    table.add_row("producao (active)", str(p["count"]), f"min {p['min']} / max {p['max']}")
+    table.add_row("ready", str(r["count"]), f"min {r['min']}")
+    table.add_row("warming", str(w["count"]), f"buffer {w['buffer']}")
+    table.add_row("em compra (provisioning)", str(w["em_compra"]), "conta no buffer")
+    table.add_row("degraded", str(status["degraded"]["count"]), "")
+    table.add_row("banned", str(status["totais"]["banned"]), "")
+    table.caption = f"trust medio (active): {status['totais']['trust_medio']:g}"
+    if notice := purchases_notice(status):
+        table.caption += f"\n[bold yellow]{notice}[/]"
+    return table
+
+
+def purchases_notice(status: dict) -> str | None:
+    """Why purchases are held back ("purchases paused until ... (cause)"), or None."""
+    return (status.get("compras") or {}).get("aviso")
+
+
+def print_status(status: dict, console: Console | None = None) -> None:
+    """Print the status table."""
+    (console or Console()).print(status_table(status))
+
+
+def print_plan(plan: Plan, status: dict, console: Console | None = None) -> None:
+    """Print what the next cycle would do."""
+    console = console or Console()
+    console.print(status_table(status))
+    table = Table(title="Proximo ciclo (nada foi alterado)")
+    table.add_column("acao")
+    table.add_column("chips", justify="right")
+    table.add_column("detalhe")
+    reasons = ", ".join(sorted({r.reason for r in plan.replace}))
+    table.add_row("replace", str(len(plan.replace)), reasons)
+    table.add_row("warming -> ready", str(len(plan.promote_ready)), "")
+    table.add_row("ready -> active", str(len(plan.promote_active)), "")
+    detail = f"deficit warming {plan.deficits.warming}"
+    if notice := purchases_notice(status):
+        detail += f"; {notice}"
+    table.add_row("comprar na Salvy", str(plan.provision), detail)
+    table.add_row("cancelar", str(len(plan.cancel)), "auto_cancel_banned")
+    table.add_row("migrar conversas", str(len(plan.migrate)), "conversas em chips fora de producao")
+    if plan.storm:
+        table.add_row(
+            "[bold red]storm brake[/]", str(len(plan.held_for_storm)), "desconectados mantidos"
+        )
+    console.print(table)
+
+
+#: Colour per operation type in the live view.
+OPERATION_STYLE = {
+    "auto_replace": "bold red",
+    "auto_provision": "cyan",
+    "promotion_warming_ready": "green",
+    "promotion_ready_active": "bold green",
+    "cancel": "magenta",
+}
+
+
+def operations_table(operations: Sequence[Mapping]) -> Table:
+    """The newest orchestrator_operations rows, newest first."""
+    table = Table(title="Ultimas operacoes", expand=True)
+    for column in ("hora", "operacao", "chip", "destino", "motivo"):
+        table.add_column(column, overflow="fold" if column == "motivo" else "ellipsis")
+    for op in operations:
+        style = OPERATION_STYLE.get(op["operacao"], "") if op["sucesso"] else "red"
+        table.add_row(
+            _when(op["created_at"]),
+            f"[{style}]{op['operacao']}[/]" if style else op["operacao"],
+            phone(op["telefone"]) if op["telefone"] else "-",
+            phone(op["telefone_destino"]) if op["telefone_destino"] else "-",
+            op["motivo"] or "",
+        )
+    return table
+
+
+def _when(moment: datetime) -> str:
+    """Time of day for today's operations, day and time for older ones (the seed's history)."""
+    local = moment.astimezone()
+    return f"{local:%H:%M:%S}" if local.date() == date.today() else f"{local:%d/%m %H:%M}"
+
+
+def status_line(status: dict) -> str:
+    """The pool in one plain line (for logs and --no-live)."""
+    p, r, w = status["producao"], status["ready"], status["warming"]
+    notice = purchases_notice(status)
+    return (
+        f"pool {status['saude']}: producao {p['count']} (min {p['min']}, max {p['max']}), "
+        f"ready {r['count']} (min {r['min']}), warming {w['count']} + {w['em_compra']} em compra "
+        f"(buffer {w['buffer']}), degraded {status['degraded']['count']}, "
+        f"banned {status['totais']['banned']}, trust medio {status['totais']['trust_medio']:g}"
+        + (f"; {notice}" if notice else "")
+    )
+
+
+def operation_line(op: Mapping) -> str:
+    """One operation in one plain line."""
+    target = f" -> {phone(op['telefone_destino'])}" if op["telefone_destino"] else ""
+    outcome = "" if op["sucesso"] else " (falhou)"
+    source = phone(op["telefone"]) if op["telefone"] else "-"
+    return f"{op['operacao']}: {source}{target} {op['motivo'] or ''}{outcome}"
+
+
+def live_view(
+    status: dict, operations: Sequence[Mapping], events: Sequence[str], footer: str
+) -> RenderableType:
+    """The demo's screen: pool table, last operations, what the simulator just did."""
+    world = Table(title="Simulador (os outros servicos)", expand=True, show_header=False)
+    world.add_column("evento")
+    for line in events or ["(nada ainda)"]:
+        world.add_row(line)
+    return Group(status_table(status), operations_table(operations), world, Text(footer, "dim"))

@@ -1,0 +1,1 @@
+"""Use cases, one transaction each: lifecycle, purchases, cancels, the cycle, delivery."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: tables, the engine and its transactions, the SQL, the outbox, migrations."""

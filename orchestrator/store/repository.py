@@ -1,0 +1,374 @@
+"""The SQL: aggregate reads, candidate queries, compare-and-set transitions, the operations log.
+
+Every function takes the caller's Connection; the caller owns the transaction (lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from orchestrator.domain.pool import ChipView, Counts, PoolConfig
+from orchestrator.errors import ConfigError, Rejected
+from orchestrator.store.schema import chips, conversation_chips, operations, pool_config
+
+#: Columns a ChipView needs.
+VIEW_COLUMNS = (
+    chips.c.id,
+    chips.c.status,
+    chips.c.trust_score,
+    chips.c.evolution_connected,
+    chips.c.evolution_disconnected_at,
+    chips.c.fase_warmup,
+    chips.c.warming_started_at,
+    chips.c.degraded_at,
+)
+
+
+def parse_chip_id(value: object) -> str:
+    """A canonical UUID string, or Rejected for anything else."""
+    if not isinstance(value, str):
+        raise Rejected(
+            f"chip id must be a UUID string, got {type(value).__name__}", code="malformed"
+        )
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise Rejected(f"malformed chip id {value[:64]!r}", code="malformed") from None
+
+
+def load_config(conn: sa.Connection, *, lock: bool = False) -> PoolConfig:
+    """The pool_config row (FOR UPDATE when lock: serialises changes to the active count)."""
+    stmt = sa.select(pool_config)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        raise ConfigError("pool_config has no row; run `chip-orchestrator migrate`")
+    config = PoolConfig.from_mapping(row)
+    if problems := config.problems():
+        raise ConfigError("pool_config invalid: " + "; ".join(problems))
+    return config
+
+
+def count_by_status(conn: sa.Connection) -> tuple[Counts, float]:
+    """Chips per status and the average trust of active chips, in one aggregate query."""
+    rows = conn.execute(
+        sa.select(chips.c.status, sa.func.count(), sa.func.avg(chips.c.trust_score)).group_by(
+            chips.c.status
+        )
+    ).all()
+    counts = Counts.from_pairs({status: n for status, n, _ in rows})
+    trust = next((float(avg) for status, _, avg in rows if status == "active"), 0.0)
+    return counts, trust
+
+
+def serving_candidates(conn: sa.Connection, config: PoolConfig) -> list[ChipView]:
+    """Active chips with low trust or disconnected, and banned chips not yet handled."""
+    active = sa.and_(
+        chips.c.status == "active",
+        sa.or_(
+            chips.c.trust_score < config.trust_degraded_threshold,
+            sa.not_(chips.c.evolution_connected),
+        ),
+    )
+    banned = sa.and_(chips.c.status == "banned", chips.c.degraded_at.is_(None))
+    rows = conn.execute(sa.select(*VIEW_COLUMNS).where(sa.or_(active, banned))).mappings()
+    return [ChipView(**row) for row in rows]
+
+
+def warming_candidates(conn: sa.Connection, config: PoolConfig) -> list[ChipView]:
+    """Warming chips in phase 'operacao' with enough trust, warmed >= warmup_days (pool.py rechecks).
+
+    The days are whole 24-hour days before the transaction's now(), as pool.warmed_days counts
+    them (hours, not calendar days, so a DST change in the session's time zone cannot shift it).
+    """
+    warmed_before = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 24 * config.warmup_days)
+    stmt = sa.select(*VIEW_COLUMNS).where(
+        chips.c.status == "warming",
+        chips.c.fase_warmup == "operacao",
+        chips.c.trust_score >= config.trust_min_for_ready,
+        chips.c.warming_started_at <= warmed_before,
+    )
+    return [ChipView(**row) for row in conn.execute(stmt).mappings()]
+
+
+def ready_ranked(conn: sa.Connection, config: PoolConfig, limit: int) -> list[ChipView]:
+    """Ready chips fit to serve, best first (highest trust, then longest ready): replace's order."""
+    stmt = (
+        sa.select(*VIEW_COLUMNS)
+        .where(*fit_ready_clauses(config))
+        .order_by(chips.c.trust_score.desc(), chips.c.ready_at)
+        .limit(limit)
+    )
+    return [ChipView(**row) for row in conn.execute(stmt).mappings()]
+
+
+def cancellable_banned(conn: sa.Connection, limit: int = 100) -> list[str]:
+    """Banned chips already replaced, still holding a number."""
+    stmt = (
+        sa.select(chips.c.id)
+        .where(chips.c.status == "banned", chips.c.degraded_at.is_not(None))
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def get_chip(conn: sa.Connection, chip_id: str, *, lock: bool = False) -> Mapping:
+    """One chip row (FOR UPDATE when lock), or Rejected if unknown."""
+    stmt = sa.select(chips).where(chips.c.id == chip_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        raise Rejected(f"unknown chip {chip_id}", code="unknown_chip")
+    return row
+
+
+def find_chip_id(conn: sa.Connection, ref: str) -> str:
+    """Resolve a chip id or a phone number (digits, with or without +55) to a chip id."""
+    try:
+        return parse_chip_id(ref)
+    except Rejected:
+        pass
+    digits = "".join(ch for ch in ref if ch.isdigit())
+    if len(digits) < 10:
+        raise Rejected(f"{ref[:64]!r} is neither a chip id nor a phone number", code="malformed")
+    candidates = {digits, "55" + digits}
+    stmt = sa.select(chips.c.id).where(
+        sa.func.regexp_replace(chips.c.telefone, r"\D", "", "g").in_(candidates)
+    )
+    found = list(conn.execute(stmt).scalars())
+    if len(found) != 1:
+        raise Rejected(f"no single chip with phone number {ref[:32]}", code="unknown_chip")
+    return found[0]
+
+
+def best_ready(conn: sa.Connection, config: PoolConfig, exclude: Sequence[str]) -> Mapping | None:
+    """Lock the best ready chip fit to serve that nobody else holds (FOR UPDATE SKIP LOCKED)."""
+    stmt = (
+        sa.select(chips)
+        .where(*fit_ready_clauses(config), chips.c.id.not_in(exclude))
+        .order_by(chips.c.trust_score.desc(), chips.c.ready_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def least_loaded_healthy_active(
+    conn: sa.Connection, config: PoolConfig, exclude: str
+) -> Mapping | None:
+    """Lock the connected, trusted active chip with the fewest active conversations."""
+    load = (
+        sa.select(sa.func.count())
+        .where(conversation_chips.c.chip_id == chips.c.id, conversation_chips.c.active)
+        .scalar_subquery()
+    )
+    stmt = (
+        sa.select(chips)
+        .where(
+            chips.c.status == "active",
+            chips.c.evolution_connected,
+            chips.c.trust_score >= config.trust_degraded_threshold,
+            chips.c.id != exclude,
+        )
+        .order_by(load, chips.c.trust_score.desc())
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def transition(
+    conn: sa.Connection, chip_id: str, expected: Sequence[str], **values: object
+) -> Mapping | None:
+    """Compare-and-set: UPDATE chips .. WHERE id = :id AND status IN :expected RETURNING *."""
+    stmt = (
+        sa.update(chips)
+        .where(chips.c.id == chip_id, chips.c.status.in_(expected))
+        .values(**values, updated_at=sa.func.now())
+        .returning(chips)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def move_conversations(conn: sa.Connection, source: str, target: str, now: datetime) -> int:
+    """Move every active conversation of source to target in one statement."""
+    result = conn.execute(
+        sa.update(conversation_chips)
+        .where(conversation_chips.c.chip_id == source, conversation_chips.c.active)
+        .values(chip_id=target, migrated_at=now, migrated_from=source)
+    )
+    return result.rowcount
+
+
+def active_conversations(conn: sa.Connection, chip_id: str) -> int:
+    """How many active conversations a chip serves."""
+    stmt = sa.select(sa.func.count()).where(
+        conversation_chips.c.chip_id == chip_id, conversation_chips.c.active
+    )
+    return conn.execute(stmt).scalar_one()
+
+
+def record_operation(
+    conn: sa.Connection,
+    operacao: str,
+    chip_id: str | None,
+    motivo: str,
+    *,
+    destino: str | None = None,
+    metadata: Mapping | None = None,
+    sucesso: bool = True,
+    erro: str | None = None,
+) -> str:
+    """Append to orchestrator_operations in the caller's transaction."""
+    stmt = (
+        sa.insert(operations)
+        .values(
+            operacao=operacao,
+            chip_id=chip_id,
+            chip_destino_id=destino,
+            motivo=motivo,
+            metadata=dict(metadata or {}),
+            sucesso=sucesso,
+            erro=erro,
+        )
+        .returning(operations.c.id)
+    )
+    return conn.execute(stmt).scalar_one()
+
+
+def count_active(conn: sa.Connection) -> int:
+    """How many chips are active right now."""
+    return conn.execute(sa.select(sa.func.count()).where(chips.c.status == "active")).scalar_one()
+
+
+def recent_operations(conn: sa.Connection, limit: int = 10) -> list[Mapping]:
+    """The newest operations, with the phone numbers of their chips."""
+    source, target = chips.alias("o"), chips.alias("d")
+    stmt = (
+        sa.select(
+            operations.c.created_at,
+            operations.c.operacao,
+            operations.c.motivo,
+            operations.c.sucesso,
+            source.c.telefone.label("telefone"),
+            target.c.telefone.label("telefone_destino"),
+        )
+        .select_from(
+            operations.outerjoin(source, source.c.id == operations.c.chip_id).outerjoin(
+                target, target.c.id == operations.c.chip_destino_id
+            )
+        )
+        .order_by(operations.c.created_at.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).mappings())
+
+
+def db_now(conn: sa.Connection) -> datetime:
+    """The database's clock (transaction start): one clock for every comparison."""
+    return conn.execute(sa.select(sa.func.now())).scalar_one()
+
+
+# -- stranded conversations (open rows left on chips that no longer serve) ----------------------
+
+
+def stranded_chips_query(limit: int | None = None) -> sa.Select:
+    """Chips that are not active (any other status) holding open conversations, with how many.
+
+    A hash join of the open rows (index-only scan of the partial index) with the non-active
+    chips, grouped after the join: at 100k chips / 1M rows it beat a skip scan over the distinct
+    chip ids and EXISTS from the chips side (benchmarks/stranded.py, docs/benchmarks.md).
+    """
+    cc = conversation_chips
+    stmt = (
+        sa.select(cc.c.chip_id, sa.func.count().label("n"))
+        .join(chips, chips.c.id == cc.c.chip_id)
+        .where(cc.c.active, chips.c.status != "active")
+        .group_by(cc.c.chip_id)
+        .order_by(cc.c.chip_id)
+    )
+    return stmt if limit is None else stmt.limit(limit)
+
+
+def stranded_chip_ids(conn: sa.Connection, limit: int) -> list[str]:
+    """Up to limit chips that are not active and still hold open conversations."""
+    return list(conn.execute(stranded_chips_query(limit)).scalars())
+
+
+def stranded_conversations(conn: sa.Connection) -> int:
+    """How many open conversations sit on chips that are not active."""
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(conversation_chips.join(chips, chips.c.id == conversation_chips.c.chip_id))
+        .where(conversation_chips.c.active, chips.c.status != "active")
+    )
+    return conn.execute(stmt).scalar_one()
+
+
+def replacement_of(conn: sa.Connection, chip_id: str) -> str | None:
+    """The chip that took over chip_id in its newest successful auto_replace, if any."""
+    stmt = (
+        sa.select(operations.c.chip_destino_id)
+        .where(
+            operations.c.chip_id == chip_id,
+            operations.c.operacao == "auto_replace",
+            operations.c.sucesso,
+            operations.c.chip_destino_id.is_not(None),
+        )
+        .order_by(operations.c.created_at.desc())
+        .limit(1)
+    )
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def lock_if_serving(conn: sa.Connection, config: PoolConfig, chip_id: str) -> Mapping | None:
+    """Share-lock chip_id if it is active, connected and trusted; None otherwise.
+
+    FOR SHARE keeps a replacement of that chip from committing until we do; a chip replaced
+    while we waited is re-checked on its new row version and comes back None.
+    """
+    stmt = (
+        sa.select(chips)
+        .where(
+            chips.c.id == chip_id,
+            chips.c.status == "active",
+            chips.c.evolution_connected,
+            chips.c.trust_score >= config.trust_degraded_threshold,
+        )
+        .with_for_update(read=True)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def fit_ready_clauses(config: PoolConfig) -> tuple[sa.ColumnElement[bool], ...]:
+    """SQL twin of pool.is_fit_to_serve for ready chips (idx_chips_ready_fit serves it).
+
+    A chip once degraded is never taken again (degraded_at IS NULL), as replace always did.
+    """
+    return (
+        chips.c.status == "ready",
+        chips.c.evolution_connected,
+        chips.c.degraded_at.is_(None),
+        chips.c.trust_score >= config.trust_min_for_ready,
+    )
+
+
+def fit_ready_exists(conn: sa.Connection, config: PoolConfig, exclude: Sequence[str]) -> bool:
+    """Whether a fit ready chip exists, locked by others or not (a plain read never waits)."""
+    stmt = sa.select(sa.exists().where(*fit_ready_clauses(config), chips.c.id.not_in(exclude)))
+    return bool(conn.execute(stmt).scalar_one())
+
+
+def count_active_disconnected(conn: sa.Connection) -> tuple[int, int]:
+    """Active chips, and how many of them are disconnected now (the storm brake's inputs)."""
+    stmt = sa.select(
+        sa.func.count(), sa.func.count().filter(sa.not_(chips.c.evolution_connected))
+    ).where(chips.c.status == "active")
+    active, disconnected = conn.execute(stmt).one()
+    return active, disconnected

@@ -1,0 +1,153 @@
+"""The lifecycle races, with the interleaving forced instead of hoped for.
+
+A barrier before the transaction (the concurrency tests of tests/db/test_lifecycle.py) only
+starts threads together: they may still run one after the other, and such a test passes with no
+locking at all. Here the test holds a lock each use case needs at a chosen point of its transaction, waits
+until every competitor is parked on it (pg_stat_activity), then releases it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from orchestrator.errors import TransientError
+from orchestrator.services import lifecycle
+from orchestrator.store.schema import operations
+from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
+from tests.support.pg_waits import wait_until, waiting_backends
+
+pytestmark = pytest.mark.db
+
+#: Parks a use case just before it writes its operation row: after it took and changed its chips.
+PARK_BEFORE_OPERATION_ROW = "LOCK TABLE orchestrator_operations IN EXCLUSIVE MODE"
+#: Parks a promotion at its first statement that changes the active count's serialisation point.
+PARK_ON_POOL_CONFIG = "SELECT 1 FROM pool_config FOR UPDATE"
+
+
+class Calls:
+    """Use-case calls on their own threads; results (or exceptions) by key."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, object] = {}
+        self.threads: list[threading.Thread] = []
+
+    def start(self, key: str, call: Callable[[], dict]) -> None:
+        def run() -> None:
+            try:
+                self.results[key] = call()
+            except Exception as error:  # reported by the test's assertions
+                self.results[key] = error
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self) -> dict[str, object]:
+        for thread in self.threads:
+            thread.join(30)
+        assert not any(t.is_alive() for t in self.threads)
+        return self.results
+
+
+def test_a_replacement_holding_the_only_ready_chip_makes_a_concurrent_one_retry_then_fall_back(
+    clean_db: sa.Engine,
+) -> None:
+    # Given a low-trust active chip and a banned chip, 3 conversations each, a healthy active
+    # chip, and a single ready chip
+    low = make_chip(clean_db, "active", trust=30)
+    banned = make_chip(clean_db, "banned")
+    add_conversations(clean_db, low, 3)
+    add_conversations(clean_db, banned, 3)
+    healthy = make_chip(clean_db, "active", trust=90)
+    ready = make_chip(clean_db, "ready", trust=95)
+    blocker = clean_db.connect()
+    blocker.begin()
+    blocker.execute(sa.text(PARK_BEFORE_OPERATION_ROW))
+    calls = Calls()
+    try:
+        # When the first replacement has promoted the ready chip and is parked before committing
+        calls.start("low", lambda: lifecycle.replace_chip(clean_db, low, "low_trust"))
+        wait_until(lambda: waiting_backends(clean_db) == 1)
+        # And the second one runs meanwhile: the only ready chip is busy, not missing
+        with pytest.raises(TransientError, match="held by another task"):
+            lifecycle.replace_chip(clean_db, banned, "banned")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    results = calls.join()
+    # Then the first got the ready chip, and the second's retry takes SPEC's fallback
+    second = lifecycle.replace_chip(clean_db, banned, "banned")
+    assert results["low"]["status"] == "replaced", results
+    assert results["low"]["replacement_id"] == ready
+    assert (second["status"], second["target_id"]) == ("no_ready_chip", healthy), second
+    with clean_db.connect() as conn:
+        promoted = conn.execute(
+            sa.select(sa.func.count()).where(operations.c.chip_destino_id == ready)
+        ).scalar_one()
+    assert promoted == 1
+    assert chip_row(clean_db, ready).status == "active"
+    assert (conversations_on(clean_db, ready), conversations_on(clean_db, healthy)) == (3, 3)
+    assert conversations_on(clean_db, banned) == conversations_on(clean_db, low) == 0
+
+
+def test_replacements_overlapping_on_five_ready_chips_use_each_once(clean_db: sa.Engine) -> None:
+    # Given 12 low-trust active chips with 2 conversations each and 5 ready chips
+    degraded = [make_chip(clean_db, "active", trust=20) for _ in range(12)]
+    for chip in degraded:
+        add_conversations(clean_db, chip, 2)
+    ready = {make_chip(clean_db, "ready", trust=90 + i % 5) for i in range(5)}
+    blocker = clean_db.connect()
+    blocker.begin()
+    blocker.execute(sa.text(PARK_BEFORE_OPERATION_ROW))
+    calls = Calls()
+    try:
+        # When all 12 run at once, and those that took a ready chip are parked holding it
+        for chip in degraded:
+            calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
+        wait_until(lambda: waiting_backends(clean_db) == 5 and len(calls.results) == 7)
+        # Then the 7 others were told "busy, retry" while all 5 were taken and uncommitted
+        busy = [chip for chip, r in calls.results.items() if isinstance(r, TransientError)]
+        assert len(busy) == 7, calls.results
+    finally:
+        blocker.rollback()
+        blocker.close()
+    results = calls.join()
+    # And exactly 5 replacements, each with a different ready chip
+    replaced = [r for r in results.values() if isinstance(r, dict) and r["status"] == "replaced"]
+    assert len(replaced) == 5
+    assert {r["replacement_id"] for r in replaced} == ready
+    # And the retries of the 7 find no ready chip left: they keep serving and alert
+    retried = [lifecycle.replace_chip(clean_db, chip) for chip in busy]
+    assert {(r["status"], r["action"]) for r in retried} == {("no_ready_chip", "kept_serving")}
+    with clean_db.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM chips WHERE status = 'active'")) == 12
+
+
+def test_promotions_queued_on_the_pool_config_lock_stop_at_producao_min(
+    clean_db: sa.Engine,
+) -> None:
+    # Given producao_min = producao_max = 3, no active chip, 8 ready chips
+    set_config(clean_db, producao_min=3, producao_max=3)
+    ready = [make_chip(clean_db, "ready") for _ in range(8)]
+    blocker = clean_db.connect()
+    blocker.begin()
+    blocker.execute(sa.text(PARK_ON_POOL_CONFIG))
+    calls = Calls()
+    try:
+        # When 8 promotions are all in flight at once, queued on the active count's lock
+        for chip in ready:
+            calls.start(chip, lambda chip=chip: lifecycle.promote_ready_to_active(clean_db, chip))
+        wait_until(lambda: waiting_backends(clean_db) == 8)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    results = calls.join()
+    # Then exactly 3 were promoted and 5 skipped: never above producao_min
+    statuses = sorted(r["status"] for r in results.values())
+    assert statuses == ["promoted"] * 3 + ["skipped"] * 5
+    with clean_db.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM chips WHERE status = 'active'")) == 3

@@ -1,0 +1,127 @@
+"""Reconciling purchases and reporting unknown numbers, on real PostgreSQL against the stand-in."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from orchestrator.adapters.salvy import SalvyClient
+from orchestrator.dev.salvy_standin import SalvyStandin
+from orchestrator.services.intent import ensure_intent, intent_name
+from orchestrator.services.purchase import provision
+from orchestrator.services.reconcile import reconcile
+from orchestrator.store.schema import alert_state, chips
+from tests.factories import chip_row, make_chip
+from tests.support.purchases import expire_intent, key, messages_in, provision_ops, rows
+
+# -- reconciliation ------------------------------------------------------------------------------------
+
+
+def test_a_stuck_intent_salvy_has_is_adopted(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given an intent past its deadline whose purchase did happen at Salvy
+    name = intent_name(key())
+    intent = ensure_intent(clean_db, name, 11, 15)
+    number = salvy.create(11, name)
+    expire_intent(clean_db, name)
+    # When the purchases are reconciled
+    result = reconcile(clean_db, salvy)
+    # Then the number is adopted as a warming chip, and not reported as unknown
+    assert (result["adopted"], result["failed"], result["unknown"]) == (1, 0, 0)
+    chip = chip_row(clean_db, intent["id"])
+    assert (chip.status, chip.salvy_id) == ("warming", number.id)
+    assert messages_in(clean_db, "alertas") == []
+
+
+def test_a_stuck_intent_salvy_never_heard_of_is_failed_and_alerted(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given an intent past its deadline that Salvy has no number for
+    name = intent_name(key())
+    intent = ensure_intent(clean_db, name, 11, 15)
+    expire_intent(clean_db, name)
+    # When the purchases are reconciled
+    result = reconcile(clean_db, salvy)
+    # Then the intent is failed (no longer counted in flight, no row left), logged and alerted
+    assert (result["adopted"], result["failed"]) == (0, 1)
+    assert rows(clean_db, sa.select(chips).where(chips.c.id == intent["id"])) == []
+    (op,) = provision_ops(clean_db)
+    assert op.sucesso is False and op.metadata["intencao"] == intent["id"]
+    assert len(messages_in(clean_db, "alertas")) == 1
+    assert standin.purchases == 0
+
+
+def test_an_intent_not_yet_past_its_deadline_is_left_alone(
+    clean_db: sa.Engine, salvy: SalvyClient
+) -> None:
+    intent = ensure_intent(clean_db, intent_name(key()), 11, 15)
+    result = reconcile(clean_db, salvy)
+    assert (result["adopted"], result["failed"]) == (0, 0)
+    assert chip_row(clean_db, intent["id"]).status == "provisioning"
+
+
+def test_a_purchase_that_lands_after_its_intent_failed_is_adopted_not_orphaned(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given an intent reconciled as failed (its row dropped) while its purchase was on its way
+    name = intent_name(key())
+    intent = ensure_intent(clean_db, name, 11, 15)
+    expire_intent(clean_db, name)
+    reconcile(clean_db, salvy)
+    assert rows(clean_db, sa.select(chips)) == []
+    number = salvy.create(11, name)
+    # When the next reconciliation runs
+    result = reconcile(clean_db, salvy)
+    # Then the paid-for number is adopted under its intent rather than left unused
+    assert (result["adopted"], result["unknown"]) == (1, 0)
+    chip = chip_row(clean_db, intent["id"])
+    assert (chip.status, chip.salvy_id) == ("warming", number.id)
+    successes = [op for op in provision_ops(clean_db) if op.sucesso]
+    assert successes[0].metadata["adotado_apos_falha"] is True
+
+
+# -- unknown numbers -------------------------------------------------------------------------------------
+
+
+def test_numbers_salvy_bills_without_a_chip_are_alerted_once_and_never_cancelled(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given two numbers at Salvy that no chip holds, and one that a chip holds
+    strays = [salvy.create(11, "bought-by-hand"), salvy.create(21, None)]
+    ours = salvy.create(11, "ours")
+    make_chip(clean_db, "active", salvy_id=ours.id, telefone=ours.phone_number)
+    # When reconciliation runs twice
+    first = reconcile(clean_db, salvy)
+    second = reconcile(clean_db, salvy)
+    # Then ops get one alert naming both strays, and nothing is cancelled at Salvy
+    assert first["unknown"] == second["unknown"] == 2
+    (alert,) = messages_in(clean_db, "alertas")
+    assert all(n.phone_number[-4:] in alert.replace(" ", "").replace("-", "") for n in strays)
+    assert standin.cancellations == []
+    keys = {r.key for r in rows(clean_db, sa.select(alert_state.c.key))}
+    assert keys == {f"salvy_unknown:{n.id}" for n in strays}
+
+
+def test_a_number_being_bought_right_now_is_not_reported_as_unknown(
+    clean_db: sa.Engine, salvy: SalvyClient
+) -> None:
+    # Given a purchase in flight whose number Salvy already lists
+    name = intent_name(key())
+    ensure_intent(clean_db, name, 11, 15)
+    salvy.create(11, name)
+    # When reconciliation runs before the deadline
+    result = reconcile(clean_db, salvy)
+    # Then it is not reported
+    assert result["unknown"] == 0 and messages_in(clean_db, "alertas") == []
+
+
+def test_a_second_number_under_a_completed_purchases_name_is_reported(
+    clean_db: sa.Engine, salvy: SalvyClient
+) -> None:
+    # Given a completed purchase, and a second number Salvy sold under the same name
+    purchase = key()
+    provision(clean_db, salvy, purchase)
+    salvy.create(11, intent_name(purchase))
+    # When reconciliation runs
+    # Then the double purchase is reported to ops
+    assert reconcile(clean_db, salvy)["unknown"] == 1

@@ -1,0 +1,83 @@
+"""The schema: migrations apply, re-apply as a no-op, and the database refuses nonsense."""
+
+import pytest
+import sqlalchemy as sa
+
+from orchestrator.store import migrate
+from tests.factories import chip_row, make_chip
+
+pytestmark = pytest.mark.db
+
+
+def test_migrate_twice_changes_nothing(database_url: str) -> None:
+    before, after = migrate.upgrade(database_url)
+    assert before == after == migrate.head_revision(database_url)
+
+
+def test_disconnection_time_is_recorded_by_the_database(clean_db: sa.Engine) -> None:
+    chip = make_chip(clean_db)
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE chips SET evolution_connected = false WHERE id = :id"), {"id": chip}
+        )
+    assert chip_row(clean_db, chip).evolution_disconnected_at is not None
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE chips SET msgs_enviadas_hoje = 5 WHERE id = :id"), {"id": chip}
+        )
+    first = chip_row(clean_db, chip).evolution_disconnected_at
+    assert first is not None, "an unrelated update keeps the disconnection time"
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE chips SET evolution_connected = true WHERE id = :id"), {"id": chip}
+        )
+    assert chip_row(clean_db, chip).evolution_disconnected_at is None
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "producao_min = -1",
+        "producao_min = 30, producao_max = 20",
+        "trust_min_for_ready = 101",
+        "trust_degraded_threshold = -5",
+        "replace_storm_fraction = 0",
+        "warmup_buffer = -2",
+    ],
+)
+def test_database_refuses_a_nonsensical_pool_config(clean_db: sa.Engine, assignment: str) -> None:
+    with pytest.raises(sa.exc.IntegrityError), clean_db.begin() as conn:
+        conn.execute(sa.text(f"UPDATE pool_config SET {assignment}"))
+
+
+def test_pool_config_has_exactly_one_row(clean_db: sa.Engine) -> None:
+    with pytest.raises(sa.exc.IntegrityError), clean_db.begin() as conn:
+        conn.execute(sa.text("INSERT INTO pool_config (id) VALUES (2)"))
+
+
+def test_seed_columns_alone_make_a_valid_pool_config(clean_db: sa.Engine) -> None:
+    with clean_db.begin() as conn:
+        conn.execute(sa.text("DELETE FROM pool_config"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO pool_config (producao_min, producao_max, ready_min, warmup_buffer,"
+                " warmup_days, trust_min_for_ready, trust_degraded_threshold, auto_provision,"
+                " default_ddd) VALUES (5, 10, 2, 4, 21, 85, 60, true, 21)"
+            )
+        )
+        row = conn.execute(sa.text("SELECT * FROM pool_config")).mappings().one()
+    assert (row["max_provisions_per_cycle"], row["disconnect_grace_minutes"]) == (3, 30)
+    assert (
+        row["replace_storm_fraction"],
+        row["auto_cancel_banned"],
+        row["alert_cooldown_minutes"],
+    ) == (0.5, False, 30)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"status": "zombie"}, {"trust_score": 120}, {"trust_score": -1}],
+)
+def test_database_refuses_a_nonsensical_chip(clean_db: sa.Engine, values: dict) -> None:
+    with pytest.raises(sa.exc.IntegrityError):
+        make_chip(clean_db, **{"status": "active", **values})
