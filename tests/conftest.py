@@ -21,7 +21,7 @@ from tests.support import servers
 
 TABLES = (
     "alert_state, notification_outbox, orchestrator_operations, conversation_chips, chips,"
-    " purchase_backoff"
+    " purchase_backoff, stranded_chip_events"
 )
 
 

@@ -151,3 +151,44 @@ def test_promotions_queued_on_the_pool_config_lock_stop_at_producao_min(
     assert statuses == ["promoted"] * 3 + ["skipped"] * 5
     with clean_db.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM chips WHERE status = 'active'")) == 3
+
+
+def test_banned_replacements_queued_on_the_pool_config_lock_never_exceed_producao_max(
+    clean_db: sa.Engine,
+) -> None:
+    # Given producao_max = 4, two healthy active chips, five banned chips not yet handled (two
+    # conversations each) and eight ready chips
+    set_config(clean_db, producao_min=2, producao_max=4)
+    for _ in range(2):
+        make_chip(clean_db, "active")
+    banned = [make_chip(clean_db, "banned") for _ in range(5)]
+    for chip in banned:
+        add_conversations(clean_db, chip, 2)
+    ready = [make_chip(clean_db, "ready", trust=95) for _ in range(8)]
+    blocker = clean_db.connect()
+    blocker.begin()
+    blocker.execute(sa.text(PARK_ON_POOL_CONFIG))
+    calls = Calls()
+    try:
+        # When their five replacements are all queued on the active count's lock
+        for chip in banned:
+            calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
+        wait_until(lambda: waiting_backends(clean_db) == 5)
+        # And another service promotes a ready chip meanwhile, with a plain UPDATE
+        with clean_db.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE chips SET status = 'active' WHERE id = :id"), {"id": ready[-1]}
+            )
+    finally:
+        blocker.rollback()
+        blocker.close()
+    results = calls.join()
+    # Then only one was swapped for a ready chip (2 + 1 + 1 = producao_max); the other four
+    # moved their conversations to an active chip instead
+    outcomes = sorted(
+        (r["status"], r.get("action")) for r in results.values() if isinstance(r, dict)
+    )
+    assert outcomes == [("no_ready_chip", "conversations_moved")] * 4 + [("replaced", None)]
+    with clean_db.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM chips WHERE status = 'active'")) == 4
+    assert conversations_on(clean_db, banned[0]) == 0
