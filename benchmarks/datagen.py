@@ -123,7 +123,7 @@ def generate_pool(
         conn.execute(
             sa.text(
                 "TRUNCATE alert_state, notification_outbox, orchestrator_operations,"
-                " conversation_chips, chips"
+                " conversation_chips, chips, stranded_chip_events"
             )
         )
         conn.execute(
@@ -136,12 +136,26 @@ def generate_pool(
     vacuum_analyze(engine)
 
 
-def vacuum_analyze(engine: sa.Engine) -> None:
+#: The tables vacuum_analyze visits by default.
+POOL_TABLES = (
+    "chips",
+    "conversation_chips",
+    "orchestrator_operations",
+    "pool_config",
+    "chip_status_tally",
+    "stranded_chip_events",
+)
+
+
+def vacuum_analyze(engine: sa.Engine, tables: tuple[str, ...] = POOL_TABLES) -> None:
     """VACUUM ANALYZE the pool tables: fresh statistics and visibility map, as autovacuum would."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("SET statement_timeout = 0"))
-        for table in ("chips", "conversation_chips", "orchestrator_operations", "pool_config"):
-            conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
+        try:
+            for table in tables:
+                conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
+        finally:
+            conn.execute(sa.text("RESET statement_timeout"))
 
 
 def add_chip_with_conversations(engine: sa.Engine, status: str, trust: float, n: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,12 +32,18 @@ class Worker:
     """One worker subprocess (prefork, -c concurrency), logging to a temporary file."""
 
     def __init__(
-        self, env: dict[str, str], concurrency: int, extra: Sequence[str] = (), app: str = "tasks"
+        self,
+        env: dict[str, str],
+        concurrency: int,
+        extra: Sequence[str] = (),
+        app: str = "tasks",
+        queues: str = QUEUES,
     ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="bench-worker-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-P", "prefork"]
-        cmd += ["-c", str(concurrency), "-Q", QUEUES, "-n", f"bench-{os.getpid()}@%h"]
+        self.name = f"bench-{os.getpid()}-{queues.split(',')[0]}@{socket.gethostname()}"
+        cmd += ["-c", str(concurrency), "-Q", queues, "-n", self.name]
         cmd += ["--without-gossip", "--without-mingle", "-l", "WARNING", *extra]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
@@ -48,7 +55,7 @@ class Worker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log_path.read_text()[-2000:]}")
-            if app.control.ping(timeout=0.5):
+            if app.control.ping(destination=[self.name], timeout=0.5):
                 return
         raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-2000:]}")
 
@@ -98,9 +105,10 @@ def running_worker(
     concurrency: int,
     extra: Sequence[str] = (),
     worker_app: str = "tasks",
+    queues: str = QUEUES,
 ) -> Iterator[Worker]:
     """A ready worker, stopped on exit."""
-    worker = Worker(worker_env(database_url, redis_url), concurrency, extra, worker_app)
+    worker = Worker(worker_env(database_url, redis_url), concurrency, extra, worker_app, queues)
     try:
         worker.wait_ready(app)
         yield worker

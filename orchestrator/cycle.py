@@ -19,10 +19,12 @@ from orchestrator.status import status_from
 MAX_STRANDED_PER_CYCLE = 500
 #: Stranded-chip notes read per cycle (oldest first); the next cycle reads the rest.
 MAX_NOTES_PER_CYCLE = 10_000
-#: The backstop joins every open row of one slice of chip ids per cycle, a slice holding about
-#: this many active chips: what the triggers could not note (they were bypassed) is found within
-#: about active / BACKSTOP_ACTIVE_PER_SLICE cycles, at a cost that stays flat as the pool grows.
-BACKSTOP_ACTIVE_PER_SLICE = 2048
+#: The backstop reads the open rows of one slice of chip ids per cycle and looks up the chips
+#: holding them, a slice holding the rows of about this many active chips (a few ms, most of it
+#: chip pages read from disk cache): what the triggers could not note (they were bypassed) is
+#: found within about active / BACKSTOP_ACTIVE_PER_SLICE cycles (about 3 hours at 100k active
+#: chips and a 60 s period), at a cost per cycle that stays flat as the pool grows.
+BACKSTOP_ACTIVE_PER_SLICE = 512
 #: Alert keys for pool-level alerts (cool-down per key).
 CRITICAL_KEY, STORM_KEY, CONFIG_KEY = "pool:critico", "pool:storm", "pool:config"
 

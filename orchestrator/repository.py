@@ -306,30 +306,7 @@ def db_now(conn: sa.Connection) -> datetime:
 #
 # Triggers note every chip that leaves `active` and every chip gaining an open row while not
 # active (stranded_chip_events, migrations/versions/0005_scale.py): the cycle checks those chips
-# only, and one slice of the chip-id space with the full join as a backstop.
-
-
-def stranded_chips_query(
-    limit: int | None = None, *, chip_range: tuple[str, str | None] | None = None
-) -> sa.Select:
-    """Chips that are not active (any other status) holding open conversations, with how many.
-
-    The full join over the open rows (the partial index): the backstop, on one chip-id range.
-    """
-    cc = conversation_chips
-    stmt = (
-        sa.select(cc.c.chip_id, sa.func.count().label("n"))
-        .join(chips, chips.c.id == cc.c.chip_id)
-        .where(cc.c.active, chips.c.status != "active")
-        .group_by(cc.c.chip_id)
-        .order_by(cc.c.chip_id)
-    )
-    if chip_range is not None:
-        low, high = chip_range
-        stmt = stmt.where(cc.c.chip_id >= low)
-        if high is not None:
-            stmt = stmt.where(cc.c.chip_id < high)
-    return stmt if limit is None else stmt.limit(limit)
+# only, and one slice of the chip-id space as a backstop (what the triggers could not see).
 
 
 def chip_range(index: int, slices: int) -> tuple[str, str | None]:
@@ -341,10 +318,32 @@ def chip_range(index: int, slices: int) -> tuple[str, str | None]:
     return low, high
 
 
+def stranded_in_range_query(limit: int, index: int, slices: int) -> sa.Select:
+    """Up to limit chips that are not active holding open rows, among one slice of chip ids.
+
+    The backstop. The slice's open rows come off the partial index (a range scan), then each
+    chip holding some is looked up by primary key: the cost follows the rows in the slice, and the
+    shape holds under a generic plan (a join planned for a range of unknown size can scan chips
+    row by row).
+    """
+    cc = conversation_chips
+    low, high = chip_range(index, slices)
+    holders = sa.select(cc.c.chip_id).where(cc.c.active, cc.c.chip_id >= low)
+    if high is not None:
+        holders = holders.where(cc.c.chip_id < high)
+    holders = holders.group_by(cc.c.chip_id).subquery("holders")
+    status = sa.select(chips.c.status).where(chips.c.id == holders.c.chip_id).scalar_subquery()
+    return (
+        sa.select(holders.c.chip_id)
+        .where(status != "active")
+        .order_by(holders.c.chip_id)
+        .limit(limit)
+    )
+
+
 def stranded_in_range(conn: sa.Connection, limit: int, index: int, slices: int) -> list[str]:
-    """Up to limit stranded chips among one slice of chip ids (the backstop's full join)."""
-    stmt = stranded_chips_query(limit, chip_range=chip_range(index, slices))
-    return list(conn.execute(stmt).scalars())
+    """Run stranded_in_range_query: the backstop's finds in one slice."""
+    return list(conn.execute(stranded_in_range_query(limit, index, slices)).scalars())
 
 
 def _holds_stranded_rows(chip_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
@@ -356,9 +355,8 @@ def _holds_stranded_rows(chip_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
     )
 
 
-def noted_stranded(conn: sa.Connection, cap: int) -> tuple[list[str], list[tuple[int, str]]]:
-    """From the first `cap` notes: the noted chips that hold stranded rows (sorted), and the notes
-    (id, chip) of the others, which the cycle may settle."""
+def noted_stranded_query(cap: int) -> sa.Select:
+    """The first `cap` notes (id, chip_id), each with whether its chip holds stranded rows."""
     events = stranded_chip_events
     notes = (
         sa.select(events.c.id, events.c.chip_id).order_by(events.c.id).limit(cap).subquery("notes")
@@ -367,11 +365,15 @@ def noted_stranded(conn: sa.Connection, cap: int) -> tuple[list[str], list[tuple
     judged = sa.select(
         noted.c.chip_id, _holds_stranded_rows(noted.c.chip_id).label("stranded")
     ).subquery("judged")
-    rows = conn.execute(
-        sa.select(notes.c.id, notes.c.chip_id, judged.c.stranded).join(
-            judged, judged.c.chip_id == notes.c.chip_id
-        )
-    ).all()
+    return sa.select(notes.c.id, notes.c.chip_id, judged.c.stranded).join(
+        judged, judged.c.chip_id == notes.c.chip_id
+    )
+
+
+def noted_stranded(conn: sa.Connection, cap: int) -> tuple[list[str], list[tuple[int, str]]]:
+    """From the first `cap` notes: the noted chips that hold stranded rows (sorted), and the notes
+    (id, chip) of the others, which the cycle may settle."""
+    rows = conn.execute(noted_stranded_query(cap)).all()
     stranded = sorted({chip for _, chip, is_stranded in rows if is_stranded})
     return stranded, [(note, chip) for note, chip, is_stranded in rows if not is_stranded]
 
