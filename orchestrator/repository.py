@@ -19,6 +19,7 @@ from orchestrator.schema import (
     conversation_chips,
     operations,
     pool_config,
+    pool_growth_slots,
     stranded_chip_events,
 )
 
@@ -86,6 +87,24 @@ def active_trust_mean(conn: sa.Connection) -> float:
     stmt = sa.select(sa.func.avg(chips.c.trust_score)).where(chips.c.status == "active")
     mean = conn.execute(stmt).scalar_one()
     return float(mean) if mean is not None else 0.0
+
+
+def take_growth_slot(conn: sa.Connection) -> bool:
+    """Lock one free growth slot (SKIP LOCKED: never waits); False when every slot is held."""
+    stmt = (
+        sa.select(pool_growth_slots.c.slot)
+        .order_by(pool_growth_slots.c.slot)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def lock_growth_slots(conn: sa.Connection) -> None:
+    """Lock every growth slot: waits for the swaps holding one, keeps new ones out until commit."""
+    conn.execute(
+        sa.select(pool_growth_slots.c.slot).order_by(pool_growth_slots.c.slot).with_for_update()
+    ).all()
 
 
 def count_by_status(conn: sa.Connection) -> tuple[Counts, float]:

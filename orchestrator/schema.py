@@ -134,3 +134,9 @@ stranded_chip_events = sa.Table(
     sa.Column("chip_id", UUID(as_uuid=False), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True)),
 )
+
+pool_growth_slots = sa.Table(
+    "pool_growth_slots",
+    metadata,
+    sa.Column("slot", sa.SmallInteger, primary_key=True),
+)

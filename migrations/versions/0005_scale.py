@@ -12,6 +12,9 @@ instead of counting 1M. Appending never updates a shared row: writers never wait
 deltas back into one row per status (`chip_status_tally_compact`, sum-preserving);
 `chip_status_tally_resync()` recounts from `chips` if the triggers were ever bypassed.
 
+`pool_growth_slots` (16 rows) lets swaps that add an active chip far below producao_max run side
+by side instead of queueing on the pool_config row (orchestrator/lifecycle.py).
+
 `stranded_chip_events` notes chips that may hold open conversations while not active: every chip
 that leaves `active`, and every chip that gains an open row while not active. The cycle checks only
 those chips (and one slice of the rest as a backstop) instead of joining every open row, and
@@ -37,6 +40,18 @@ CREATE TABLE IF NOT EXISTS chip_status_tally (
 );
 COMMENT ON TABLE chip_status_tally IS
     'Chips por status: soma de n por status (deltas gravados por triggers em chips)';
+
+-- Swaps that add an active chip far below producao_max each hold one slot instead of the
+-- pool_config row: at most 16 run at once, and those that check the count exactly (near the
+-- maximum, promotions) lock pool_config and then every slot. The CHECK caps the slots the code
+-- counts on (orchestrator.lifecycle.GROWTH_SLOTS).
+CREATE TABLE IF NOT EXISTS pool_growth_slots (
+    slot  smallint PRIMARY KEY,
+    CONSTRAINT pool_growth_slots_slot_in_range CHECK (slot BETWEEN 1 AND 16)
+);
+COMMENT ON TABLE pool_growth_slots IS
+    'Vagas para trocas que aumentam a producao longe de producao_max (uma por troca)';
+INSERT INTO pool_growth_slots (slot) SELECT generate_series(1, 16) ON CONFLICT DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS stranded_chip_events (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -190,6 +205,7 @@ DROP FUNCTION IF EXISTS chip_status_tally_delete();
 DROP FUNCTION IF EXISTS chip_status_tally_insert();
 DROP FUNCTION IF EXISTS chip_status_tally_update();
 DROP TABLE IF EXISTS stranded_chip_events;
+DROP TABLE IF EXISTS pool_growth_slots;
 DROP TABLE IF EXISTS chip_status_tally;
 """
 

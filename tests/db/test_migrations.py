@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from orchestrator import checker, migrate
+from orchestrator import checker, lifecycle, migrate
 from orchestrator import repository as repo
 from orchestrator.pool import Counts
 from tests.factories import add_conversations, chip_row, make_chip
@@ -129,3 +129,13 @@ def test_0005_counts_the_chips_and_notes_the_stranded_ones_already_there(empty_u
         assert not kinds & {"status_tally_drift", "stranded_unnoted"}
     finally:
         engine.dispose()
+
+
+def test_growth_slots_are_exactly_as_many_as_the_code_counts_on(clean_db: sa.Engine) -> None:
+    with clean_db.connect() as conn:
+        slots = conn.execute(sa.text("SELECT count(*) FROM pool_growth_slots")).scalar_one()
+    assert slots == lifecycle.GROWTH_SLOTS
+    with pytest.raises(sa.exc.IntegrityError), clean_db.begin() as conn:
+        conn.execute(
+            sa.text(f"INSERT INTO pool_growth_slots VALUES ({lifecycle.GROWTH_SLOTS + 1})")
+        )
