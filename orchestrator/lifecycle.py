@@ -120,9 +120,8 @@ def _growth_locks(conn: sa.Connection) -> tuple[str, PoolConfig]:
     producao_max. EXACT (near the maximum, every slot busy, promotions) locks pool_config, then
     every slot, so it counts after the slot holders commit and none starts until it does.
     """
-    config = repo.load_config(conn)
-    far = repo.count_active(conn) <= config.producao_max - 2 * GROWTH_SLOTS
-    if far and repo.take_growth_slot(conn):
+    config, active = repo.load_config_and_active(conn)
+    if active <= config.producao_max - 2 * GROWTH_SLOTS and repo.take_growth_slot(conn):
         return SLOT, config
     return EXACT, _lock_for_exact_count(conn)
 
@@ -195,12 +194,13 @@ def replace_chip(
     compare-and-set keep the data right without it.
     """
     chip_id, reason = repo.parse_chip_id(chip_id), clean_reason(reason)
+    # Written as now(), the transaction's start (what repo.db_now reads): no round trip for it.
+    now = sa.func.now()
     with transaction(engine) as conn:
-        now = repo.db_now(conn)
         old, config, growth = _lock(conn, chip_id)
         _check_replaceable(conn, old)
         if reason in PLANNED and old["status"] == "active":
-            reason = _recheck(conn, old, config, now)
+            reason = _recheck(conn, old, config, repo.db_now(conn))
             if reason in (RECOVERED, STORM):
                 return {"status": "skipped", "chip_id": chip_id, "reason": reason}
         banned = growth is not None or reason == BANNED
@@ -217,7 +217,7 @@ def _swap(
     new: Mapping,
     final: str,
     reason: str | None,
-    now: datetime,
+    now: sa.ColumnElement,
 ) -> dict:
     """ready -> active, the conversations across, the old chip out; one operation, one message."""
     chip_id = old["id"]
@@ -255,7 +255,7 @@ def _without_ready(
     old: Mapping,
     banned: bool,
     reason: str | None,
-    now: object,
+    now: sa.ColumnElement,
 ) -> dict:
     """SPEC's safety rules when no fit ready chip exists (busy ones were retried instead)."""
     chip_id = old["id"]

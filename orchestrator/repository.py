@@ -53,7 +53,17 @@ def load_config(conn: sa.Connection, *, lock: bool = False) -> PoolConfig:
     stmt = sa.select(pool_config)
     if lock:
         stmt = stmt.with_for_update()
+    return _config(conn.execute(stmt).mappings().first())
+
+
+def load_config_and_active(conn: sa.Connection) -> tuple[PoolConfig, int]:
+    """The pool_config row (not locked) and how many chips are active, in one statement."""
+    stmt = sa.select(pool_config, _active_sum().scalar_subquery().label("active_now"))
     row = conn.execute(stmt).mappings().first()
+    return _config(row), int(row["active_now"])
+
+
+def _config(row: Mapping | None) -> PoolConfig:
     if row is None:
         raise ConfigError("pool_config has no row; run `chip-orchestrator migrate`")
     config = PoolConfig.from_mapping(row)
@@ -247,7 +257,9 @@ def transition(
     return conn.execute(stmt).mappings().first()
 
 
-def move_conversations(conn: sa.Connection, source: str, target: str, now: datetime) -> int:
+def move_conversations(
+    conn: sa.Connection, source: str, target: str, now: datetime | sa.ColumnElement
+) -> int:
     """Move every active conversation of source to target in one statement."""
     result = conn.execute(
         sa.update(conversation_chips)
