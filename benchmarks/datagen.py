@@ -22,6 +22,17 @@ CASE
   ELSE 'provisioning'
 END"""
 
+#: A large pool with years of history (benchmarks/scale.py): 10% active, most chips retired,
+#: nothing due (with RARE_NEVER): the benchmark adds the same due work at every size.
+SCALE = """
+CASE
+  WHEN g % 1000 < 100 THEN 'active'
+  WHEN g % 1000 < 160 THEN 'ready'
+  WHEN g % 1000 < 310 THEN 'warming'
+  WHEN g % 1000 < 400 THEN 'degraded'
+  ELSE 'cancelled'
+END"""
+
 #: Serving-only mix: 40% active, 30% ready, 30% warming.
 SERVING = """
 CASE
@@ -29,6 +40,8 @@ CASE
   WHEN g % 10 < 7 THEN 'ready'
   ELSE 'warming'
 END"""
+
+MIXES = {"realistic": REALISTIC, "scale": SCALE, "serving": SERVING}
 
 CHIPS = """
 INSERT INTO chips (telefone, instance_name, ddd, status, trust_score, trust_level, fase_warmup,
@@ -38,7 +51,7 @@ INSERT INTO chips (telefone, instance_name, ddd, status, trust_score, trust_leve
 SELECT CASE WHEN s = 'provisioning' THEN NULL ELSE '+55' || (11 + g % 89) || '9' || lpad(g::text, 8, '0') END,
        'inst-' || g, 11 + g % 89, s,
        CASE
-         WHEN s = 'active' AND g % 100 = 7 THEN 40 + g % 15           -- low trust (1%)
+         WHEN s = 'active' AND g % :rare = 7 THEN 40 + g % 15           -- low trust (1%)
          WHEN s = 'active' THEN 65 + (g * 37) % 35
          WHEN s = 'ready' THEN 85 + (g * 13) % 15
          WHEN s = 'warming' THEN 30 + (g * 7) % 70
@@ -50,14 +63,14 @@ SELECT CASE WHEN s = 'provisioning' THEN NULL ELSE '+55' || (11 + g % 89) || '9'
             ELSE 'operacao' END,
        -- warm-up started 0..20 days ago; 1 in 47 chips has warmed long enough (steady state:
        -- the cycle promotes eligible chips every period, so few are eligible at any time)
-       now() - make_interval(days => CASE WHEN s <> 'warming' OR g % 47 = 0 THEN 30 ELSE g % 21 END),
+       now() - make_interval(days => CASE WHEN s <> 'warming' OR g % :eligible = 0 THEN 30 ELSE g % 21 END),
        CASE WHEN s IN ('ready', 'active', 'degraded') THEN now() - interval '3 days' END,
        CASE WHEN s IN ('active', 'degraded') THEN now() - interval '2 days' END,
        CASE WHEN s = 'degraded' OR (s = 'banned' AND g % 2 = 0) OR s = 'cancelled'
             THEN now() - interval '1 day' END,
-       NOT (s = 'active' AND g % 100 IN (13, 14)),                      -- disconnected (2%)
-       CASE WHEN s = 'active' AND g % 100 = 13 THEN now() - interval '45 minutes'
-            WHEN s = 'active' AND g % 100 = 14 THEN now() - interval '5 minutes' END,
+       NOT (s = 'active' AND g % :rare IN (13, 14)),                      -- disconnected (2%)
+       CASE WHEN s = 'active' AND g % :rare = 13 THEN now() - interval '45 minutes'
+            WHEN s = 'active' AND g % :rare = 14 THEN now() - interval '5 minutes' END,
        g % 200,
        CASE WHEN s = 'provisioning' THEN 'bench-' || g END,
        now() - interval '60 days'
@@ -74,8 +87,22 @@ FROM chips c CROSS JOIN generate_series(1, :per_chip) AS k
 """
 
 
-def scaled_config(chips: int) -> dict[str, object]:
+#: Per mix: (rare, eligible) moduli of the CHIPS template. With RARE_NEVER only chips 7, 13 and
+#: 14 are low-trust / disconnected and no warming chip is due, whatever the pool's size.
+RARE_NEVER = 2**31 - 1
+MODULI = {"realistic": (100, 47), "serving": (100, 47), "scale": (RARE_NEVER, RARE_NEVER)}
+
+
+def scaled_config(chips: int, mix: str = "realistic") -> dict[str, object]:
     """A pool_config in proportion to the pool (the defaults are sized for 30 chips)."""
+    if mix == "scale":  # every active chip is needed, 10% of headroom above them
+        return {
+            "producao_min": chips // 10,
+            "producao_max": chips // 10 + chips // 100,
+            "ready_min": chips // 20,
+            "warmup_buffer": chips // 10,
+            "warmup_days": 21,
+        }
     return {
         "producao_min": int(chips * 0.38),
         "producao_max": chips,
@@ -89,29 +116,46 @@ def generate_pool(
     engine: sa.Engine, chips: int, *, per_chip: int = 10, mix: str = "realistic"
 ) -> None:
     """Empty the pool and fill it with `chips` chips and `per_chip` conversations each."""
-    config = scaled_config(chips)
+    config = scaled_config(chips, mix)
+    rare, eligible = MODULI[mix]
     with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL statement_timeout = 0"))  # 10M rows take minutes
         conn.execute(
             sa.text(
                 "TRUNCATE alert_state, notification_outbox, orchestrator_operations,"
-                " conversation_chips, chips"
+                " conversation_chips, chips, stranded_chip_events"
             )
         )
         conn.execute(
             sa.text("UPDATE pool_config SET " + ", ".join(f"{k} = :{k}" for k in config)), config
         )
-        body = CHIPS.format(mix=REALISTIC if mix == "realistic" else SERVING)
-        conn.execute(sa.text(body), {"n": chips})
+        body = CHIPS.format(mix=MIXES[mix])
+        conn.execute(sa.text(body), {"n": chips, "rare": rare, "eligible": eligible})
         if per_chip:
             conn.execute(sa.text(CONVERSATIONS), {"per_chip": per_chip})
     vacuum_analyze(engine)
 
 
-def vacuum_analyze(engine: sa.Engine) -> None:
+#: The tables vacuum_analyze visits by default.
+POOL_TABLES = (
+    "chips",
+    "conversation_chips",
+    "orchestrator_operations",
+    "pool_config",
+    "chip_status_tally",
+    "stranded_chip_events",
+)
+
+
+def vacuum_analyze(engine: sa.Engine, tables: tuple[str, ...] = POOL_TABLES) -> None:
     """VACUUM ANALYZE the pool tables: fresh statistics and visibility map, as autovacuum would."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ("chips", "conversation_chips", "orchestrator_operations", "pool_config"):
-            conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
+        conn.execute(sa.text("SET statement_timeout = 0"))
+        try:
+            for table in tables:
+                conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
+        finally:
+            conn.execute(sa.text("RESET statement_timeout"))
 
 
 def add_chip_with_conversations(engine: sa.Engine, status: str, trust: float, n: int) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from benchmarks import memory, planning, replace, workers
+from benchmarks import memory, planning, replace, scale, workers
 from benchmarks.common import (
     base_urls,
     describe_machine,
@@ -36,10 +36,12 @@ class Sizes:
     throughput_bans: int
     moved: int
     moved_runs: int
+    scale: tuple[int, ...]
+    scale_runs: int
 
 
-FULL = Sizes((1_000, 10_000, 100_000), 9, 5_000, 200, 1_000, 100_000, 3)
-QUICK = Sizes((1_000, 10_000, 100_000), 3, 5_000, 50, 1_000, 100_000, 1)
+FULL = Sizes((1_000, 10_000, 100_000), 9, 5_000, 200, 1_000, 100_000, 3, scale.SIZES, 3)
+QUICK = Sizes((1_000, 10_000, 100_000), 3, 5_000, 50, 1_000, 100_000, 1, (10_000,), 1)
 
 #: Invariants counted when orchestrator.checker is not available.
 OBVIOUS_VIOLATIONS = """
@@ -104,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument(
         "--only",
-        choices=["planning", "workers", "memory"],
-        help="run one group (memory: the 10-minute worker memory run, never in the default run)",
+        choices=["planning", "workers", "scale", "memory"],
+        help="run one group (scale: 10k/100k/1M chips, now vs before; memory: the 10-minute"
+        " worker memory run, never in the default run)",
     )
     parser.add_argument("--worker-arg", action="append", default=[], help="extra worker option")
     parser.add_argument("--worker-app", default="tasks", help="Celery app the worker runs (-A)")
@@ -127,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.only in (None, "workers"):
                 results["workers"] = worker_benchmarks(
                     url, redis_url, engine, sizes, args.worker_arg, args.worker_app
+                )
+            if args.only in (None, "scale"):
+                results["scale"] = scale.run(
+                    url, redis_url, engine, list(sizes.scale), sizes.scale_runs
                 )
             if args.only == "memory":
                 results["memory"] = memory.run(

@@ -3,7 +3,8 @@
 Builds the realistic pool (benchmarks.datagen: N chips, ten conversations each), then leaves open
 conversations on some chips that no longer serve, as a router reading a stale `chips` would, and
 times each candidate form of "which non-active chips hold open conversations" (EXPLAIN ANALYZE,
-server time, median) plus the form the cycle uses (orchestrator.store.repository.stranded_chip_ids).
+server time, median): the forms that read every open row, and what the cycle reads since 0005
+(the chips the triggers noted, plus one backstop slice: orchestrator.cycle).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.dialects import postgresql
 
 from benchmarks.common import base_urls, engine_for, median, ms, print_table, scratch_database
 from benchmarks.datagen import generate_pool, vacuum_analyze
+from orchestrator.services import cycle
 from orchestrator.store import repository as repo
 
 
@@ -25,7 +27,10 @@ def _sql(stmt: sa.Select) -> str:
 
 #: Candidate forms; each returns the ids of non-active chips holding open conversations.
 FORMS = {
-    "JOIN + GROUP BY over open rows (the cycle's)": _sql(repo.stranded_chips_query()),
+    "JOIN + GROUP BY over open rows (the cycle's before 0005)": """
+SELECT cc.chip_id, count(*) FROM conversation_chips cc JOIN chips c ON c.id = cc.chip_id
+ WHERE cc.active AND c.status <> 'active' GROUP BY cc.chip_id ORDER BY cc.chip_id
+""",
     "EXISTS from the chips side": """
 SELECT c.id FROM chips c
  WHERE c.status <> 'active'
@@ -105,16 +110,23 @@ def run(engine: sa.Engine, chips: int, runs: int, *, history: bool = False) -> d
         holders = conn.execute(
             sa.text("SELECT count(DISTINCT chip_id) FROM conversation_chips WHERE active")
         ).scalar_one()
-        found = len(repo.stranded_chip_ids(conn, limit=10_000))
+        found = len(repo.noted_stranded(conn, 10_000)[0])
         stranded_rows = repo.stranded_conversations(conn)
-    forms = {name: server_ms(engine, sql, runs) for name, sql in FORMS.items()}
+        slices = cycle.backstop_slices(repo.count_active(conn))
+    ours = {
+        "the noted chips (the cycle's, 0005)": _sql(repo.noted_stranded_query(10_000)),
+        f"one backstop slice of {slices} (the cycle's, 0005)": _sql(
+            repo.stranded_in_range_query(500, slices // 2, slices)
+        ),
+    }
+    forms = {name: server_ms(engine, sql, runs) for name, sql in (FORMS | ours).items()}
     print_table(
         f"Stranded-chips query{' (history mix)' if history else ''}, {chips:,} chips, {total_rows:,} conversation rows"
         f" ({open_rows:,} open on {holders:,} chips), median of {runs} (server ms)",
         ["form", "ms", "rows"],
         [[name, ms(t), n] for name, (t, n) in forms.items()],
     )
-    print(f"cycle's stranded_chip_ids: {found} chips; gauge: {stranded_rows} open conversations")
+    print(f"noted chips holding stranded rows: {found}; gauge: {stranded_rows} open conversations")
     return {"chips": chips, "rows": total_rows, "forms": forms, "found": found}
 
 

@@ -25,13 +25,19 @@ class Worker(WorkerProcess):
     """One worker subprocess (prefork, -c concurrency), logging to a temporary file."""
 
     def __init__(
-        self, env: dict[str, str], concurrency: int, extra: Sequence[str] = (), app: str = "tasks"
+        self,
+        env: dict[str, str],
+        concurrency: int,
+        extra: Sequence[str] = (),
+        app: str = "tasks",
+        queues: str = QUEUES,
     ) -> None:
         log_path = Path(tempfile.mkstemp(prefix="bench-worker-", suffix=".log")[1])
         super().__init__(
             env,
             log_path,
             concurrency=concurrency,
+            queues=queues,
             app=app,
             loglevel="WARNING",
             extra_args=extra,
@@ -76,9 +82,10 @@ def running_worker(
     concurrency: int,
     extra: Sequence[str] = (),
     worker_app: str = "tasks",
+    queues: str = QUEUES,
 ) -> Iterator[Worker]:
     """A ready worker, stopped on exit."""
-    worker = Worker(worker_env(database_url, redis_url), concurrency, extra, worker_app)
+    worker = Worker(worker_env(database_url, redis_url), concurrency, extra, worker_app, queues)
     try:
         worker.wait_ready(app)
         yield worker

@@ -13,12 +13,15 @@ from orchestrator.domain.pool import Counts, PoolConfig, PurchaseGate, deficits,
 def status_from(
     config: PoolConfig,
     counts: Counts,
-    trust_medio: float,
+    trust_medio: float | None,
     *,
     gate: PurchaseGate | None = None,
     now: datetime | None = None,
 ) -> dict:
-    """The seed's obter_status_pool shape, without the chip lists (plus `compras`)."""
+    """The seed's obter_status_pool shape, without the chip lists (plus `compras`).
+
+    trust_medio None (the cycle does not read it: it reads every active chip) stays None.
+    """
     need = deficits(config, counts)
     return {
         "producao": {
@@ -36,7 +39,7 @@ def status_from(
         "saude": health(config, counts),
         "totais": {
             "total_chips": counts.warming + counts.ready + counts.active + counts.degraded,
-            "trust_medio": round(trust_medio, 2),
+            "trust_medio": None if trust_medio is None else round(trust_medio, 2),
             "em_voo": counts.provisioning,
             "banned": counts.banned,
             "cancelled": counts.cancelled,

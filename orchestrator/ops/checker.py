@@ -131,6 +131,27 @@ SELECT min(chip_id::text), 'salvy_id ' || (metadata->>'salvy_id'), count(DISTINC
  GROUP BY metadata->>'salvy_id' HAVING count(DISTINCT chip_id) > 1
 """
 
+# chip_status_tally (kept by triggers) against a count of chips, in the same snapshot. Drift means
+# the triggers were bypassed (a restore, session_replication_role = replica): run
+# `SELECT chip_status_tally_resync()`.
+STATUS_TALLY_DRIFT = """
+SELECT status, coalesce(c.n, 0) AS counted, coalesce(t.n, 0) AS tallied
+  FROM (SELECT status, count(*) AS n FROM chips GROUP BY status) AS c
+  FULL JOIN (SELECT status, sum(n) AS n FROM chip_status_tally GROUP BY status) AS t
+ USING (status)
+ WHERE coalesce(c.n, 0) <> coalesce(t.n, 0)
+"""
+
+# Every chip holding open conversations while not active must be noted for the cycle (the
+# triggers note it; the cycle's backstop notes what they could not see).
+STRANDED_UNNOTED = """
+SELECT c.id::text AS chip_id, c.status, count(*) AS n
+  FROM conversation_chips cc JOIN chips c ON c.id = cc.chip_id
+ WHERE cc.active AND c.status <> 'active'
+   AND NOT EXISTS (SELECT 1 FROM stranded_chip_events e WHERE e.chip_id = c.id)
+ GROUP BY c.id, c.status
+"""
+
 OUTBOX_STALE = """
 SELECT id, canal, attempts, created_at FROM notification_outbox
  WHERE delivered_at IS NULL AND created_at < now() - make_interval(mins => :deadline)
@@ -185,6 +206,20 @@ def find_violations(
         found += [
             Violation("bought_twice", f"{r['by']}: {r['n']} purchases", r["chip_id"])
             for r in _rows(conn, BOUGHT_TWICE)
+        ]
+        found += [
+            Violation(
+                "status_tally_drift",
+                f"{r['status']}: {r['tallied']} tallied, {r['counted']} counted",
+                None,
+            )
+            for r in _rows(conn, STATUS_TALLY_DRIFT)
+        ]
+        found += [
+            Violation(
+                "stranded_unnoted", f"{r['n']} open on a {r['status']} chip, no note", r["chip_id"]
+            )
+            for r in _rows(conn, STRANDED_UNNOTED)
         ]
         found += [
             Violation(

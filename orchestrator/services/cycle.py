@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import random
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -18,18 +19,54 @@ from orchestrator.store.db import transaction
 
 #: Stranded chips handed to migrate_conversations per cycle; the next cycle takes the rest.
 MAX_STRANDED_PER_CYCLE = 500
+#: Stranded-chip notes read per cycle (oldest first); the next cycle reads the rest.
+MAX_NOTES_PER_CYCLE = 10_000
+#: The backstop reads the open rows of one slice of chip ids per cycle and looks up the chips
+#: holding them, a slice holding the rows of about this many active chips (a few ms, most of it
+#: chip pages read from disk cache): what the triggers could not note (they were bypassed) is
+#: found within about active / BACKSTOP_ACTIVE_PER_SLICE cycles (about 3 hours at 100k active
+#: chips and a 60 s period), at a cost per cycle that stays flat as the pool grows.
+BACKSTOP_ACTIVE_PER_SLICE = 512
 #: Alert keys for pool-level alerts (cool-down per key).
 CRITICAL_KEY, STORM_KEY, CONFIG_KEY = "pool:critico", "pool:storm", "pool:config"
 
 
-def take_snapshot(conn: sa.Connection, *, salvy_configured: bool = True) -> tuple[Snapshot, float]:
-    """The pool at one instant, from a few indexed queries, and the active chips' mean trust."""
+@dataclass(frozen=True)
+class Sweep:
+    """What the cycle tidies after planning (tidy): stranded-chip notes whose chip held no
+    stranded row in the snapshot, and stranded chips the backstop found without a note."""
+
+    settle: tuple[tuple[int, str], ...] = ()
+    unnoted: tuple[str, ...] = ()
+
+
+def backstop_slices(active: int) -> int:
+    """How many slices the chip ids are cut into for the backstop (1 for a small pool)."""
+    return max(1, active // BACKSTOP_ACTIVE_PER_SLICE)
+
+
+def _stranded(conn: sa.Connection, active: int) -> tuple[list[str], Sweep]:
+    """Noted chips holding stranded rows, plus what the backstop finds in one random slice."""
+    noted, settle = repo.noted_stranded(conn, MAX_NOTES_PER_CYCLE)
+    slices = backstop_slices(active)
+    found = repo.stranded_in_range(conn, MAX_STRANDED_PER_CYCLE, random.randrange(slices), slices)
+    unnoted = sorted(set(found) - set(noted))
+    stranded = sorted(set(noted) | set(found))[:MAX_STRANDED_PER_CYCLE]
+    return stranded, Sweep(tuple(settle), tuple(unnoted))
+
+
+def take_snapshot(
+    conn: sa.Connection, *, salvy_configured: bool = True, trust: bool = True
+) -> tuple[Snapshot, float | None, Sweep]:
+    """The pool at one instant from a few indexed queries; the active chips' mean trust (None
+    unless asked: it reads every active chip); what to tidy afterwards."""
     config = repo.load_config(conn)
-    counts, trust = repo.count_by_status(conn)
+    counts = repo.status_counts(conn)
     serving = repo.serving_candidates(conn, config)
     # The plan uses one ready chip per replacement, then fills the production deficit: fetch
     # only that many (a large pool holds thousands of ready chips it would never look at).
     deficit = max(0, min(config.producao_min, config.producao_max) - counts.active)
+    stranded, sweep = _stranded(conn, counts.active)
     snap = Snapshot(
         config=config,
         counts=counts,
@@ -38,19 +75,36 @@ def take_snapshot(conn: sa.Connection, *, salvy_configured: bool = True) -> tupl
         warming=repo.warming_candidates(conn, config),
         ready_ranked=repo.ready_ranked(conn, config, limit=len(serving) + deficit),
         cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
-        stranded=repo.stranded_chip_ids(conn, limit=MAX_STRANDED_PER_CYCLE),
+        stranded=stranded,
         purchase_gate=backoff.load(conn, salvy_configured=salvy_configured),
     )
-    return snap, trust
+    return snap, (repo.active_trust_mean(conn) if trust else None), sweep
+
+
+def read_plan(
+    engine: sa.Engine, *, salvy_configured: bool = True, trust: bool = True
+) -> tuple[Plan, dict, PoolConfig, Sweep]:
+    """The next cycle's plan (changes nothing), the status it saw, the config, what to tidy."""
+    with engine.connect() as conn, conn.begin():
+        conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        snap, mean, sweep = take_snapshot(conn, salvy_configured=salvy_configured, trust=trust)
+    status = status_from(snap.config, snap.counts, mean, gate=snap.purchase_gate, now=snap.now)
+    return plan_cycle(snap), status, snap.config, sweep
 
 
 def plan(engine: sa.Engine, *, salvy_configured: bool = True) -> tuple[Plan, dict, PoolConfig]:
     """What the next cycle would do (changes nothing), the status it saw, and the config."""
-    with engine.connect() as conn, conn.begin():
-        conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-        snap, trust = take_snapshot(conn, salvy_configured=salvy_configured)
-    status = status_from(snap.config, snap.counts, trust, gate=snap.purchase_gate, now=snap.now)
-    return plan_cycle(snap), status, snap.config
+    the_plan, status, config, _ = read_plan(engine, salvy_configured=salvy_configured)
+    return the_plan, status, config
+
+
+def tidy(engine: sa.Engine, sweep: Sweep) -> dict:
+    """After a cycle: fold the status tally's deltas, settle notes, note the backstop's finds."""
+    with transaction(engine) as conn:
+        folded = repo.compact_status_tally(conn)
+        settled = repo.settle_stranded_notes(conn, sweep.settle)
+        repo.note_stranded(conn, sweep.unnoted)
+    return {"tally_rows_folded": folded, "notes_settled": settled, "noted": len(sweep.unnoted)}
 
 
 def raise_alerts(

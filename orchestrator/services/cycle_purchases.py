@@ -40,7 +40,7 @@ def record_intents(
     with transaction(engine) as conn:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PURCHASE_LOCK_KEY)))
         config = repo.load_config(conn)
-        counts, _ = repo.count_by_status(conn)
+        counts = repo.status_counts(conn)
         gate = backoff.load(conn, salvy_configured=salvy_configured)
         wanted = min(limit, purchases_to_make(config, counts, gate, repo.db_now(conn)))
         keys = [str(uuid.uuid4()) for _ in range(max(0, wanted))]

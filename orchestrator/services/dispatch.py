@@ -70,7 +70,10 @@ def _planned_cycle(
     """Plan, alert, dispatch (the cycle guard is held)."""
     started = time.monotonic()
     try:
-        plan, status, config = cycle.plan(engine, salvy_configured=salvy_configured)
+        # The cycle's status needs no mean trust (it would read every active chip).
+        plan, status, config, sweep = cycle.read_plan(
+            engine, salvy_configured=salvy_configured, trust=False
+        )
     except ConfigError as error:
         cycle.alert_invalid_config(engine, error)
         return {"status": "rejected", "reason": str(error)}
@@ -119,6 +122,7 @@ def _planned_cycle(
             _drop_unsent(engine, keys[position:])
             raise
         sent[PROVISION] += 1
+    _tidy(engine, sweep)
     cycle_timing.record(client, time.monotonic() - started)
     return {
         "status": "planned",
@@ -146,6 +150,14 @@ def _drop_unsent(engine: sa.Engine, keys: list[str]) -> None:
         cycle_purchases.drop_unsent(engine, keys)
     except Exception as error:  # left in flight until reconcile fails them at their deadline
         log.warning("%d unsent purchase intents left to reconcile: %s", len(keys), error)
+
+
+def _tidy(engine: sa.Engine, sweep: cycle.Sweep) -> None:
+    """Fold the tally, settle stranded-chip notes; on failure the next cycle does it instead."""
+    try:
+        cycle.tidy(engine, sweep)
+    except Exception as error:  # the notes stay; nothing is lost by tidying later
+        log.warning("cycle tidy left for the next cycle: %s", error)
 
 
 def _alert_no_salvy(engine: sa.Engine) -> bool:

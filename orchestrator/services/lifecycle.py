@@ -42,6 +42,12 @@ PLANNED = (LOW_TRUST, DISCONNECTED)
 RECOVERED, STORM = "recovered", "storm"
 #: Seconds (min, max) before retrying when other tasks hold what we need for a moment.
 BUSY_RETRY_SECONDS = (0.2, 1.0)
+#: Rows of pool_growth_slots (capped by its CHECK, migration 0005): at most this many swaps add
+#: an active chip at once without the exclusive pool_config lock.
+GROWTH_SLOTS = 16
+#: How a swap that adds an active chip is kept under producao_max: far below it, holding one
+#: growth slot beside other swaps (SLOT); otherwise pool_config and every slot locked (EXACT).
+SLOT, EXACT = "slot", "exact"
 
 
 def clean_reason(reason: object) -> str | None:
@@ -93,18 +99,51 @@ def _cas(conn: sa.Connection, chip_id: str, expected: Sequence[str], **values: o
     return row
 
 
-def _lock(conn: sa.Connection, chip_id: str) -> tuple[Mapping, PoolConfig]:
-    """The chip's row and the config, in the one lock order: pool_config, then chips.
+def _lock(conn: sa.Connection, chip_id: str) -> tuple[Mapping, PoolConfig, str | None]:
+    """The chip's row locked, the config, and how its growth is checked (None: it adds nothing).
 
-    Replacing an already-banned chip adds an active chip, so it locks pool_config (as promotions
-    do) before the chip's row; an unlocked read of the status tells which case this is.
+    Replacing an already-banned chip adds an active chip; an unlocked read of the status tells
+    which case this is. Lock order: pool_config, pool_growth_slots, chips.
     """
-    config_locked = repo.get_chip(conn, chip_id)["status"] == "banned"
-    config = repo.load_config(conn, lock=config_locked)
+    grows = repo.get_chip(conn, chip_id)["status"] == "banned"
+    growth, config = _growth_locks(conn) if grows else (None, repo.load_config(conn))
     old = repo.get_chip(conn, chip_id, lock=True)
-    if old["status"] == "banned" and not config_locked:
-        raise _busy(f"chip {chip_id} was banned while we read it")  # the retry locks pool_config
-    return old, config
+    if old["status"] == "banned" and not grows:
+        raise _busy(f"chip {chip_id} was banned while we read it")  # the retry locks for growth
+    return old, config, growth
+
+
+def _growth_locks(conn: sa.Connection) -> tuple[str, PoolConfig]:
+    """SLOT when far below producao_max and a growth slot is free (nothing waited for), else EXACT.
+
+    At most GROWTH_SLOTS swaps hold a slot, and each checks (_has_room) that the active count,
+    read after taking its slot, leaves GROWTH_SLOTS of room: together they cannot pass
+    producao_max. EXACT (near the maximum, every slot busy, promotions) locks pool_config, then
+    every slot, so it counts after the slot holders commit and none starts until it does.
+    """
+    config, active = repo.load_config_and_active(conn)
+    if active <= config.producao_max - 2 * GROWTH_SLOTS and repo.take_growth_slot(conn):
+        return SLOT, config
+    return EXACT, _lock_for_exact_count(conn)
+
+
+def _lock_for_exact_count(conn: sa.Connection) -> PoolConfig:
+    """pool_config, then every growth slot: the active count cannot change under us but by others."""
+    config = repo.load_config(conn, lock=True)
+    repo.lock_growth_slots(conn)
+    return config
+
+
+def _has_room(conn: sa.Connection, config: PoolConfig, growth: str | None) -> bool:
+    """Whether this swap may add an active chip (always, when it adds none)."""
+    if growth is None:
+        return True
+    active = repo.count_active(conn)
+    if growth == EXACT:
+        return active < config.producao_max
+    if active > config.producao_max - GROWTH_SLOTS:  # others grew it since our first read
+        raise _busy("active count rose near producao_max; retry counting exactly")
+    return True
 
 
 def _recheck(conn: sa.Connection, old: Mapping, config: PoolConfig, now: datetime) -> str:
@@ -156,18 +195,17 @@ def replace_chip(
     compare-and-set keep the data right without it.
     """
     chip_id, reason = repo.parse_chip_id(chip_id), clean_reason(reason)
+    # Written as now(), the transaction's start (what repo.db_now reads): no round trip for it.
+    now = sa.func.now()
     with transaction(engine) as conn:
-        now = repo.db_now(conn)
-        old, config = _lock(conn, chip_id)
+        old, config, growth = _lock(conn, chip_id)
         _check_replaceable(conn, old)
         if reason in PLANNED and old["status"] == "active":
-            reason = _recheck(conn, old, config, now)
+            reason = _recheck(conn, old, config, repo.db_now(conn))
             if reason in (RECOVERED, STORM):
                 return {"status": "skipped", "chip_id": chip_id, "reason": reason}
-        grows = old["status"] == "banned"  # its replacement adds an active chip
-        banned = grows or reason == BANNED
-        room = not grows or repo.count_active(conn) < config.producao_max
-        new = _take_ready(conn, config, chip_id, claim) if room else None
+        banned = growth is not None or reason == BANNED
+        new = _take_ready(conn, config, chip_id, claim) if _has_room(conn, config, growth) else None
         if new is None:
             return _without_ready(conn, config, old, banned, reason, now)
         return _swap(conn, config, old, new, "banned" if banned else "degraded", reason, now)
@@ -180,7 +218,7 @@ def _swap(
     new: Mapping,
     final: str,
     reason: str | None,
-    now: datetime,
+    now: sa.ColumnElement,
 ) -> dict:
     """ready -> active, the conversations across, the old chip out; one operation, one message."""
     chip_id = old["id"]
@@ -218,7 +256,7 @@ def _without_ready(
     old: Mapping,
     banned: bool,
     reason: str | None,
-    now: object,
+    now: sa.ColumnElement,
 ) -> dict:
     """SPEC's safety rules when no fit ready chip exists (busy ones were retried instead)."""
     chip_id = old["id"]
@@ -300,7 +338,7 @@ def promote_ready_to_active(engine: sa.Engine, chip_id: object) -> dict:
     chip_id = repo.parse_chip_id(chip_id)
     with transaction(engine) as conn:
         now = repo.db_now(conn)
-        config = repo.load_config(conn, lock=True)  # serialises every change of the active count
+        config = _lock_for_exact_count(conn)  # serialises every change of the active count
         chip = repo.get_chip(conn, chip_id, lock=True)
         if chip["status"] != "ready":
             raise Rejected(f"chip {chip_id} is {chip['status']}, not ready", code="wrong_state")

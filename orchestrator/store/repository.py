@@ -13,7 +13,15 @@ import sqlalchemy as sa
 
 from orchestrator.domain.pool import ChipView, Counts, PoolConfig
 from orchestrator.errors import ConfigError, Rejected
-from orchestrator.store.schema import chips, conversation_chips, operations, pool_config
+from orchestrator.store.schema import (
+    chip_status_tally,
+    chips,
+    conversation_chips,
+    operations,
+    pool_config,
+    pool_growth_slots,
+    stranded_chip_events,
+)
 
 #: Columns a ChipView needs.
 VIEW_COLUMNS = (
@@ -45,7 +53,17 @@ def load_config(conn: sa.Connection, *, lock: bool = False) -> PoolConfig:
     stmt = sa.select(pool_config)
     if lock:
         stmt = stmt.with_for_update()
+    return _config(conn.execute(stmt).mappings().first())
+
+
+def load_config_and_active(conn: sa.Connection) -> tuple[PoolConfig, int]:
+    """The pool_config row (not locked) and how many chips are active, in one statement."""
+    stmt = sa.select(pool_config, _active_sum().scalar_subquery().label("active_now"))
     row = conn.execute(stmt).mappings().first()
+    return _config(row), int(row["active_now"])
+
+
+def _config(row: Mapping | None) -> PoolConfig:
     if row is None:
         raise ConfigError("pool_config has no row; run `chip-orchestrator migrate`")
     config = PoolConfig.from_mapping(row)
@@ -54,16 +72,59 @@ def load_config(conn: sa.Connection, *, lock: bool = False) -> PoolConfig:
     return config
 
 
-def count_by_status(conn: sa.Connection) -> tuple[Counts, float]:
-    """Chips per status and the average trust of active chips, in one aggregate query."""
-    rows = conn.execute(
-        sa.select(chips.c.status, sa.func.count(), sa.func.avg(chips.c.trust_score)).group_by(
-            chips.c.status
-        )
+# -- chip counts: chip_status_tally, kept exact by triggers (migrations/versions/0005_scale.py) --
+
+
+def status_counts(conn: sa.Connection) -> Counts:
+    """Chips per status, exact at the statement's snapshot, summed from a few tally rows."""
+    tally = chip_status_tally
+    rows = conn.execute(sa.select(tally.c.status, sa.func.sum(tally.c.n)).group_by(tally.c.status))
+    return Counts.from_pairs({status: int(n) for status, n in rows})
+
+
+def _active_sum() -> sa.Select:
+    tally = chip_status_tally
+    return sa.select(sa.func.coalesce(sa.func.sum(tally.c.n), 0)).where(tally.c.status == "active")
+
+
+def count_active(conn: sa.Connection) -> int:
+    """How many chips are active right now (exact; cost independent of the pool's size)."""
+    return int(conn.execute(_active_sum()).scalar_one())
+
+
+def active_trust_mean(conn: sa.Connection) -> float:
+    """Mean trust of the active chips (reads each one: for status and metrics, not the cycle)."""
+    stmt = sa.select(sa.func.avg(chips.c.trust_score)).where(chips.c.status == "active")
+    mean = conn.execute(stmt).scalar_one()
+    return float(mean) if mean is not None else 0.0
+
+
+def take_growth_slot(conn: sa.Connection) -> bool:
+    """Lock one free growth slot (SKIP LOCKED: never waits); False when every slot is held."""
+    stmt = (
+        sa.select(pool_growth_slots.c.slot)
+        .order_by(pool_growth_slots.c.slot)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def lock_growth_slots(conn: sa.Connection) -> None:
+    """Lock every growth slot: waits for the swaps holding one, keeps new ones out until commit."""
+    conn.execute(
+        sa.select(pool_growth_slots.c.slot).order_by(pool_growth_slots.c.slot).with_for_update()
     ).all()
-    counts = Counts.from_pairs({status: n for status, n, _ in rows})
-    trust = next((float(avg) for status, _, avg in rows if status == "active"), 0.0)
-    return counts, trust
+
+
+def count_by_status(conn: sa.Connection) -> tuple[Counts, float]:
+    """Chips per status and the average trust of active chips."""
+    return status_counts(conn), active_trust_mean(conn)
+
+
+def compact_status_tally(conn: sa.Connection) -> int:
+    """Fold the tally's deltas into one row per status (sums unchanged); rows folded."""
+    return int(conn.execute(sa.select(sa.func.chip_status_tally_compact())).scalar_one())
 
 
 def serving_candidates(conn: sa.Connection, config: PoolConfig) -> list[ChipView]:
@@ -196,7 +257,9 @@ def transition(
     return conn.execute(stmt).mappings().first()
 
 
-def move_conversations(conn: sa.Connection, source: str, target: str, now: datetime) -> int:
+def move_conversations(
+    conn: sa.Connection, source: str, target: str, now: datetime | sa.ColumnElement
+) -> int:
     """Move every active conversation of source to target in one statement."""
     result = conn.execute(
         sa.update(conversation_chips)
@@ -242,11 +305,6 @@ def record_operation(
     return conn.execute(stmt).scalar_one()
 
 
-def count_active(conn: sa.Connection) -> int:
-    """How many chips are active right now."""
-    return conn.execute(sa.select(sa.func.count()).where(chips.c.status == "active")).scalar_one()
-
-
 def recent_operations(conn: sa.Connection, limit: int = 10) -> list[Mapping]:
     """The newest operations, with the phone numbers of their chips."""
     source, target = chips.alias("o"), chips.alias("d")
@@ -276,37 +334,135 @@ def db_now(conn: sa.Connection) -> datetime:
 
 
 # -- stranded conversations (open rows left on chips that no longer serve) ----------------------
+#
+# Triggers note every chip that leaves `active` and every chip gaining an open row while not
+# active (stranded_chip_events, migrations/versions/0005_scale.py): the cycle checks those chips
+# only, and one slice of the chip-id space as a backstop (what the triggers could not see).
 
 
-def stranded_chips_query(limit: int | None = None) -> sa.Select:
-    """Chips that are not active (any other status) holding open conversations, with how many.
+def chip_range(index: int, slices: int) -> tuple[str, str | None]:
+    """The index-th of `slices` equal ranges of chip ids (uuids): [low, high), high None at the end."""
+    if not 0 <= index < slices:
+        raise ValueError(f"slice {index} outside 0..{slices - 1}")
+    low = str(uuid.UUID(int=index * 2**128 // slices))
+    high = None if index == slices - 1 else str(uuid.UUID(int=(index + 1) * 2**128 // slices))
+    return low, high
 
-    A hash join of the open rows (index-only scan of the partial index) with the non-active
-    chips, grouped after the join: at 100k chips / 1M rows it beat a skip scan over the distinct
-    chip ids and EXISTS from the chips side (benchmarks/stranded.py, docs/benchmarks.md).
+
+def stranded_in_range_query(limit: int, index: int, slices: int) -> sa.Select:
+    """Up to limit chips that are not active holding open rows, among one slice of chip ids.
+
+    The backstop. The slice's open rows come off the partial index (a range scan), then each
+    chip holding some is looked up by primary key: the cost follows the rows in the slice, and the
+    shape holds under a generic plan (a join planned for a range of unknown size can scan chips
+    row by row).
     """
     cc = conversation_chips
-    stmt = (
-        sa.select(cc.c.chip_id, sa.func.count().label("n"))
-        .join(chips, chips.c.id == cc.c.chip_id)
-        .where(cc.c.active, chips.c.status != "active")
-        .group_by(cc.c.chip_id)
-        .order_by(cc.c.chip_id)
+    low, high = chip_range(index, slices)
+    holders = sa.select(cc.c.chip_id).where(cc.c.active, cc.c.chip_id >= low)
+    if high is not None:
+        holders = holders.where(cc.c.chip_id < high)
+    holders = holders.group_by(cc.c.chip_id).subquery("holders")
+    status = sa.select(chips.c.status).where(chips.c.id == holders.c.chip_id).scalar_subquery()
+    return (
+        sa.select(holders.c.chip_id)
+        .where(status != "active")
+        .order_by(holders.c.chip_id)
+        .limit(limit)
     )
-    return stmt if limit is None else stmt.limit(limit)
 
 
-def stranded_chip_ids(conn: sa.Connection, limit: int) -> list[str]:
-    """Up to limit chips that are not active and still hold open conversations."""
-    return list(conn.execute(stranded_chips_query(limit)).scalars())
+def stranded_in_range(conn: sa.Connection, limit: int, index: int, slices: int) -> list[str]:
+    """Run stranded_in_range_query: the backstop's finds in one slice."""
+    return list(conn.execute(stranded_in_range_query(limit, index, slices)).scalars())
+
+
+def _holds_stranded_rows(chip_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """The chip exists, is not active, and has open conversations."""
+    cc = conversation_chips
+    return sa.and_(
+        sa.exists().where(chips.c.id == chip_id, chips.c.status != "active"),
+        sa.exists().where(cc.c.chip_id == chip_id, cc.c.active),
+    )
+
+
+def noted_stranded_query(cap: int) -> sa.Select:
+    """The first `cap` notes (id, chip_id), each with whether its chip holds stranded rows."""
+    events = stranded_chip_events
+    notes = (
+        sa.select(events.c.id, events.c.chip_id).order_by(events.c.id).limit(cap).subquery("notes")
+    )
+    noted = sa.select(notes.c.chip_id).distinct().subquery("noted")
+    judged = sa.select(
+        noted.c.chip_id, _holds_stranded_rows(noted.c.chip_id).label("stranded")
+    ).subquery("judged")
+    return sa.select(notes.c.id, notes.c.chip_id, judged.c.stranded).join(
+        judged, judged.c.chip_id == notes.c.chip_id
+    )
+
+
+def noted_stranded(conn: sa.Connection, cap: int) -> tuple[list[str], list[tuple[int, str]]]:
+    """From the first `cap` notes: the noted chips that hold stranded rows (sorted), and the notes
+    (id, chip) of the others, which the cycle may settle."""
+    rows = conn.execute(noted_stranded_query(cap)).all()
+    stranded = sorted({chip for _, chip, is_stranded in rows if is_stranded})
+    return stranded, [(note, chip) for note, chip, is_stranded in rows if not is_stranded]
+
+
+def settle_stranded_notes(conn: sa.Connection, notes: Sequence[tuple[int, str]]) -> int:
+    """Delete notes whose chip holds no stranded row now; returns how many were deleted.
+
+    Each chip is locked FOR UPDATE SKIP LOCKED before it is judged again: a conversation written
+    from a stale read holds KEY SHARE on its chip until it commits, so a chip it is landing on is
+    skipped (its notes wait for the next cycle) and nothing here ever waits.
+    """
+    wanted = sorted({chip for _, chip in notes})
+    if not wanted:
+        return 0
+    locked = set(
+        conn.execute(
+            sa.select(chips.c.id)
+            .where(chips.c.id.in_(wanted))
+            .order_by(chips.c.id)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    existing = set(conn.execute(sa.select(chips.c.id).where(chips.c.id.in_(wanted))).scalars())
+    still = (
+        set(
+            conn.execute(
+                sa.select(chips.c.id).where(
+                    chips.c.id.in_(sorted(locked)), _holds_stranded_rows(chips.c.id)
+                )
+            ).scalars()
+        )
+        if locked
+        else set()
+    )
+    settled = (locked - still) | (set(wanted) - existing)
+    ids = [note for note, chip in notes if chip in settled]
+    if not ids:
+        return 0
+    events = stranded_chip_events
+    return conn.execute(sa.delete(events).where(events.c.id.in_(ids))).rowcount
+
+
+def note_stranded(conn: sa.Connection, chip_ids: Sequence[str]) -> None:
+    """Note chips found stranded without a note (the backstop), so later cycles check them."""
+    if chip_ids:
+        conn.execute(sa.insert(stranded_chip_events), [{"chip_id": c} for c in chip_ids])
 
 
 def stranded_conversations(conn: sa.Connection) -> int:
-    """How many open conversations sit on chips that are not active."""
+    """How many open conversations sit on chips that are not active (the noted chips only)."""
+    cc = conversation_chips
+    noted = sa.select(stranded_chip_events.c.chip_id).distinct().subquery("noted")
     stmt = (
         sa.select(sa.func.count())
-        .select_from(conversation_chips.join(chips, chips.c.id == conversation_chips.c.chip_id))
-        .where(conversation_chips.c.active, chips.c.status != "active")
+        .select_from(cc.join(chips, chips.c.id == cc.c.chip_id))
+        .where(
+            cc.c.active, chips.c.status != "active", cc.c.chip_id.in_(sa.select(noted.c.chip_id))
+        )
     )
     return conn.execute(stmt).scalar_one()
 
@@ -366,9 +522,14 @@ def fit_ready_exists(conn: sa.Connection, config: PoolConfig, exclude: Sequence[
 
 
 def count_active_disconnected(conn: sa.Connection) -> tuple[int, int]:
-    """Active chips, and how many of them are disconnected now (the storm brake's inputs)."""
-    stmt = sa.select(
-        sa.func.count(), sa.func.count().filter(sa.not_(chips.c.evolution_connected))
-    ).where(chips.c.status == "active")
-    active, disconnected = conn.execute(stmt).one()
-    return active, disconnected
+    """Active chips, and how many of them are disconnected now (the storm brake's inputs).
+
+    The tally gives the first; the second reads only the disconnected active chips (a partial
+    index, idx_chips_active_disconnected).
+    """
+    disconnected = sa.select(sa.func.count()).where(
+        chips.c.status == "active", sa.not_(chips.c.evolution_connected)
+    )
+    stmt = sa.select(_active_sum().scalar_subquery(), disconnected.scalar_subquery())
+    row = conn.execute(stmt).one()
+    return int(row[0]), int(row[1])

@@ -119,3 +119,24 @@ purchase_backoff = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
+
+chip_status_tally = sa.Table(
+    "chip_status_tally",
+    metadata,
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
+stranded_chip_events = sa.Table(
+    "stranded_chip_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("chip_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
+)
+
+pool_growth_slots = sa.Table(
+    "pool_growth_slots",
+    metadata,
+    sa.Column("slot", sa.SmallInteger, primary_key=True),
+)

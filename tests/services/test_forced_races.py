@@ -151,3 +151,172 @@ def test_promotions_queued_on_the_pool_config_lock_stop_at_producao_min(
     assert statuses == ["promoted"] * 3 + ["skipped"] * 5
     with clean_db.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM chips WHERE status = 'active'")) == 3
+
+
+def test_banned_replacements_queued_on_the_pool_config_lock_never_exceed_producao_max(
+    clean_db: sa.Engine,
+) -> None:
+    # Given producao_max = 4, two healthy active chips, five banned chips not yet handled (two
+    # conversations each) and eight ready chips
+    set_config(clean_db, producao_min=2, producao_max=4)
+    for _ in range(2):
+        make_chip(clean_db, "active")
+    banned = [make_chip(clean_db, "banned") for _ in range(5)]
+    for chip in banned:
+        add_conversations(clean_db, chip, 2)
+    ready = [make_chip(clean_db, "ready", trust=95) for _ in range(8)]
+    blocker = clean_db.connect()
+    blocker.begin()
+    blocker.execute(sa.text(PARK_ON_POOL_CONFIG))
+    calls = Calls()
+    try:
+        # When their five replacements are all queued on the active count's lock
+        for chip in banned:
+            calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
+        wait_until(lambda: waiting_backends(clean_db) == 5)
+        # And another service promotes a ready chip meanwhile, with a plain UPDATE
+        with clean_db.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE chips SET status = 'active' WHERE id = :id"), {"id": ready[-1]}
+            )
+    finally:
+        blocker.rollback()
+        blocker.close()
+    results = calls.join()
+    # Then only one was swapped for a ready chip (2 + 1 + 1 = producao_max); the other four
+    # moved their conversations to an active chip instead
+    outcomes = sorted(
+        (r["status"], r.get("action")) for r in results.values() if isinstance(r, dict)
+    )
+    assert outcomes == [("no_ready_chip", "conversations_moved")] * 4 + [("replaced", None)]
+    with clean_db.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM chips WHERE status = 'active'")) == 4
+    assert conversations_on(clean_db, banned[0]) == 0
+
+
+def waiting_on_table(engine: sa.Engine, table: str) -> int:
+    """Sessions waiting for a table-level lock on `table` (what PARK_BEFORE_OPERATION_ROW parks)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation'"
+                " AND relation = to_regclass(:table)"
+            ),
+            {"table": table},
+        ).scalar_one()
+
+
+def active_count(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(sa.text("SELECT count(*) FROM chips WHERE status = 'active'"))
+
+
+def promote_plainly(engine: sa.Engine, chips: list[str]) -> None:
+    """Another service makes ready chips active with a plain UPDATE, no lock of ours."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE chips SET status = 'active' WHERE id = ANY(CAST(:ids AS uuid[]))"),
+            {"ids": chips},
+        )
+
+
+def test_banned_swaps_far_below_producao_max_run_side_by_side(clean_db: sa.Engine) -> None:
+    # Given producao_max far above the two active chips, three banned chips with conversations
+    # and five ready chips
+    set_config(clean_db, producao_min=2, producao_max=100)
+    for _ in range(2):
+        make_chip(clean_db, "active")
+    banned = [make_chip(clean_db, "banned") for _ in range(3)]
+    for chip in banned:
+        add_conversations(clean_db, chip, 2)
+    for _ in range(5):
+        make_chip(clean_db, "ready", trust=95)
+    blocker = clean_db.connect()
+    blocker.begin()
+    blocker.execute(sa.text(PARK_BEFORE_OPERATION_ROW))
+    calls = Calls()
+    try:
+        # When their three swaps run at once
+        for chip in banned:
+            calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
+        # Then all three have promoted their ready chip together, none queued on pool_config
+        wait_until(lambda: waiting_on_table(clean_db, "orchestrator_operations") == 3)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    results = calls.join()
+    assert sorted(r["status"] for r in results.values()) == ["replaced"] * 3
+    assert len({r["replacement_id"] for r in results.values()}) == 3
+    assert active_count(clean_db) == 5
+
+
+def test_exact_counts_wait_for_the_swaps_holding_slots_and_stop_at_producao_max(
+    clean_db: sa.Engine,
+) -> None:
+    # Given producao_max = producao_min = 40 and 8 active chips (room for the slot path), three
+    # banned chips, five ready chips for them, 29 others and two for promotions
+    slots = lifecycle.GROWTH_SLOTS
+    set_config(clean_db, producao_min=40, producao_max=40)
+    for _ in range(40 - 2 * slots):
+        make_chip(clean_db, "active")
+    banned = [make_chip(clean_db, "banned") for _ in range(3)]
+    for _ in range(5):
+        make_chip(clean_db, "ready", trust=95)
+    others = [make_chip(clean_db, "ready", trust=88) for _ in range(29)]
+    promoted = [make_chip(clean_db, "ready", trust=90) for _ in range(2)]
+    blocker = clean_db.connect()
+    blocker.begin()
+    blocker.execute(sa.text(PARK_BEFORE_OPERATION_ROW))
+    calls = Calls()
+    try:
+        # When the three swaps hold their slots, parked before committing
+        for chip in banned:
+            calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
+        wait_until(lambda: waiting_on_table(clean_db, "orchestrator_operations") == 3)
+        # And another service makes 29 ready chips active meanwhile: 37 active, 3 in flight
+        # (other services are not held to producao_max; they reach it exactly here)
+        promote_plainly(clean_db, others)
+        # And two promotions start: both must wait for the slot holders
+        for chip in promoted:
+            calls.start(chip, lambda chip=chip: lifecycle.promote_ready_to_active(clean_db, chip))
+        wait_until(lambda: waiting_backends(clean_db) == 5)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    results = calls.join()
+    # Then the swaps went through, and both promotions counted them: no room was left
+    assert [results[chip]["status"] for chip in banned] == ["replaced"] * 3
+    assert [results[chip]["status"] for chip in promoted] == ["skipped"] * 2
+    assert active_count(clean_db) == 40
+
+
+def test_a_swap_whose_count_rose_near_producao_max_retries_and_counts_exactly(
+    clean_db: sa.Engine,
+) -> None:
+    # Given producao_max = 40, 8 active chips (room for the slot path), one banned chip and 25
+    # ready chips
+    slots = lifecycle.GROWTH_SLOTS
+    set_config(clean_db, producao_min=8, producao_max=40)
+    for _ in range(40 - 2 * slots):
+        make_chip(clean_db, "active")
+    chip = make_chip(clean_db, "banned")
+    ready = [make_chip(clean_db, "ready", trust=95) for _ in range(25)]
+    holder = clean_db.connect()
+    holder.begin()
+    holder.execute(sa.text("SELECT 1 FROM chips WHERE id = :id FOR UPDATE"), {"id": chip})
+    calls = Calls()
+    try:
+        # When the swap has taken a slot and waits for the chip's row
+        calls.start("swap", lambda: lifecycle.replace_chip(clean_db, chip))
+        wait_until(lambda: waiting_backends(clean_db) == 1)
+        # And another service makes 20 ready chips active meanwhile (28 > 40 - slots)
+        promote_plainly(clean_db, ready[-20:])
+    finally:
+        holder.rollback()
+        holder.close()
+    # Then the swap gives way (busy, retried) instead of trusting its first count
+    (result,) = calls.join().values()
+    assert isinstance(result, TransientError), result
+    # And its retry counts exactly under pool_config and goes through
+    assert lifecycle.replace_chip(clean_db, chip)["status"] == "replaced"
+    assert active_count(clean_db) == 29

@@ -1,10 +1,19 @@
 """The schema: migrations apply, re-apply as a no-op, and the database refuses nonsense."""
 
+import uuid
+from collections.abc import Iterator
+
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.engine import make_url
 
+from orchestrator.domain.pool import Counts
+from orchestrator.ops import checker
+from orchestrator.services import lifecycle
 from orchestrator.store import migrate
-from tests.factories import chip_row, make_chip
+from orchestrator.store import repository as repo
+from tests.factories import add_conversations, chip_row, make_chip
 
 pytestmark = pytest.mark.db
 
@@ -81,3 +90,54 @@ def test_seed_columns_alone_make_a_valid_pool_config(clean_db: sa.Engine) -> Non
 def test_database_refuses_a_nonsensical_chip(clean_db: sa.Engine, values: dict) -> None:
     with pytest.raises(sa.exc.IntegrityError):
         make_chip(clean_db, **{"status": "active", **values})
+
+
+@pytest.fixture
+def empty_url(database_url: str) -> Iterator[str]:
+    """A database of its own, not migrated, dropped afterwards."""
+    base = make_url(database_url)
+    name = f"chiporch_mig_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield base.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_0005_counts_the_chips_and_notes_the_stranded_ones_already_there(empty_url: str) -> None:
+    # Given a database at 0004 with chips of several statuses and conversations left open on a
+    # degraded and a cancelled chip
+    command.upgrade(migrate.alembic_config(empty_url), "0004_purchases")
+    engine = sa.create_engine(empty_url, poolclass=sa.pool.NullPool)
+    try:
+        for status in ("active", "active"):
+            add_conversations(engine, make_chip(engine, status), 2)
+        make_chip(engine, "ready")
+        make_chip(engine, "warming")
+        stranded = sorted(make_chip(engine, status) for status in ("degraded", "cancelled"))
+        for chip in stranded:
+            add_conversations(engine, chip, 1)
+        # When it is upgraded to head
+        migrate.upgrade(empty_url)
+        # Then the tally counts every chip, and the two stranded chips are noted
+        with engine.connect() as conn:
+            assert repo.status_counts(conn) == Counts(
+                active=2, ready=1, warming=1, degraded=1, cancelled=1
+            )
+            assert repo.noted_stranded(conn, 100)[0] == stranded
+        kinds = {v.kind for v in checker.find_violations(engine)}
+        assert not kinds & {"status_tally_drift", "stranded_unnoted"}
+    finally:
+        engine.dispose()
+
+
+def test_growth_slots_are_exactly_as_many_as_the_code_counts_on(clean_db: sa.Engine) -> None:
+    with clean_db.connect() as conn:
+        slots = conn.execute(sa.text("SELECT count(*) FROM pool_growth_slots")).scalar_one()
+    assert slots == lifecycle.GROWTH_SLOTS
+    with pytest.raises(sa.exc.IntegrityError), clean_db.begin() as conn:
+        conn.execute(
+            sa.text(f"INSERT INTO pool_growth_slots VALUES ({lifecycle.GROWTH_SLOTS + 1})")
+        )

@@ -170,7 +170,7 @@ def test_a_revision_that_cannot_get_its_lock_is_retried_then_given_up(url: str) 
         holder.close()
         eng.dispose()
     # ... and goes through once the holder is gone
-    assert migrate.upgrade(url) == ("0003_fit", "0004_purchases")
+    assert migrate.upgrade(url) == ("0003_fit", migrate.head_revision(url))
 
 
 def test_locks_are_taken_referencing_table_first_as_a_foreign_key_insert_takes_them() -> None:
