@@ -1,4 +1,4 @@
-"""run_cycle's planning (orchestrator.cycle.plan) against the seed's way, by pool size."""
+"""run_cycle's planning (orchestrator.services.cycle.plan) against the seed's way, by pool size."""
 
 from __future__ import annotations
 

@@ -266,7 +266,7 @@ def read_plan_before(
 ) -> tuple[Plan, dict, PoolConfig, cycle.Sweep]:
     """The cycle's read side before this change: GROUP BY status over chips with the mean trust,
     and the stranded join over every open row."""
-    from orchestrator import backoff
+    from orchestrator.services import backoff
 
     with engine.connect() as conn, conn.begin():
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))

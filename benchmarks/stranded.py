@@ -4,7 +4,7 @@ Builds the realistic pool (benchmarks.datagen: N chips, ten conversations each),
 conversations on some chips that no longer serve, as a router reading a stale `chips` would, and
 times each candidate form of "which non-active chips hold open conversations" (EXPLAIN ANALYZE,
 server time, median): the forms that read every open row, and what the cycle reads since 0005
-(the chips the triggers noted, plus one backstop slice: orchestrator.cycle).
+(the chips the triggers noted, plus one backstop slice: orchestrator.services.cycle).
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def test_a_chip_leaving_active_is_noted_and_its_note_settled_once_its_rows_moved
     assert noted(clean_db) == [chip]
     assert tidy_after_plan(clean_db)["notes_settled"] == 0
     # And once its conversations moved, the next cycle settles the note
-    from orchestrator import conversations
+    from orchestrator.services import conversations
 
     assert conversations.migrate_conversations(clean_db, chip)["status"] == "migrated"
     assert tidy_after_plan(clean_db)["notes_settled"] == 1
