@@ -9,7 +9,7 @@ triggers the database now runs on every write, is today's.
 import sqlalchemy as sa
 
 from orchestrator.domain.pool import PoolConfig
-from orchestrator.services import lifecycle
+from orchestrator.services import growth
 from orchestrator.store import repository
 from tasks import app
 
@@ -24,8 +24,8 @@ def count_active_by_counting(conn: sa.Connection) -> int:
 
 def exclusive_growth(conn: sa.Connection) -> tuple[str, PoolConfig]:
     """The previous lock for a growing swap: the pool_config row, always."""
-    return lifecycle.EXACT, repository.load_config(conn, lock=True)
+    return growth.EXACT, repository.load_config(conn, lock=True)
 
 
 repository.count_active = count_active_by_counting
-lifecycle._growth_locks = exclusive_growth
+growth.growth_locks = exclusive_growth

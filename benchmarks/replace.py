@@ -11,11 +11,11 @@ from celery import Celery
 
 from benchmarks.common import QueryClock, median, ms, percentile, print_table
 from benchmarks.datagen import add_chip_with_conversations
-from orchestrator.services import lifecycle
+from orchestrator.services import replacement
 
 
 def moving_conversations(engine: sa.Engine, conversations: int, runs: int) -> dict:
-    """lifecycle.replace_chip on an active chip holding `conversations` open conversations."""
+    """replacement.replace_chip on an active chip holding `conversations` open conversations."""
     walls, updates = [], []
     clock = QueryClock().attach(engine)
     try:
@@ -24,7 +24,7 @@ def moving_conversations(engine: sa.Engine, conversations: int, runs: int) -> di
             chip = add_chip_with_conversations(engine, "active", 90, conversations)
             clock.reset()
             start = time.perf_counter()
-            result = lifecycle.replace_chip(engine, chip, "low_trust")
+            result = replacement.replace_chip(engine, chip, "low_trust")
             walls.append(time.perf_counter() - start)
             assert result["conversas_migradas"] == conversations, result
             updates.append(max(t for s, _, t in clock.statements if "conversation_chips" in s))

@@ -13,7 +13,7 @@ deltas back into one row per status (`chip_status_tally_compact`, sum-preserving
 `chip_status_tally_resync()` recounts from `chips` if the triggers were ever bypassed.
 
 `pool_growth_slots` (16 rows) lets swaps that add an active chip far below producao_max run side
-by side instead of queueing on the pool_config row (orchestrator/lifecycle.py).
+by side instead of queueing on the pool_config row (orchestrator/services/growth.py).
 
 `stranded_chip_events` notes chips that may hold open conversations while not active: every chip
 that leaves `active`, and every chip that gains an open row while not active. The cycle checks only

@@ -20,9 +20,10 @@ from orchestrator.services import (
     conversations,
     delivery,
     dispatch,
-    lifecycle,
+    promote,
     purchase,
     reconcile,
+    replacement,
 )
 from orchestrator.store import outbox
 from orchestrator.store import repository as repo
@@ -52,7 +53,7 @@ def replace_chip(chip_id: object, reason: object = None, owner: str | None = Non
     return _locked(
         names.REPLACE,
         chip_id,
-        lambda held: lifecycle.replace_chip(
+        lambda held: replacement.replace_chip(
             bootstrap.engine(), chip_id, reason, claim=held.acquire
         ),
         owner,
@@ -64,7 +65,7 @@ def promote_warming_to_ready(chip_id: object, owner: str | None = None) -> dict:
     return _locked(
         names.PROMOTE_READY,
         chip_id,
-        lambda _: lifecycle.promote_warming_to_ready(bootstrap.engine(), chip_id),
+        lambda _: promote.promote_warming_to_ready(bootstrap.engine(), chip_id),
         owner,
     )
 
@@ -74,7 +75,7 @@ def promote_ready_to_active(chip_id: object, owner: str | None = None) -> dict:
     return _locked(
         names.PROMOTE_ACTIVE,
         chip_id,
-        lambda _: lifecycle.promote_ready_to_active(bootstrap.engine(), chip_id),
+        lambda _: promote.promote_ready_to_active(bootstrap.engine(), chip_id),
         owner,
     )
 

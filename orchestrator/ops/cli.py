@@ -136,7 +136,7 @@ def _resolve(ref: str) -> str:
 
 
 def cmd_replace(args: argparse.Namespace) -> int:
-    from orchestrator.services.lifecycle import clean_reason
+    from orchestrator.services.replacement import clean_reason
 
     chip_id = _resolve(args.chip)
     kwargs = {"reason": clean_reason(args.reason)} if args.reason else {}

@@ -1,1 +1,1 @@
-"""Use cases, one transaction each: lifecycle, purchases, cancels, the cycle, delivery."""
+"""Use cases, one transaction each: replacement, promotions, purchases, cancels, the cycle, delivery."""

@@ -25,9 +25,6 @@ LONG_ON_PURPOSE = {
     # Migration 0001's schema as data, compared column by column with a live database by the
     # adoption: one schema, one file.
     "store/adoption/baseline.py",
-    # Moved whole for the merge of the scale branch (it edits them); split after that merge.
-    "services/lifecycle.py",
-    "store/repository.py",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.ops import checker
-from orchestrator.services import lifecycle
+from orchestrator.services import promote, replacement
 from tests.factories import add_conversations, make_chip, set_config
 
 pytestmark = pytest.mark.db
@@ -42,9 +42,9 @@ def test_a_clean_pool_after_real_use_cases_reports_nothing(clean_db: sa.Engine) 
     make_chip(clean_db, "ready", trust=92)
     warming = make_chip(clean_db, "warming", trust=95)
     set_config(clean_db, warmup_days=1, producao_min=3)
-    lifecycle.replace_chip(clean_db, old, "low_trust")
-    lifecycle.promote_warming_to_ready(clean_db, warming)
-    lifecycle.promote_ready_to_active(clean_db, warming)
+    replacement.replace_chip(clean_db, old, "low_trust")
+    promote.promote_warming_to_ready(clean_db, warming)
+    promote.promote_ready_to_active(clean_db, warming)
     banned = make_chip(clean_db, "banned", trust=90)
     add_conversations(clean_db, banned, 2)
     # When the checker runs

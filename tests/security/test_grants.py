@@ -7,7 +7,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.services import cycle, cycle_purchases, delivery, lifecycle
+from orchestrator.services import cycle, cycle_purchases, delivery, promote, replacement
 from orchestrator.services.intent import ensure_intent, fail
 from orchestrator.store import outbox
 from orchestrator.store.db import transaction
@@ -71,10 +71,10 @@ def test_the_documented_grants_are_enough_for_every_use_case(
     banned = make_chip(clean_db, "banned")
     add_conversations(clean_db, banned, 1)
     # When every kind of write runs as that role
-    assert lifecycle.replace_chip(worker_role, old, "low_trust")["status"] == "replaced"
-    assert lifecycle.replace_chip(worker_role, banned)["status"] in ("replaced", "no_ready_chip")
+    assert replacement.replace_chip(worker_role, old, "low_trust")["status"] == "replaced"
+    assert replacement.replace_chip(worker_role, banned)["status"] in ("replaced", "no_ready_chip")
     ready = make_chip(clean_db, "ready", trust=90)
-    assert lifecycle.promote_ready_to_active(worker_role, ready)["status"] == "promoted"
+    assert promote.promote_ready_to_active(worker_role, ready)["status"] == "promoted"
     intent = ensure_intent(worker_role, "chiporch-grants", 11, 15)
     fail(worker_role, intent, "teste")
     assert cycle_purchases.record_intents(worker_role, 1, 15) == []  # paused by that failure

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.errors import Rejected
-from orchestrator.services import conversations, lifecycle
+from orchestrator.services import conversations, replacement
 from orchestrator.store.schema import alert_state, conversation_chips, operations, outbox
 from tests.factories import add_conversations, chip_row, make_chip
 
@@ -44,7 +44,7 @@ def replaced_pair(engine: sa.Engine) -> tuple[str, str]:
     """A chip replaced by the real use case, and its replacement (now active)."""
     old = make_chip(engine, "active", trust=40)
     new = make_chip(engine, "ready", trust=95)
-    result = lifecycle.replace_chip(engine, old, "low_trust")
+    result = replacement.replace_chip(engine, old, "low_trust")
     assert result["replacement_id"] == new
     return old, new
 

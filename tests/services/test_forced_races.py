@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.errors import TransientError
-from orchestrator.services import lifecycle
+from orchestrator.services import growth, promote, replacement
 from orchestrator.store.schema import operations
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
 from tests.support.pg_waits import wait_until, waiting_backends
@@ -70,17 +70,17 @@ def test_a_replacement_holding_the_only_ready_chip_makes_a_concurrent_one_retry_
     calls = Calls()
     try:
         # When the first replacement has promoted the ready chip and is parked before committing
-        calls.start("low", lambda: lifecycle.replace_chip(clean_db, low, "low_trust"))
+        calls.start("low", lambda: replacement.replace_chip(clean_db, low, "low_trust"))
         wait_until(lambda: waiting_backends(clean_db) == 1)
         # And the second one runs meanwhile: the only ready chip is busy, not missing
         with pytest.raises(TransientError, match="held by another task"):
-            lifecycle.replace_chip(clean_db, banned, "banned")
+            replacement.replace_chip(clean_db, banned, "banned")
     finally:
         blocker.rollback()
         blocker.close()
     results = calls.join()
     # Then the first got the ready chip, and the second's retry takes SPEC's fallback
-    second = lifecycle.replace_chip(clean_db, banned, "banned")
+    second = replacement.replace_chip(clean_db, banned, "banned")
     assert results["low"]["status"] == "replaced", results
     assert results["low"]["replacement_id"] == ready
     assert (second["status"], second["target_id"]) == ("no_ready_chip", healthy), second
@@ -107,7 +107,7 @@ def test_replacements_overlapping_on_five_ready_chips_use_each_once(clean_db: sa
     try:
         # When all 12 run at once, and those that took a ready chip are parked holding it
         for chip in degraded:
-            calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
+            calls.start(chip, lambda chip=chip: replacement.replace_chip(clean_db, chip))
         wait_until(lambda: waiting_backends(clean_db) == 5 and len(calls.results) == 7)
         # Then the 7 others were told "busy, retry" while all 5 were taken and uncommitted
         busy = [chip for chip, r in calls.results.items() if isinstance(r, TransientError)]
@@ -121,7 +121,7 @@ def test_replacements_overlapping_on_five_ready_chips_use_each_once(clean_db: sa
     assert len(replaced) == 5
     assert {r["replacement_id"] for r in replaced} == ready
     # And the retries of the 7 find no ready chip left: they keep serving and alert
-    retried = [lifecycle.replace_chip(clean_db, chip) for chip in busy]
+    retried = [replacement.replace_chip(clean_db, chip) for chip in busy]
     assert {(r["status"], r["action"]) for r in retried} == {("no_ready_chip", "kept_serving")}
     with clean_db.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM chips WHERE status = 'active'")) == 12
@@ -140,7 +140,7 @@ def test_promotions_queued_on_the_pool_config_lock_stop_at_producao_min(
     try:
         # When 8 promotions are all in flight at once, queued on the active count's lock
         for chip in ready:
-            calls.start(chip, lambda chip=chip: lifecycle.promote_ready_to_active(clean_db, chip))
+            calls.start(chip, lambda chip=chip: promote.promote_ready_to_active(clean_db, chip))
         wait_until(lambda: waiting_backends(clean_db) == 8)
     finally:
         blocker.rollback()
@@ -172,7 +172,7 @@ def test_banned_replacements_queued_on_the_pool_config_lock_never_exceed_produca
     try:
         # When their five replacements are all queued on the active count's lock
         for chip in banned:
-            calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
+            calls.start(chip, lambda chip=chip: replacement.replace_chip(clean_db, chip))
         wait_until(lambda: waiting_backends(clean_db) == 5)
         # And another service promotes a ready chip meanwhile, with a plain UPDATE
         with clean_db.begin() as conn:
@@ -238,7 +238,7 @@ def test_banned_swaps_far_below_producao_max_run_side_by_side(clean_db: sa.Engin
     try:
         # When their three swaps run at once
         for chip in banned:
-            calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
+            calls.start(chip, lambda chip=chip: replacement.replace_chip(clean_db, chip))
         # Then all three have promoted their ready chip together, none queued on pool_config
         wait_until(lambda: waiting_on_table(clean_db, "orchestrator_operations") == 3)
     finally:
@@ -255,7 +255,7 @@ def test_exact_counts_wait_for_the_swaps_holding_slots_and_stop_at_producao_max(
 ) -> None:
     # Given producao_max = producao_min = 40 and 8 active chips (room for the slot path), three
     # banned chips, five ready chips for them, 29 others and two for promotions
-    slots = lifecycle.GROWTH_SLOTS
+    slots = growth.GROWTH_SLOTS
     set_config(clean_db, producao_min=40, producao_max=40)
     for _ in range(40 - 2 * slots):
         make_chip(clean_db, "active")
@@ -271,14 +271,14 @@ def test_exact_counts_wait_for_the_swaps_holding_slots_and_stop_at_producao_max(
     try:
         # When the three swaps hold their slots, parked before committing
         for chip in banned:
-            calls.start(chip, lambda chip=chip: lifecycle.replace_chip(clean_db, chip))
+            calls.start(chip, lambda chip=chip: replacement.replace_chip(clean_db, chip))
         wait_until(lambda: waiting_on_table(clean_db, "orchestrator_operations") == 3)
         # And another service makes 29 ready chips active meanwhile: 37 active, 3 in flight
         # (other services are not held to producao_max; they reach it exactly here)
         promote_plainly(clean_db, others)
         # And two promotions start: both must wait for the slot holders
         for chip in promoted:
-            calls.start(chip, lambda chip=chip: lifecycle.promote_ready_to_active(clean_db, chip))
+            calls.start(chip, lambda chip=chip: promote.promote_ready_to_active(clean_db, chip))
         wait_until(lambda: waiting_backends(clean_db) == 5)
     finally:
         blocker.rollback()
@@ -295,7 +295,7 @@ def test_a_swap_whose_count_rose_near_producao_max_retries_and_counts_exactly(
 ) -> None:
     # Given producao_max = 40, 8 active chips (room for the slot path), one banned chip and 25
     # ready chips
-    slots = lifecycle.GROWTH_SLOTS
+    slots = growth.GROWTH_SLOTS
     set_config(clean_db, producao_min=8, producao_max=40)
     for _ in range(40 - 2 * slots):
         make_chip(clean_db, "active")
@@ -307,7 +307,7 @@ def test_a_swap_whose_count_rose_near_producao_max_retries_and_counts_exactly(
     calls = Calls()
     try:
         # When the swap has taken a slot and waits for the chip's row
-        calls.start("swap", lambda: lifecycle.replace_chip(clean_db, chip))
+        calls.start("swap", lambda: replacement.replace_chip(clean_db, chip))
         wait_until(lambda: waiting_backends(clean_db) == 1)
         # And another service makes 20 ready chips active meanwhile (28 > 40 - slots)
         promote_plainly(clean_db, ready[-20:])
@@ -318,5 +318,5 @@ def test_a_swap_whose_count_rose_near_producao_max_retries_and_counts_exactly(
     (result,) = calls.join().values()
     assert isinstance(result, TransientError), result
     # And its retry counts exactly under pool_config and goes through
-    assert lifecycle.replace_chip(clean_db, chip)["status"] == "replaced"
+    assert replacement.replace_chip(clean_db, chip)["status"] == "replaced"
     assert active_count(clean_db) == 29

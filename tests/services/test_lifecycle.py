@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.errors import Rejected, TransientError
-from orchestrator.services import lifecycle
+from orchestrator.services import promote, replacement
 from orchestrator.store.schema import conversation_chips, operations, outbox
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
 
@@ -67,7 +67,7 @@ def test_replace_moves_every_conversation_to_the_best_ready_chip(clean_db: sa.En
     best = make_chip(clean_db, "ready", trust=97)
     make_chip(clean_db, "ready", trust=99, degraded_at=sa.func.now())  # once degraded: never again
 
-    result = lifecycle.replace_chip(clean_db, old, "low_trust")
+    result = replacement.replace_chip(clean_db, old, "low_trust")
 
     assert result["status"] == "replaced"
     assert result["replacement_id"] == best
@@ -100,7 +100,7 @@ def test_replace_moves_every_conversation_to_the_best_ready_chip(clean_db: sa.En
 def test_replace_ignores_ready_chips_below_trust_min_for_ready(clean_db: sa.Engine) -> None:
     old = make_chip(clean_db, "active", trust=40)
     make_chip(clean_db, "ready", trust=84)
-    result = lifecycle.replace_chip(clean_db, old)
+    result = replacement.replace_chip(clean_db, old)
     assert result["status"] == "no_ready_chip"
 
 
@@ -109,10 +109,10 @@ def test_replacing_twice_leaves_one_operation_and_the_same_state(clean_db: sa.En
     add_conversations(clean_db, old, 3)
     make_chip(clean_db, "ready", trust=95)
     make_chip(clean_db, "ready", trust=90)
-    lifecycle.replace_chip(clean_db, old)
+    replacement.replace_chip(clean_db, old)
     before = snapshot_state(clean_db)
     with pytest.raises(Rejected, match="degraded"):
-        lifecycle.replace_chip(clean_db, old)
+        replacement.replace_chip(clean_db, old)
     assert snapshot_state(clean_db) == before
     assert len(ops(clean_db, old, "auto_replace")) == 1
 
@@ -121,7 +121,7 @@ def test_a_banned_chip_stays_banned_after_replacement(clean_db: sa.Engine) -> No
     old = make_chip(clean_db, "banned", trust=80)
     add_conversations(clean_db, old, 2)
     new = make_chip(clean_db, "ready", trust=95)
-    result = lifecycle.replace_chip(clean_db, old, "banned")
+    result = replacement.replace_chip(clean_db, old, "banned")
     assert (result["status"], result["chip_status"]) == ("replaced", "banned")
     assert chip_row(clean_db, old).status == "banned"
     assert conversations_on(clean_db, new) == 2
@@ -131,7 +131,7 @@ def test_a_banned_chip_stays_banned_after_replacement(clean_db: sa.Engine) -> No
 def test_an_active_chip_reported_banned_is_marked_banned(clean_db: sa.Engine) -> None:
     old = make_chip(clean_db, "active")
     make_chip(clean_db, "ready", trust=95)
-    lifecycle.replace_chip(clean_db, old, "banned")
+    replacement.replace_chip(clean_db, old, "banned")
     assert chip_row(clean_db, old).status == "banned"
 
 
@@ -147,7 +147,7 @@ def test_banned_without_ready_moves_conversations_to_the_least_loaded_healthy_ch
     make_chip(clean_db, "active", trust=99, evolution_connected=False)  # unreachable: no
     make_chip(clean_db, "active", trust=30)  # degraded itself: no
 
-    result = lifecycle.replace_chip(clean_db, old, "banned")
+    result = replacement.replace_chip(clean_db, old, "banned")
 
     assert result["status"] == "no_ready_chip"
     assert result["action"] == "conversations_moved"
@@ -164,7 +164,7 @@ def test_low_trust_without_ready_keeps_serving_and_alerts_once(clean_db: sa.Engi
     old = make_chip(clean_db, "active", trust=30)
     add_conversations(clean_db, old, 2)
     for _ in range(3):
-        result = lifecycle.replace_chip(clean_db, old, "low_trust")
+        result = replacement.replace_chip(clean_db, old, "low_trust")
         assert (result["status"], result["action"]) == ("no_ready_chip", "kept_serving")
     assert chip_row(clean_db, old).status == "active"
     assert conversations_on(clean_db, old) == 2
@@ -174,9 +174,9 @@ def test_low_trust_without_ready_keeps_serving_and_alerts_once(clean_db: sa.Engi
 
 def test_a_replacement_after_the_no_ready_alert_re_arms_it(clean_db: sa.Engine) -> None:
     old = make_chip(clean_db, "active", trust=30)
-    lifecycle.replace_chip(clean_db, old)
+    replacement.replace_chip(clean_db, old)
     make_chip(clean_db, "ready", trust=95)
-    assert lifecycle.replace_chip(clean_db, old)["status"] == "replaced"
+    assert replacement.replace_chip(clean_db, old)["status"] == "replaced"
     with clean_db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM alert_state")).scalar() == 0
 
@@ -187,7 +187,7 @@ def test_replace_refuses_a_chip_in_the_wrong_state(clean_db: sa.Engine, status: 
     chip = make_chip(clean_db, status, **extra)
     before = snapshot_state(clean_db)
     with pytest.raises(Rejected) as info:
-        lifecycle.replace_chip(clean_db, chip)
+        replacement.replace_chip(clean_db, chip)
     assert info.value.code == "wrong_state"
     assert status in info.value.reason
     assert snapshot_state(clean_db) == before
@@ -209,7 +209,7 @@ def test_replace_refuses_bad_ids_and_changes_nothing(
     make_chip(clean_db, "active")
     before = snapshot_state(clean_db)
     with pytest.raises(Rejected) as info:
-        lifecycle.replace_chip(clean_db, chip_id)
+        replacement.replace_chip(clean_db, chip_id)
     assert info.value.code == code
     assert snapshot_state(clean_db) == before
 
@@ -218,7 +218,7 @@ def test_a_hostile_reason_is_stored_as_data(clean_db: sa.Engine) -> None:
     old = make_chip(clean_db, "active")
     make_chip(clean_db, "ready", trust=95)
     hostile = "x'); DROP TABLE chips; --"
-    lifecycle.replace_chip(clean_db, old, hostile)
+    replacement.replace_chip(clean_db, old, hostile)
     [op] = ops(clean_db, old, "auto_replace")
     assert op.metadata["reason"] == hostile
     assert chip_row(clean_db, old).status == "degraded"
@@ -227,7 +227,7 @@ def test_a_hostile_reason_is_stored_as_data(clean_db: sa.Engine) -> None:
 def test_a_huge_reason_is_rejected(clean_db: sa.Engine) -> None:
     old = make_chip(clean_db, "active")
     with pytest.raises(Rejected, match="reason"):
-        lifecycle.replace_chip(clean_db, old, "x" * 10_000)
+        replacement.replace_chip(clean_db, old, "x" * 10_000)
     assert chip_row(clean_db, old).status == "active"
 
 
@@ -238,13 +238,13 @@ def test_warming_chip_is_promoted_to_ready_with_its_operation(clean_db: sa.Engin
     chip = make_chip(
         clean_db, "warming", trust=90, warming_started_at=sa.func.now() - timedelta(days=21)
     )
-    assert lifecycle.promote_warming_to_ready(clean_db, chip)["status"] == "promoted"
+    assert promote.promote_warming_to_ready(clean_db, chip)["status"] == "promoted"
     row = chip_row(clean_db, chip)
     assert (row.status, row.ready_at is not None) == ("ready", True)
     [op] = ops(clean_db, chip, "promotion_warming_ready")
     assert op.metadata["dias"] == 21
     with pytest.raises(Rejected, match="not warming"):
-        lifecycle.promote_warming_to_ready(clean_db, chip)
+        promote.promote_warming_to_ready(clean_db, chip)
     assert len(ops(clean_db, chip)) == 1
 
 
@@ -259,7 +259,7 @@ def test_warming_chip_is_promoted_to_ready_with_its_operation(clean_db: sa.Engin
 def test_an_ineligible_warming_chip_is_not_promoted(clean_db: sa.Engine, values: dict) -> None:
     chip = make_chip(clean_db, "warming", **{"trust": 90, **values})
     with pytest.raises(Rejected) as info:
-        lifecycle.promote_warming_to_ready(clean_db, chip)
+        promote.promote_warming_to_ready(clean_db, chip)
     assert info.value.code == "not_eligible"
     assert chip_row(clean_db, chip).status == "warming"
 
@@ -268,11 +268,11 @@ def test_ready_chip_is_promoted_while_production_is_short(clean_db: sa.Engine) -
     set_config(clean_db, producao_min=2, producao_max=3)
     make_chip(clean_db, "active")
     chip = make_chip(clean_db, "ready")
-    assert lifecycle.promote_ready_to_active(clean_db, chip)["status"] == "promoted"
+    assert promote.promote_ready_to_active(clean_db, chip)["status"] == "promoted"
     assert chip_row(clean_db, chip).status == "active"
     assert len(ops(clean_db, chip, "promotion_ready_active")) == 1
     other = make_chip(clean_db, "ready")
-    result = lifecycle.promote_ready_to_active(clean_db, other)
+    result = promote.promote_ready_to_active(clean_db, other)
     assert result["status"] == "skipped"
     assert chip_row(clean_db, other).status == "ready"
 
@@ -288,7 +288,7 @@ def test_a_rolled_back_change_leaves_no_message(clean_db: sa.Engine) -> None:
         )
     try:
         with pytest.raises(Rejected):
-            lifecycle.replace_chip(clean_db, old)
+            replacement.replace_chip(clean_db, old)
     finally:
         with clean_db.begin() as conn:
             conn.execute(sa.text("ALTER TABLE chips DROP CONSTRAINT tmp_no_degraded"))

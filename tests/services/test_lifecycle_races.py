@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from orchestrator.domain.pool import PoolConfig
 from orchestrator.errors import Rejected, TransientError
-from orchestrator.services import cycle, lifecycle
+from orchestrator.services import cycle, promote, replacement
 from orchestrator.services import dispatch as runner  # kept for the merge of the scale branch
 from orchestrator.store import db
 from orchestrator.store import repository as repo
@@ -138,7 +138,7 @@ def test_a_chip_that_recovered_before_its_queued_replace_ran_is_left_alone(
     before = state(clean_db)
 
     # When the queued replace runs
-    result = lifecycle.replace_chip(clean_db, chip, reason)
+    result = replacement.replace_chip(clean_db, chip, reason)
 
     # Then it is skipped as recovered and nothing changed
     assert result == {"status": "skipped", "chip_id": chip, "reason": "recovered"}
@@ -188,7 +188,7 @@ def test_a_stale_cycle_plan_replaces_no_recovered_chip(
     outcomes = []
     for args in planned:
         try:
-            outcomes.append(lifecycle.replace_chip(clean_db, *args)["status"])
+            outcomes.append(replacement.replace_chip(clean_db, *args)["status"])
         except Exception as error:  # counted, then asserted below
             outcomes.append(type(error).__name__)
 
@@ -222,7 +222,7 @@ def test_a_storm_at_replace_time_holds_a_disconnection_replace(clean_db: sa.Engi
         )
     before = state(clean_db)
 
-    result = lifecycle.replace_chip(clean_db, chip, "disconnected")
+    result = replacement.replace_chip(clean_db, chip, "disconnected")
 
     assert result == {"status": "skipped", "chip_id": chip, "reason": "storm"}
     assert state(clean_db) == before
@@ -233,7 +233,7 @@ def test_the_storm_brake_does_not_hold_a_low_trust_replace(clean_db: sa.Engine) 
     for _ in range(3):
         make_chip(clean_db, "active", evolution_connected=False)
     make_chip(clean_db, "ready", trust=95)
-    assert lifecycle.replace_chip(clean_db, low, "low_trust")["status"] == "replaced"
+    assert replacement.replace_chip(clean_db, low, "low_trust")["status"] == "replaced"
 
 
 @pytest.mark.parametrize("reason", [None, "pedido do cliente", "banned"])
@@ -243,7 +243,7 @@ def test_a_replace_ops_ask_for_is_honoured_for_a_healthy_chip(
     healthy = make_chip(clean_db, "active", trust=95)
     add_conversations(clean_db, healthy, 2)
     ready = make_chip(clean_db, "ready", trust=95)
-    result = lifecycle.replace_chip(clean_db, healthy, reason)
+    result = replacement.replace_chip(clean_db, healthy, reason)
     assert (result["status"], result["replacement_id"]) == ("replaced", ready)
     assert conversations_on(clean_db, ready) == 2
 
@@ -259,7 +259,7 @@ def test_a_disconnected_ready_chip_with_the_highest_trust_never_takes_a_banned_c
     offline = make_chip(clean_db, "ready", trust=99, evolution_connected=False)
     fit = make_chip(clean_db, "ready", trust=90)
 
-    result = lifecycle.replace_chip(clean_db, banned, "banned")
+    result = replacement.replace_chip(clean_db, banned, "banned")
 
     assert result["replacement_id"] == fit
     assert conversations_on(clean_db, fit) == 4
@@ -270,7 +270,7 @@ def test_with_only_unfit_ready_chips_a_replace_finds_no_ready_chip(clean_db: sa.
     low = make_chip(clean_db, "active", trust=30)
     make_chip(clean_db, "ready", trust=99, evolution_connected=False)
     make_chip(clean_db, "ready", trust=84)
-    result = lifecycle.replace_chip(clean_db, low, "low_trust")
+    result = replacement.replace_chip(clean_db, low, "low_trust")
     assert (result["status"], result["action"]) == ("no_ready_chip", "kept_serving")
 
 
@@ -282,7 +282,7 @@ def test_promotion_refuses_a_ready_chip_not_fit_to_serve(clean_db: sa.Engine, un
     chip = make_chip(clean_db, "ready", **unfit)
     before = state(clean_db)
     with pytest.raises(Rejected) as info:
-        lifecycle.promote_ready_to_active(clean_db, chip)
+        promote.promote_ready_to_active(clean_db, chip)
     assert info.value.code == "not_fit"
     assert state(clean_db) == before
 
@@ -313,7 +313,7 @@ def test_a_banned_chip_whose_only_ready_chip_is_row_locked_retries_instead_of_fa
 
     # When the banned chip is replaced
     with pytest.raises(TransientError) as info:
-        lifecycle.replace_chip(clean_db, banned, "banned")
+        replacement.replace_chip(clean_db, banned, "banned")
 
     # Then it asks for a quick retry and takes no fallback: nothing moved, nothing alerted
     assert info.value.retry_after is not None and 0 < info.value.retry_after <= 1
@@ -323,7 +323,7 @@ def test_a_banned_chip_whose_only_ready_chip_is_row_locked_retries_instead_of_fa
     assert not any("ready" in t.lower() for t in texts(clean_db))
     # And once the other task lets go, the retry takes that ready chip
     hold.release()
-    result = lifecycle.replace_chip(clean_db, banned, "banned")
+    result = replacement.replace_chip(clean_db, banned, "banned")
     assert (result["status"], result["replacement_id"]) == ("replaced", ready)
     assert conversations_on(clean_db, ready) == 3
 
@@ -335,9 +335,9 @@ def test_a_ready_chip_vetoed_by_another_tasks_redis_lock_is_busy_not_missing(
     ready = make_chip(clean_db, "ready", trust=95)
     before = state(clean_db)
     with pytest.raises(TransientError):
-        lifecycle.replace_chip(clean_db, low, "low_trust", claim=lambda _: False)
+        replacement.replace_chip(clean_db, low, "low_trust", claim=lambda _: False)
     assert state(clean_db) == before  # no "sem chip ready" alert either
-    result = lifecycle.replace_chip(clean_db, low, "low_trust", claim=lambda _: True)
+    result = replacement.replace_chip(clean_db, low, "low_trust", claim=lambda _: True)
     assert result["replacement_id"] == ready
 
 
@@ -354,9 +354,9 @@ def test_a_banned_replace_and_a_late_promote_of_the_same_chip_never_deadlock(
     ready = make_chip(clean_db, "ready", trust=95)
     # And the banned chip's row is briefly held elsewhere, so both tasks queue up behind it
     hold("SELECT 1 FROM chips WHERE id = :id FOR UPDATE", id=banned)
-    replace, replaced = in_thread(lambda: lifecycle.replace_chip(clean_db, banned, "banned"))
+    replace, replaced = in_thread(lambda: replacement.replace_chip(clean_db, banned, "banned"))
     wait_until(lambda: waiting_backends(clean_db) == 1)
-    promote, promoted = in_thread(lambda: lifecycle.promote_ready_to_active(clean_db, banned))
+    promote, promoted = in_thread(lambda: promote.promote_ready_to_active(clean_db, banned))
     wait_until(lambda: waiting_backends(clean_db) == 2)
 
     # When the row is released
@@ -380,7 +380,7 @@ def test_a_chip_banned_between_the_status_read_and_the_row_lock_is_retried_in_lo
     ready = make_chip(clean_db, "ready", trust=95)
     hold("UPDATE chips SET status = 'banned' WHERE id = :id", id=chip)
     # When its replace reads "active" (no pool_config lock needed), then waits for the row
-    replace, out = in_thread(lambda: lifecycle.replace_chip(clean_db, chip, "banned"))
+    replace, out = in_thread(lambda: replacement.replace_chip(clean_db, chip, "banned"))
     wait_until(lambda: waiting_backends(clean_db) == 1)
     hold.commit()
     replace.join(30)
@@ -388,7 +388,7 @@ def test_a_chip_banned_between_the_status_read_and_the_row_lock_is_retried_in_lo
     assert isinstance(out.get("error"), TransientError), out
     assert conversations_on(clean_db, chip) == 2
     # And the retry takes the locks in order and replaces it
-    result = lifecycle.replace_chip(clean_db, chip, "banned")
+    result = replacement.replace_chip(clean_db, chip, "banned")
     assert (result["replacement_id"], result["chip_status"]) == (ready, "banned")
 
 
@@ -415,7 +415,7 @@ def test_a_lock_wait_longer_than_lock_timeout_becomes_a_retry(clean_db: sa.Engin
     try:
         # When the replace waits for it, Then the wait ends as a retryable error, not a kill
         with pytest.raises(TransientError, match="lock"):
-            lifecycle.replace_chip(clean_db, low, "low_trust")
+            replacement.replace_chip(clean_db, low, "low_trust")
     finally:
         timer.cancel()
     assert chip_row(clean_db, low).status == "active"
@@ -450,31 +450,31 @@ def _replace_low(engine: sa.Engine) -> tuple[str, Callable[[], object]]:
     chip = make_chip(engine, "active", trust=30)
     add_conversations(engine, chip, 2)
     make_chip(engine, "ready", trust=95)
-    return chip, lambda: lifecycle.replace_chip(engine, chip, "low_trust")
+    return chip, lambda: replacement.replace_chip(engine, chip, "low_trust")
 
 
 def _banned_fallback(engine: sa.Engine) -> tuple[str, Callable[[], object]]:
     chip = make_chip(engine, "banned")
     add_conversations(engine, chip, 2)
     make_chip(engine, "active", trust=95)
-    return chip, lambda: lifecycle.replace_chip(engine, chip, "banned")
+    return chip, lambda: replacement.replace_chip(engine, chip, "banned")
 
 
 def _banned_nowhere(engine: sa.Engine) -> tuple[str, Callable[[], object]]:
     chip = make_chip(engine, "active")
     add_conversations(engine, chip, 2)
-    return chip, lambda: lifecycle.replace_chip(engine, chip, "banned")
+    return chip, lambda: replacement.replace_chip(engine, chip, "banned")
 
 
 def _promote_ready(engine: sa.Engine) -> tuple[str, Callable[[], object]]:
     chip = make_chip(engine, "warming", trust=90)
-    return chip, lambda: lifecycle.promote_warming_to_ready(engine, chip)
+    return chip, lambda: promote.promote_warming_to_ready(engine, chip)
 
 
 def _promote_active(engine: sa.Engine) -> tuple[str, Callable[[], object]]:
     set_config(engine, producao_min=3)
     chip = make_chip(engine, "ready", trust=95)
-    return chip, lambda: lifecycle.promote_ready_to_active(engine, chip)
+    return chip, lambda: promote.promote_ready_to_active(engine, chip)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.domain.pool import Counts
 from orchestrator.ops import checker
-from orchestrator.services import lifecycle
+from orchestrator.services import growth
 from orchestrator.store import migrate
 from orchestrator.store import repository as repo
 from tests.factories import add_conversations, chip_row, make_chip
@@ -136,8 +136,6 @@ def test_0005_counts_the_chips_and_notes_the_stranded_ones_already_there(empty_u
 def test_growth_slots_are_exactly_as_many_as_the_code_counts_on(clean_db: sa.Engine) -> None:
     with clean_db.connect() as conn:
         slots = conn.execute(sa.text("SELECT count(*) FROM pool_growth_slots")).scalar_one()
-    assert slots == lifecycle.GROWTH_SLOTS
+    assert slots == growth.GROWTH_SLOTS
     with pytest.raises(sa.exc.IntegrityError), clean_db.begin() as conn:
-        conn.execute(
-            sa.text(f"INSERT INTO pool_growth_slots VALUES ({lifecycle.GROWTH_SLOTS + 1})")
-        )
+        conn.execute(sa.text(f"INSERT INTO pool_growth_slots VALUES ({growth.GROWTH_SLOTS + 1})"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.services import cycle, lifecycle
+from orchestrator.services import cycle, replacement
 from orchestrator.store import db, migrate
 from orchestrator.store.adoption import baseline
 from tests.support import seed_era
@@ -202,7 +202,7 @@ def test_our_use_cases_run_on_an_adopted_database(url: str, engine: sa.Engine) -
             )
         # When the cycle plans and replace_chip runs
         the_plan, _status, config = cycle.plan(eng)
-        result = lifecycle.replace_chip(eng, old, "low_trust")
+        result = replacement.replace_chip(eng, old, "low_trust")
         # Then they work as on a fresh database
         assert old in [r.chip_id for r in the_plan.replace]
         assert config.trust_min_for_ready == 85

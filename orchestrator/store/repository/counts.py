@@ -1,0 +1,112 @@
+"""pool_config and the counts the decisions need: chips per status (the tally), active chips, growth slots.
+
+Chips per status come from chip_status_tally, kept exact by triggers under any writer
+(migrations/versions/0005_scale.py), not from a count over the chips table.
+
+Every function takes the caller's Connection; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
+from orchestrator.domain.pool import Counts, PoolConfig
+from orchestrator.errors import ConfigError
+from orchestrator.store.schema import (
+    chip_status_tally,
+    chips,
+    pool_config,
+    pool_growth_slots,
+)
+
+
+def load_config(conn: sa.Connection, *, lock: bool = False) -> PoolConfig:
+    """The pool_config row (FOR UPDATE when lock: serialises changes to the active count)."""
+    stmt = sa.select(pool_config)
+    if lock:
+        stmt = stmt.with_for_update()
+    return _config(conn.execute(stmt).mappings().first())
+
+
+def load_config_and_active(conn: sa.Connection) -> tuple[PoolConfig, int]:
+    """The pool_config row (not locked) and how many chips are active, in one statement."""
+    stmt = sa.select(pool_config, _active_sum().scalar_subquery().label("active_now"))
+    row = conn.execute(stmt).mappings().first()
+    return _config(row), int(row["active_now"])
+
+
+def _config(row: Mapping | None) -> PoolConfig:
+    if row is None:
+        raise ConfigError("pool_config has no row; run `chip-orchestrator migrate`")
+    config = PoolConfig.from_mapping(row)
+    if problems := config.problems():
+        raise ConfigError("pool_config invalid: " + "; ".join(problems))
+    return config
+
+
+def status_counts(conn: sa.Connection) -> Counts:
+    """Chips per status, exact at the statement's snapshot, summed from a few tally rows."""
+    tally = chip_status_tally
+    rows = conn.execute(sa.select(tally.c.status, sa.func.sum(tally.c.n)).group_by(tally.c.status))
+    return Counts.from_pairs({status: int(n) for status, n in rows})
+
+
+def _active_sum() -> sa.Select:
+    tally = chip_status_tally
+    return sa.select(sa.func.coalesce(sa.func.sum(tally.c.n), 0)).where(tally.c.status == "active")
+
+
+def count_active(conn: sa.Connection) -> int:
+    """How many chips are active right now (exact; cost independent of the pool's size)."""
+    return int(conn.execute(_active_sum()).scalar_one())
+
+
+def active_trust_mean(conn: sa.Connection) -> float:
+    """Mean trust of the active chips (reads each one: for status and metrics, not the cycle)."""
+    stmt = sa.select(sa.func.avg(chips.c.trust_score)).where(chips.c.status == "active")
+    mean = conn.execute(stmt).scalar_one()
+    return float(mean) if mean is not None else 0.0
+
+
+def take_growth_slot(conn: sa.Connection) -> bool:
+    """Lock one free growth slot (SKIP LOCKED: never waits); False when every slot is held."""
+    stmt = (
+        sa.select(pool_growth_slots.c.slot)
+        .order_by(pool_growth_slots.c.slot)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def lock_growth_slots(conn: sa.Connection) -> None:
+    """Lock every growth slot: waits for the swaps holding one, keeps new ones out until commit."""
+    conn.execute(
+        sa.select(pool_growth_slots.c.slot).order_by(pool_growth_slots.c.slot).with_for_update()
+    ).all()
+
+
+def count_by_status(conn: sa.Connection) -> tuple[Counts, float]:
+    """Chips per status and the average trust of active chips."""
+    return status_counts(conn), active_trust_mean(conn)
+
+
+def compact_status_tally(conn: sa.Connection) -> int:
+    """Fold the tally's deltas into one row per status (sums unchanged); rows folded."""
+    return int(conn.execute(sa.select(sa.func.chip_status_tally_compact())).scalar_one())
+
+
+def count_active_disconnected(conn: sa.Connection) -> tuple[int, int]:
+    """Active chips, and how many of them are disconnected now (the storm brake's inputs).
+
+    The tally gives the first; the second reads only the disconnected active chips (a partial
+    index, idx_chips_active_disconnected).
+    """
+    disconnected = sa.select(sa.func.count()).where(
+        chips.c.status == "active", sa.not_(chips.c.evolution_connected)
+    )
+    stmt = sa.select(_active_sum().scalar_subquery(), disconnected.scalar_subquery())
+    row = conn.execute(stmt).one()
+    return int(row[0]), int(row[1])

@@ -1,0 +1,66 @@
+"""The orchestrator_operations log: append in the caller's transaction, read the newest.
+
+Every function takes the caller's Connection; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
+from orchestrator.store.schema import (
+    chips,
+    operations,
+)
+
+
+def record_operation(
+    conn: sa.Connection,
+    operacao: str,
+    chip_id: str | None,
+    motivo: str,
+    *,
+    destino: str | None = None,
+    metadata: Mapping | None = None,
+    sucesso: bool = True,
+    erro: str | None = None,
+) -> str:
+    """Append to orchestrator_operations in the caller's transaction."""
+    stmt = (
+        sa.insert(operations)
+        .values(
+            operacao=operacao,
+            chip_id=chip_id,
+            chip_destino_id=destino,
+            motivo=motivo,
+            metadata=dict(metadata or {}),
+            sucesso=sucesso,
+            erro=erro,
+        )
+        .returning(operations.c.id)
+    )
+    return conn.execute(stmt).scalar_one()
+
+
+def recent_operations(conn: sa.Connection, limit: int = 10) -> list[Mapping]:
+    """The newest operations, with the phone numbers of their chips."""
+    source, target = chips.alias("o"), chips.alias("d")
+    stmt = (
+        sa.select(
+            operations.c.created_at,
+            operations.c.operacao,
+            operations.c.motivo,
+            operations.c.sucesso,
+            source.c.telefone.label("telefone"),
+            target.c.telefone.label("telefone_destino"),
+        )
+        .select_from(
+            operations.outerjoin(source, source.c.id == operations.c.chip_id).outerjoin(
+                target, target.c.id == operations.c.chip_destino_id
+            )
+        )
+        .order_by(operations.c.created_at.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(stmt).mappings())
