@@ -356,13 +356,13 @@ def test_a_banned_replace_and_a_late_promote_of_the_same_chip_never_deadlock(
     hold("SELECT 1 FROM chips WHERE id = :id FOR UPDATE", id=banned)
     replace, replaced = in_thread(lambda: replacement.replace_chip(clean_db, banned, "banned"))
     wait_until(lambda: waiting_backends(clean_db) == 1)
-    promote, promoted = in_thread(lambda: promote.promote_ready_to_active(clean_db, banned))
+    promoting, promoted = in_thread(lambda: promote.promote_ready_to_active(clean_db, banned))
     wait_until(lambda: waiting_backends(clean_db) == 2)
 
     # When the row is released
     hold.release()
     replace.join(30)
-    promote.join(30)
+    promoting.join(30)
 
     # Then both finish cleanly (one lock order: pool_config, then chips): no deadlock retry
     assert "error" not in replaced, replaced
