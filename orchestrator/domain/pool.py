@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 #: Every status a chip can have, in lifecycle order.
 STATUSES = ("provisioning", "warming", "ready", "active", "degraded", "banned", "cancelled")
@@ -38,11 +39,22 @@ class PoolConfig:
     replace_storm_fraction: float = 0.5
     auto_cancel_banned: bool = False
     alert_cooldown_minutes: int = 30
+    #: Disconnections within an hour that make a chip flapping (replaced); 0 turns it off.
+    flap_max_per_hour: int = 6
+    #: BRL per number per month; None: unknown (reports and the simulator say so).
+    number_monthly_cost: float | None = None
+    #: Target probability that a replacement finds a ready chip (the forecast's recommendation).
+    service_level: float = 0.95
+    #: The cycle uses max(configured, recommended) for warmup_buffer and ready_min.
+    auto_size: bool = False
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, object]) -> PoolConfig:
-        """Build from a database row, ignoring columns we do not model."""
-        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
+        """Build from a database row, ignoring columns we do not model (numeric -> float)."""
+        values = {f.name: row[f.name] for f in fields(cls) if f.name in row}
+        if isinstance(values.get("number_monthly_cost"), Decimal):
+            values["number_monthly_cost"] = float(values["number_monthly_cost"])
+        return cls(**values)
 
     def problems(self) -> list[str]:
         """What makes this config nonsensical (the database's CHECKs, repeated as a last line)."""
@@ -56,6 +68,12 @@ class PoolConfig:
                 found.append(f"{name} outside 0..100")
         if not 0 < self.replace_storm_fraction <= 1:
             found.append("replace_storm_fraction outside (0, 1]")
+        if self.flap_max_per_hour < 0:
+            found.append("flap_max_per_hour is negative")
+        if self.number_monthly_cost is not None and self.number_monthly_cost < 0:
+            found.append("number_monthly_cost is negative")
+        if not 0 < self.service_level < 1:
+            found.append("service_level outside (0, 1)")
         return found
 
 

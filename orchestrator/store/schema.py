@@ -23,6 +23,10 @@ pool_config = sa.Table(
     sa.Column("replace_storm_fraction", sa.Float),
     sa.Column("auto_cancel_banned", sa.Boolean),
     sa.Column("alert_cooldown_minutes", sa.Integer),
+    sa.Column("flap_max_per_hour", sa.Integer),
+    sa.Column("number_monthly_cost", sa.Numeric(12, 2)),
+    sa.Column("service_level", sa.Float),
+    sa.Column("auto_size", sa.Boolean),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
 

@@ -81,6 +81,28 @@ def test_seed_columns_alone_make_a_valid_pool_config(clean_db: sa.Engine) -> Non
         row["auto_cancel_banned"],
         row["alert_cooldown_minutes"],
     ) == (0.5, False, 30)
+    assert (
+        row["flap_max_per_hour"],
+        row["number_monthly_cost"],
+        row["service_level"],
+        row["auto_size"],
+    ) == (6, None, 0.95, False)
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "flap_max_per_hour = -1",
+        "number_monthly_cost = -0.01",
+        "service_level = 1",
+        "service_level = 0",
+    ],
+)
+def test_database_refuses_a_nonsensical_planning_setting(
+    clean_db: sa.Engine, assignment: str
+) -> None:
+    with pytest.raises(sa.exc.IntegrityError), clean_db.begin() as conn:
+        conn.execute(sa.text(f"UPDATE pool_config SET {assignment}"))
 
 
 @pytest.mark.parametrize(
