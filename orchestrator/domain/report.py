@@ -155,8 +155,15 @@ def operation_event(op: Mapping, chip_id: str) -> dict:
         "erro": op["erro"],
         "other_chip_id": str(other_id) if other_id is not None else None,
         "other_telefone": other,
-        "metadata": dict(op["metadata"] or {}),
+        "metadata": _as_object(op["metadata"]),
     }
+
+
+def _as_object(metadata: object) -> dict:
+    """metadata as a dict; another service may have written a list or a scalar there."""
+    if metadata is None:
+        return {}
+    return dict(metadata) if isinstance(metadata, Mapping) else {"valor": metadata}
 
 
 #: Order of events at one instant, newest first: the operation explains the state beside it.

@@ -221,3 +221,30 @@ def test_an_unknown_chip_has_no_history(clean_db: sa.Engine, ref: str) -> None:
     with pytest.raises(Rejected) as error:
         reports.chip_history(clean_db, ref)
     assert error.value.code == "unknown_chip"
+
+
+def test_rows_other_services_wrote_in_odd_shapes_are_read_not_crashed_on(
+    clean_db: sa.Engine,
+) -> None:
+    # Given operations whose metadata is a list, a string, JSON null and SQL NULL
+    chip = make_chip(clean_db, "active")
+    now = datetime.now(UTC)
+    with clean_db.begin() as conn:
+        for metadata in ("'[1, 2]'", "'\"texto\"'", "'null'", "NULL"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO orchestrator_operations (operacao, chip_id, metadata, created_at)"
+                    f" VALUES ('auto_replace', :chip, {metadata}::jsonb, :at)"
+                ),
+                {"chip": chip, "at": now},
+            )
+    # When the month's report and the chip's history are read
+    data = reports.month_report(clean_db)
+    events = reports.chip_history(clean_db, chip)["events"]
+    # Then each row is one unspecified replacement that moved nothing, shown as it was written
+    assert data["replaced"] == {"total": 4, "by_reason": {"unspecified": 4}}
+    assert data["conversations_moved"] == 0
+    shown = [e["metadata"] for e in events if e["kind"] == "operation"]
+    assert sorted(map(str, shown)) == sorted(
+        ["{'valor': [1, 2]}", "{'valor': 'texto'}", "{}", "{}"]
+    )
