@@ -78,21 +78,31 @@ def month_counts(conn: sa.Connection, start: datetime, end: datetime) -> MonthCo
 
 
 def numbers_billed(conn: sa.Connection, start: datetime, end: datetime) -> int:
-    """Numbers held at any instant of [start, end) (the billing rule in domain/report.py)."""
-    cancel_op = (
-        sa.select(sa.func.max(operations.c.created_at))
-        .where(
-            operations.c.chip_id == chips.c.id,
-            operations.c.operacao == "cancel",
-            operations.c.sucesso.is_not(False),
-        )
-        .scalar_subquery()
+    """Numbers held at any instant of [start, end) (the billing rule in domain/report.py).
+
+    Three disjoint counts, so no cancelled chip needs a lookup of its own: numbers not
+    cancelled; cancelled ones whose cancel operation is at or after start (a range of the
+    (operacao, created_at) index); cancelled ones with no cancel operation at all (cancelled by
+    another service) whose updated_at is at or after start.
+    """
+    held = sa.and_(chips.c.telefone.is_not(None), chips.c.created_at < end)
+    cancel = sa.and_(operations.c.operacao == "cancel", operations.c.sucesso.is_not(False))
+    not_cancelled = sa.select(sa.func.count()).where(held, chips.c.status != "cancelled")
+    cancelled_since = (
+        sa.select(sa.func.count(sa.distinct(chips.c.id)))
+        .select_from(chips.join(operations, operations.c.chip_id == chips.c.id))
+        .where(held, chips.c.status == "cancelled", cancel, operations.c.created_at >= start)
     )
-    released = sa.func.coalesce(cancel_op, chips.c.updated_at)
-    stmt = sa.select(sa.func.count()).where(
-        chips.c.telefone.is_not(None),
-        chips.c.created_at < end,
-        sa.or_(chips.c.status != "cancelled", released >= start),
+    cancelled_by_others = sa.select(sa.func.count()).where(
+        held,
+        chips.c.status == "cancelled",
+        chips.c.updated_at >= start,
+        ~sa.exists().where(operations.c.chip_id == chips.c.id, cancel),
+    )
+    stmt = sa.select(
+        not_cancelled.scalar_subquery()
+        + cancelled_since.scalar_subquery()
+        + cancelled_by_others.scalar_subquery()
     )
     return conn.execute(stmt).scalar_one()
 
