@@ -181,7 +181,7 @@ def timeline(chip: Mapping, operations: Iterable[Mapping]) -> list[dict]:
 
 def history(chip: Mapping, operations: Iterable[Mapping], *, truncated: bool = False) -> dict:
     """The history's JSON shape (docs/reports.md): the chip and its events, newest first."""
-    events = [{**e, "at": e["at"].isoformat()} for e in timeline(chip, operations)]
+    events = [{**e, "at": e["at"].astimezone(UTC).isoformat()} for e in timeline(chip, operations)]
     return {
         "chip": {
             "id": str(chip["id"]),

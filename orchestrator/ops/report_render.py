@@ -57,8 +57,10 @@ def history_table(data: dict) -> Table:
     table = Table(
         title=f"Historico de {phone(chip['telefone'])} ({chip['id']}), agora {chip['status']}"
     )
-    for column in ("quando (UTC)", "evento", "outro chip", "detalhe"):
-        table.add_column(column, overflow="fold" if column == "detalhe" else "ellipsis")
+    table.add_column("quando (UTC)", no_wrap=True)
+    table.add_column("evento", no_wrap=True)
+    table.add_column("outro chip", no_wrap=True)
+    table.add_column("detalhe", overflow="fold")
     for event in data["events"]:
         table.add_row(event["at"][:19].replace("T", " "), *_event_cells(event))
     if data["older_operations_not_shown"]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -142,3 +142,9 @@ def test_a_history_names_the_chip_and_says_when_older_operations_were_left_out()
     assert data["chip"]["status"] == "degraded"
     assert data["older_operations_not_shown"] is True
     assert data["events"][0]["at"] == (NOW - timedelta(hours=1)).isoformat()
+
+
+def test_a_history_gives_every_time_in_utc_whatever_the_sessions_time_zone() -> None:
+    sao_paulo = timezone(timedelta(hours=-3))
+    data = history(_chip(updated_at=datetime(2026, 11, 25, 21, 30, tzinfo=sao_paulo)), [])
+    assert data["events"][0]["at"] == "2026-11-26T00:30:00+00:00"
