@@ -123,11 +123,11 @@ def gateway_signal(body: object, path_event: str | None, now: datetime) -> Gatew
         data = {}
     if not isinstance(data, Mapping):
         raise BadEnvelope("data must be an object")
-    event = event_name(raw)
+    event, at = event_name(raw), _when(body.get("date_time"), now)
     kind, code = _kind(event, data)
     if kind is None:
         return f"event {event} with no action"
-    return GatewaySignal(event, instance.strip(), kind, code, _when(body.get("date_time"), now))
+    return GatewaySignal(event, instance.strip(), kind, code, at)
 
 
 @dataclass(frozen=True)
