@@ -34,27 +34,31 @@ def alert_key(alert: str, chip_id: str) -> str:
 def apply_gateway_signal(engine: sa.Engine, signal: GatewaySignal) -> dict:
     """Record one Evolution event; the answer says what to enqueue (`replace`: a reason)."""
     with transaction(engine) as conn:
-        chip = repo.chip_by_instance(conn, signal.instance)
-        if chip is None:
+        found = repo.claim_instance_event(conn, signal.instance, signal.at)
+        if found is None:
             return {"status": "ignored", "reason": "unknown instance"}
+        chip, fresh = found
         chip_id = str(chip["id"])
-        at = signal.at or repo.db_now(conn)
-        if not repo.claim_event_time(conn, chip_id, at):
+        if not fresh:
             return {"status": "ignored", "reason": "stale", "chip_id": chip_id}
         connected = signal.kind == CONNECTED
         repo.set_connected(conn, chip_id, connected)
-        config = repo.load_config(conn)
         replace = None
         if signal.kind == BANNED:
             replace = _banned(conn, chip)
         elif signal.kind == ALERT:
-            cooldown = timedelta(minutes=config.alert_cooldown_minutes)
-            text = messages.gateway_alert(chip, signal.alert or "", signal.code)
-            outbox.alert_once(conn, alert_key(signal.alert or "", chip_id), text, cooldown=cooldown)
+            _alert(conn, chip, signal)
         if replace is None and not connected and chip["status"] in SERVING:
-            drops = repo.recent_drops(conn, chip_id)
-            replace = FLAPPING if is_flapping(drops, config.flap_max_per_hour) else None
+            threshold, drops = repo.flap_threshold_and_drops(conn, chip_id)
+            replace = FLAPPING if is_flapping(drops, threshold) else None
     return {"status": "accepted", "chip_id": chip_id, "signal": signal.kind, "replace": replace}
+
+
+def _alert(conn: sa.Connection, chip: Mapping, signal: GatewaySignal) -> None:
+    """A logout or temporary ban: ops told once per cause per chip per cool-down."""
+    cooldown = timedelta(minutes=repo.load_config(conn).alert_cooldown_minutes)
+    text = messages.gateway_alert(chip, signal.alert or "", signal.code)
+    outbox.alert_once(conn, alert_key(signal.alert or "", str(chip["id"])), text, cooldown=cooldown)
 
 
 def _banned(conn: sa.Connection, chip: Mapping) -> str | None:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from orchestrator.store.schema import chip_disconnect_events, chip_webhook_state, chips
+from orchestrator.store.schema import chip_disconnect_events, chip_webhook_state, chips, pool_config
 
 #: The window flap_max_per_hour counts drops in.
 FLAP_WINDOW = timedelta(hours=1)
@@ -22,22 +22,21 @@ FLAP_KEEP = 2 * FLAP_WINDOW
 PRUNE_BATCH = 10_000
 
 
-def _one_chip(conn: sa.Connection, where: sa.ColumnElement[bool], lock: bool) -> Mapping | None:
+def _one_chip_query(where: sa.ColumnElement[bool]) -> sa.Select:
     # An instance name may be reused by a newer chip: the one still in service wins, then the newest.
-    stmt = (
+    return (
         sa.select(chips)
         .where(where)
         .order_by((chips.c.status == "cancelled").asc(), chips.c.created_at.desc())
         .limit(1)
     )
+
+
+def _one_chip(conn: sa.Connection, where: sa.ColumnElement[bool], lock: bool) -> Mapping | None:
+    stmt = _one_chip_query(where)
     if lock:
         stmt = stmt.with_for_update(of=chips)
     return conn.execute(stmt).mappings().first()
-
-
-def chip_by_instance(conn: sa.Connection, instance: str, *, lock: bool = False) -> Mapping | None:
-    """The chip of Evolution's instance name (idx_chips_instance_name), or None."""
-    return _one_chip(conn, chips.c.instance_name == instance, lock)
 
 
 def chip_by_salvy_id(conn: sa.Connection, salvy_id: str, *, lock: bool = False) -> Mapping | None:
@@ -45,19 +44,43 @@ def chip_by_salvy_id(conn: sa.Connection, salvy_id: str, *, lock: bool = False) 
     return _one_chip(conn, chips.c.salvy_id == salvy_id, lock)
 
 
-def claim_event_time(conn: sa.Connection, chip_id: str, at: datetime) -> bool:
-    """Record `at` as the chip's newest gateway event; False if a newer one was applied already."""
-    stmt = (
-        insert(chip_webhook_state)
-        .values(chip_id=chip_id, last_event_at=at)
-        .on_conflict_do_update(
+def claim_instance_event(
+    conn: sa.Connection, instance: str, at: datetime | None
+) -> tuple[Mapping, bool] | None:
+    """The instance's chip, and whether `at` (None: now) is its newest gateway event, recorded.
+
+    One statement (the receiver's hot path): the lookup and claim_event_time's upsert in a CTE.
+    None for an unknown instance.
+    """
+    chip = _one_chip_query(chips.c.instance_name == instance).cte("chip")
+    when = sa.literal(at, sa.DateTime(timezone=True)) if at is not None else sa.func.now()
+    upsert = insert(chip_webhook_state).from_select(
+        ["chip_id", "last_event_at"], sa.select(chip.c.id, when)
+    )
+    claim = (
+        upsert.on_conflict_do_update(
             index_elements=[chip_webhook_state.c.chip_id],
-            set_={"last_event_at": at},
-            where=chip_webhook_state.c.last_event_at <= at,
+            set_={"last_event_at": upsert.excluded.last_event_at},
+            where=chip_webhook_state.c.last_event_at <= upsert.excluded.last_event_at,
         )
         .returning(chip_webhook_state.c.chip_id)
+        .cte("claim")
     )
-    return conn.execute(stmt).first() is not None
+    fresh = sa.select(claim.c.chip_id).exists().label("fresh")
+    row = conn.execute(sa.select(chip, fresh)).mappings().first()
+    if row is None:
+        return None
+    return {k: v for k, v in row.items() if k != "fresh"}, bool(row["fresh"])
+
+
+def flap_threshold_and_drops(conn: sa.Connection, chip_id: str) -> tuple[int, int]:
+    """pool_config.flap_max_per_hour and the chip's drops within the last hour, in one query."""
+    drops = sa.select(sa.func.count()).where(
+        chip_disconnect_events.c.chip_id == chip_id, chip_disconnect_events.c.at > _since()
+    )
+    stmt = sa.select(pool_config.c.flap_max_per_hour, drops.scalar_subquery()).limit(1)
+    row = conn.execute(stmt).first()
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
 
 def set_connected(conn: sa.Connection, chip_id: str, connected: bool) -> bool:
