@@ -226,21 +226,23 @@ def run(
     return results
 
 
+def sizes(*, quick: bool) -> dict:
+    """Pool size, bans per run, runs, flood seconds and client threads."""
+    if quick:
+        return {"chips": 5_000, "bans": 30, "runs": 3, "seconds": 3, "clients": 8}
+    return {"chips": 5_000, "bans": 100, "runs": 5, "seconds": 10, "clients": 16}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run it on a scratch database; print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer bans, shorter floods")
     args = parser.parse_args(argv)
-    sizes = (
-        {"chips": 5_000, "bans": 30, "runs": 3, "seconds": 3, "clients": 8}
-        if args.quick
-        else {"chips": 5_000, "bans": 100, "runs": 5, "seconds": 10, "clients": 16}
-    )
     database_url, redis_base = base_urls()
     with scratch_database(database_url) as url, free_redis_db(redis_base) as redis_url:
         engine = engine_for(url)
         try:
-            run(url, redis_url, engine, **sizes)
+            run(url, redis_url, engine, **sizes(quick=args.quick))
         finally:
             engine.dispose()
     return 0
