@@ -137,6 +137,33 @@ def latency(engine: sa.Engine, url: str, bans: int, runs: int, warmup: int = 8) 
     return {**row, "runs": per_run, "bans": bans}
 
 
+def answer_times(engine: sa.Engine, url: str, n: int) -> dict:
+    """One request at a time (idle receiver): the answer's time by what the event does."""
+    chips = _active_instances(engine, n)
+    kinds = {
+        "ignored event (no SQL)": lambda i: _event(i, "open", 200, "messages.upsert"),
+        "open (lookup + claim, no change)": lambda i: _event(i, "open", 200),
+        "close 428 (flag, trigger, flap count)": lambda i: _event(i, "close", 428),
+    }
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKEN}"
+    rows = {}
+    for name, body in kinds.items():
+        took = []
+        for _, instance in chips:
+            start = time.perf_counter()
+            assert session.post(f"{url}/webhooks/evolution", json=body(instance)).ok
+            took.append(time.perf_counter() - start)
+        rows[name] = {"p50": percentile(took, 50), "p99": percentile(took, 99)}
+    session.close()
+    print_table(
+        f"Receiver answer, one request at a time ({n} each, ms)",
+        ["event", "p50", "p99"],
+        [[name, ms(r["p50"]), ms(r["p99"])] for name, r in rows.items()],
+    )
+    return rows
+
+
 def flood(url: str, bodies: list[dict], seconds: float, clients: int) -> dict:
     """POST bodies round-robin from `clients` threads for `seconds`; answers/s and latency."""
     stop = time.monotonic() + seconds
@@ -219,7 +246,8 @@ def run(
             workers.running_worker(database_url, redis_url, app, 4),
             running_receiver(database_url, redis_url) as receiver,
         ):
-            results = {"latency": latency(engine, receiver.url, bans, runs)}
+            results = {"answer": answer_times(engine, receiver.url, 200)}
+            results["latency"] = latency(engine, receiver.url, bans, runs)
             results["throughput"] = throughput(engine, receiver.url, seconds, clients)
     finally:
         app.close()
