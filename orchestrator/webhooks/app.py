@@ -26,7 +26,6 @@ from svix.webhooks import Webhook, WebhookVerificationError
 from orchestrator import task_names
 from orchestrator.app.settings import Settings
 from orchestrator.domain.signals import BadEnvelope, gateway_signal, provider_signal
-from orchestrator.errors import OrchestratorError
 from orchestrator.services import signals as gateway
 from orchestrator.webhooks import metrics
 from orchestrator.webhooks.guard import TooLarge, presented_token, read_body, token_ok
@@ -91,7 +90,7 @@ def create_app(settings: Settings, engine: sa.Engine, send: Send) -> Starlette:
             return _answer("evolution", None, 200, {"status": "ignored", "reason": signal}, started)
         try:
             result = await run_in_threadpool(_apply, signal)
-        except (OrchestratorError, sa.exc.SQLAlchemyError, OSError) as error:
+        except Exception as error:  # database or broker down: the sender retries on 503
             log.warning("evolution %s: unavailable (%s)", signal.event, type(error).__name__)
             payload = {"status": "unavailable", "error": "try again later"}
             return _answer("evolution", signal.event, 503, payload, started)
@@ -125,7 +124,7 @@ def create_app(settings: Settings, engine: sa.Engine, send: Send) -> Starlette:
         args = [signal.type, signal.account_id, signal.message_id]
         try:
             await run_in_threadpool(send, task_names.SALVY_EVENT, args, {})
-        except (OrchestratorError, OSError) as error:
+        except Exception as error:  # the broker is down: Svix retries on 503
             log.warning("salvy %s: broker unavailable (%s)", signal.type, type(error).__name__)
             payload = {"status": "unavailable", "error": "try again later"}
             return _answer("salvy", signal.type, 503, payload, started)
