@@ -7,8 +7,17 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.dev.receiver_process import ReceiverProcess, running_receiver
+from tests.support.private_stack import base_redis_url, claim_redis_db
 from tests.support.webhooks import SECRET, TOKEN
 from tests.worker.conftest import worker_env
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A Redis DB (and so a broker) of the module's own: what the receiver enqueues here is never
+    run by another module's worker against its data."""
+    with claim_redis_db(base_redis_url()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
