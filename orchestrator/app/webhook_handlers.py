@@ -8,10 +8,14 @@ so Salvy's `canceled` for our own cancel is seen after our commit, as ours.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
 from orchestrator.adapters import locks
 from orchestrator.app import bootstrap
 from orchestrator.domain import signals
-from orchestrator.errors import ConfigError, TransientError
+from orchestrator.errors import ConfigError, Rejected, TransientError
 from orchestrator.services import conversations, provider_events, replacement
 
 #: Seconds before retrying when another task holds the chip.
@@ -20,6 +24,8 @@ BUSY_RETRY_SECONDS = 1.0
 
 def salvy_event(kind: str, account_id: str, message_id: str, owner: str | None = None) -> dict:
     """orchestrator.salvy_event: blocked -> replace (salvy_blocked); canceled -> cancelled; else tell ops."""
+    if kind not in signals.SALVY_TYPES or not isinstance(account_id, str) or not account_id:
+        raise Rejected(f"not a Salvy event this task handles: {str(kind)[:60]!r}", code="malformed")
     engine = bootstrap.engine()
     chip = provider_events.find_chip(engine, account_id)
     if kind in (signals.SALVY_UNBLOCKED, signals.SALVY_REACTIVATED):
@@ -44,7 +50,9 @@ def _salvy_status(account_id: str) -> str:
     return salvy.get(account_id).status
 
 
-def _blocked(engine, chip, status: str, message_id: str, held: locks.LockSet) -> dict:
+def _blocked(
+    engine: sa.Engine, chip: Mapping, status: str, message_id: str, held: locks.LockSet
+) -> dict:
     if status != "blocked":  # unblocked since, or a late delivery: Salvy's word now wins
         return {"status": "skipped", "reason": f"account is {status} at Salvy"}
     if chip["status"] in provider_events.REPLACE_FIRST or (
@@ -54,7 +62,9 @@ def _blocked(engine, chip, status: str, message_id: str, held: locks.LockSet) ->
     return provider_events.blocked_idle(engine, chip, message_id)
 
 
-def _canceled(engine, chip, status: str, account_id: str, held: locks.LockSet) -> dict:
+def _canceled(
+    engine: sa.Engine, chip: Mapping, status: str, account_id: str, held: locks.LockSet
+) -> dict:
     if status != "canceled":
         return {"status": "skipped", "reason": f"account is {status} at Salvy"}
     if chip["status"] == "cancelled":
