@@ -16,6 +16,7 @@ from orchestrator.dev.receiver_process import ReceiverProcess
 from orchestrator.store.schema import alert_state, chip_disconnect_events
 from orchestrator.store.schema import outbox as notification_outbox
 from tests.factories import chip_row, make_chip
+from tests.support.private_stack import broker_url_for, queue_depths
 from tests.support.webhooks import (
     SECRET,
     TOKEN,
@@ -37,19 +38,23 @@ def test_healthz_answers_without_a_token(receiver: ReceiverProcess) -> None:
 
 
 def test_a_wrong_or_missing_token_is_refused_and_changes_nothing(
-    clean_db: sa.Engine, receiver: ReceiverProcess
+    clean_db: sa.Engine, receiver: ReceiverProcess, redis_url: str
 ) -> None:
     name = _instance()
     chip = make_chip(clean_db, "active", instance_name=name)
+    broker = broker_url_for(redis_url)
+    before = queue_depths(broker, ["orchestrator"])
     for token in (None, "wrong", TOKEN + "x", TOKEN[:-1]):
-        answer = post_evolution(receiver.url, close(name, 428), token=token)
+        answer = post_evolution(receiver.url, close(name, 403), token=token)
         assert answer.status_code == 401
         assert answer.json()["status"] == "unauthorized"
     query = requests.post(
-        f"{receiver.url}/webhooks/evolution?token=nope", json=close(name, 428), timeout=5
+        f"{receiver.url}/webhooks/evolution?token=nope", json=close(name, 403), timeout=5
     )
     assert query.status_code == 401
-    assert chip_row(clean_db, chip).evolution_connected is True
+    row = chip_row(clean_db, chip)
+    assert (row.evolution_connected, row.status) == (True, "active")
+    assert queue_depths(broker, ["orchestrator"]) == before  # no replace_chip sent
 
 
 def test_a_plain_close_disconnects_and_a_newer_open_reconnects(
@@ -212,15 +217,25 @@ def test_other_services_plain_updates_are_counted_as_drops(
     assert drops == 3
 
 
-def test_salvy_deliveries_need_a_fresh_valid_svix_signature(receiver: ReceiverProcess) -> None:
+def test_salvy_deliveries_need_a_fresh_valid_svix_signature(
+    receiver: ReceiverProcess, redis_url: str
+) -> None:
+    broker = broker_url_for(redis_url)
+
+    def queued() -> int:
+        return queue_depths(broker, ["provisioning"])["provisioning"]
+
+    before = queued()
     ok = post_salvy(receiver.url, "phone-account.unblocked", "acc-1")
     assert (ok.status_code, ok.json()["status"]) == (200, "accepted")
+    assert queued() == before + 1  # orchestrator.salvy_event, for the I/O worker
     stale = post_salvy(receiver.url, "phone-account.blocked", "acc-1", age=timedelta(minutes=10))
     assert stale.status_code == 401 and "Svix" in stale.json()["error"]
     forged = post_salvy(receiver.url, "phone-account.blocked", "acc-1", secret="whsec_" + "A" * 32)
     assert forged.status_code == 401
     unknown = post_salvy(receiver.url, "phone-account.created", "acc-1")
     assert (unknown.status_code, unknown.json()["status"]) == (200, "ignored")
+    assert queued() == before + 1  # refused and ignored deliveries enqueue nothing
     assert SECRET not in receiver.log()
 
 
