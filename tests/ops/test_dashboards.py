@@ -20,12 +20,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.adapters import cycle_timing
 from orchestrator.app.settings import ROOT
+from orchestrator.dev.receiver_process import running_receiver
 from orchestrator.services import backoff
 from orchestrator.store import outbox
 from tests.factories import make_chip
 from tests.ops.conftest import ops_env
 from tests.ops.test_metrics import INTERVAL, MetricsProcess
 from tests.support.promql import metric_names
+from tests.support.webhooks import TOKEN, envelope
+from tests.worker.conftest import worker_env
 
 DASHBOARD = ROOT / "docs" / "grafana" / "chip-orchestrator.json"
 RULES = ROOT / "docs" / "prometheus" / "alerts.yml"
@@ -90,7 +93,19 @@ def exported(
         text = requests.get(proc.url, timeout=5).text
     finally:
         proc.stop()
+    text += receiver_scrape(database_url, redis_url, tmp_path_factory.mktemp("r") / "receiver.log")
     yield {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def receiver_scrape(database_url: str, redis_url: str, log: Path) -> str:
+    """The webhook receiver's own /metrics (chip_orchestrator_webhook_*), after one delivery."""
+    env = worker_env(database_url, redis_url, WEBHOOK_TOKEN=TOKEN)
+    with running_receiver(env, log) as receiver:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        event = envelope("connection.update", "no-such-instance", {"state": "open"})
+        answer = requests.post(f"{receiver.url}/webhooks/evolution", json=event, headers=auth)
+        assert answer.json()["status"] == "ignored", answer.text
+        return requests.get(f"{receiver.url}/metrics", headers=auth, timeout=5).text
 
 
 @pytest.mark.db
@@ -119,6 +134,10 @@ def test_the_scrape_names_counters_with_their_total_suffix(exported: set[str]) -
     assert "chip_orchestrator_operations" not in exported
     assert "chip_orchestrator_scrape_errors_total" in exported
     assert {"chip_orchestrator_outbox_last_error", "chip_orchestrator_pool_target"} <= exported
+    assert {
+        "chip_orchestrator_webhook_events_total",
+        "chip_orchestrator_webhook_seconds_bucket",
+    } <= exported
 
 
 def test_the_names_of_an_expression_ignore_functions_labels_and_durations() -> None:
