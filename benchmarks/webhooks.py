@@ -41,6 +41,7 @@ from benchmarks.common import (
     scratch_database,
 )
 from benchmarks.datagen import generate_pool, vacuum_analyze
+from orchestrator.dev import receiver_process
 from orchestrator.dev.receiver_process import ReceiverProcess
 
 TOKEN = "bench-token"
@@ -51,12 +52,10 @@ def running_receiver(database_url: str, redis_url: str) -> Iterator[ReceiverProc
     """The receiver on a free port (its log in a temporary file, removed afterwards)."""
     env = workers.worker_env(database_url, redis_url, WEBHOOK_TOKEN=TOKEN)
     log = Path(tempfile.mkstemp(prefix="bench-receiver-", suffix=".log")[1])
-    proc = ReceiverProcess(env, log)
     try:
-        proc.wait_ready()
-        yield proc
+        with receiver_process.running_receiver(env, log) as proc:
+            yield proc
     finally:
-        proc.stop()
         log.unlink(missing_ok=True)
 
 

@@ -140,6 +140,17 @@ def test_the_drop_that_crosses_flap_max_per_hour_replaces_the_chip_for_flapping(
     assert chip_row(clean_db, chip).status == "degraded"
 
 
+def _bought_at_salvy(engine: sa.Engine, standin: SalvyStandin, name: str, chip: str) -> dict:
+    """A number bought at the Salvy stand-in, recorded as the chip's salvy_id."""
+    number = standin.buy({"areaCode": 11, "name": name})
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE chips SET salvy_id = :s WHERE id = :id"),
+            {"s": number["id"], "id": chip},
+        )
+    return number
+
+
 def test_salvy_blocked_replaces_only_when_salvy_still_says_blocked(
     clean_db: sa.Engine,
     receiver: ReceiverProcess,
@@ -150,12 +161,7 @@ def test_salvy_blocked_replaces_only_when_salvy_still_says_blocked(
 ) -> None:
     # Given a chip whose Salvy account is active again by the time a late `blocked` arrives
     name, chip, best = pool
-    number = salvy.buy({"areaCode": 11, "name": name})
-    with clean_db.begin() as conn:
-        conn.execute(
-            sa.text("UPDATE chips SET salvy_id = :s WHERE id = :id"),
-            {"s": number["id"], "id": chip},
-        )
+    number = _bought_at_salvy(clean_db, salvy, name, chip)
     assert post_salvy(receiver.url, "phone-account.blocked", number["id"]).status_code == 200
     wait_for(lambda: _task_done(celery_client))
     assert chip_row(clean_db, chip).status == "active"
@@ -179,12 +185,7 @@ def test_salvy_canceled_for_a_chip_we_did_not_cancel_moves_it_out_and_alerts(
     pool: tuple[str, str, str],
 ) -> None:
     name, chip, best = pool
-    number = salvy.buy({"areaCode": 11, "name": name})
-    with clean_db.begin() as conn:
-        conn.execute(
-            sa.text("UPDATE chips SET salvy_id = :s WHERE id = :id"),
-            {"s": number["id"], "id": chip},
-        )
+    number = _bought_at_salvy(clean_db, salvy, name, chip)
     salvy.set_status(number["id"], "canceled")
     for _ in range(2):
         assert post_salvy(receiver.url, "phone-account.canceled", number["id"]).status_code == 200
