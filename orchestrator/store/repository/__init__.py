@@ -1,7 +1,8 @@
 """The SQL, by what it reads or writes; `repository.X` reaches every function (one import for use cases).
 
 chips (one row, compare-and-set), counts (config, tally, active count, growth slots), candidates
-(what a decision may pick), conversations (moves, stranded rows), operations (the log).
+(what a decision may pick), conversations (moves, stranded rows), operations (the log), history
+(what capacity planning measures).
 """
 
 from orchestrator.store.repository.candidates import (
@@ -48,6 +49,12 @@ from orchestrator.store.repository.counts import (
     status_counts,
     take_growth_slot,
 )
+from orchestrator.store.repository.history import (
+    first_operation_since,
+    lead_time_days,
+    replacements_by_reason,
+    warmup_losses,
+)
 from orchestrator.store.repository.operations import (
     recent_operations,
     record_operation,
@@ -66,9 +73,11 @@ __all__ = [
     "count_by_status",
     "db_now",
     "find_chip_id",
+    "first_operation_since",
     "fit_ready_clauses",
     "fit_ready_exists",
     "get_chip",
+    "lead_time_days",
     "least_loaded_healthy_active",
     "load_config",
     "load_config_and_active",
@@ -83,6 +92,7 @@ __all__ = [
     "recent_operations",
     "record_operation",
     "replacement_of",
+    "replacements_by_reason",
     "serving_candidates",
     "settle_stranded_notes",
     "status_counts",
@@ -92,4 +102,5 @@ __all__ = [
     "take_growth_slot",
     "transition",
     "warming_candidates",
+    "warmup_losses",
 ]
