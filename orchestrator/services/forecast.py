@@ -31,7 +31,7 @@ def measure(
     """The history inside the window: replacements, lead time, warm-up losses (indexed reads)."""
     now = repo.db_now(conn)
     since = now - timedelta(days=window_days)
-    first = repo.first_operation_since(conn, since)
+    first = repo.history_start(conn, since)
     span = 0.0 if first is None else min(window_days, (now - first).total_seconds() / 86400)
     by_reason = repo.replacements_by_reason(conn, since)
     lead, samples = repo.lead_time_days(conn, since)

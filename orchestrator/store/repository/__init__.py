@@ -50,7 +50,7 @@ from orchestrator.store.repository.counts import (
     take_growth_slot,
 )
 from orchestrator.store.repository.history import (
-    first_operation_since,
+    history_start,
     lead_time_days,
     replacements_by_reason,
     warmup_losses,
@@ -73,10 +73,10 @@ __all__ = [
     "count_by_status",
     "db_now",
     "find_chip_id",
-    "first_operation_since",
     "fit_ready_clauses",
     "fit_ready_exists",
     "get_chip",
+    "history_start",
     "lead_time_days",
     "least_loaded_healthy_active",
     "load_config",

@@ -23,8 +23,12 @@ LOST_STATUSES = ("banned", "degraded", "cancelled")
 NO_REASON = "sem_motivo"
 
 
-def first_operation_since(conn: sa.Connection, since: datetime) -> datetime | None:
-    """When the oldest operation inside the window happened (None: no history there)."""
+def history_start(conn: sa.Connection, since: datetime) -> datetime | None:
+    """Where the history inside the window starts: `since` when operations go back further,
+    else the oldest operation in the window (None: no history there)."""
+    older = sa.select(operations.c.id).where(operations.c.created_at < since).limit(1)
+    if conn.execute(older).first() is not None:
+        return since
     stmt = sa.select(sa.func.min(operations.c.created_at)).where(operations.c.created_at >= since)
     return conn.execute(stmt).scalar_one()
 
