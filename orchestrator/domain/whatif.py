@@ -255,12 +255,16 @@ def scenario_recommendation(config: PoolConfig, scenario: Scenario) -> Recommend
 
 
 def compare(
-    config: PoolConfig, scenario: Scenario, start: StartPool, rec: Recommendation | None = None
+    config: PoolConfig,
+    scenario: Scenario,
+    start: StartPool | None = None,
+    rec: Recommendation | None = None,
 ) -> dict[str, Outcome]:
-    """The current config against the recommended one, same world, same seed."""
+    """The current config against the recommended one, same world, same seed; both from start
+    (today's pool), or each from a pool at its own targets when start is None."""
     rec = rec or scenario_recommendation(config, scenario)
     proposed = replace(config, warmup_buffer=rec.warmup_buffer, ready_min=rec.ready_min)
     return {
-        "current": simulate(config, scenario, start),
-        "recommended": simulate(proposed, scenario, start),
+        name: simulate(c, scenario, start or StartPool.at_target(c))
+        for name, c in (("current", config), ("recommended", proposed))
     }

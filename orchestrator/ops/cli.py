@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from orchestrator import task_names
 from orchestrator.errors import ConfigError, OrchestratorError, Rejected, TransientError
+from orchestrator.ops import cli_planning
 
 #: Exit codes: 0 ok, 1 a check found problems, 2 bad input / refused, 3 a dependency is down.
 EXIT_OK, EXIT_FOUND, EXIT_REJECTED, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-live", action="store_true", help="print plain lines instead of the live view"
     )
     p.set_defaults(fn=cmd_demo)
+    cli_planning.register(sub)
     return parser
 
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from orchestrator.adapters import planning_cache
 from orchestrator.domain import forecast as fc
-from orchestrator.domain.pool import PoolConfig
+from orchestrator.domain.pool import Counts, PoolConfig
 from orchestrator.store import repository as repo
 
 if TYPE_CHECKING:  # the client is used by the adapter; here it is only passed on
@@ -87,6 +87,16 @@ def forecast(engine: sa.Engine, *, window_days: int, service_level: float | None
         history = measure(conn, window_days, config.warmup_days)
     level = config.service_level if service_level is None else service_level
     return report(history, config, level)
+
+
+def pool_now(
+    engine: sa.Engine, window_days: int = fc.DEFAULT_WINDOW_DAYS
+) -> tuple[PoolConfig, Counts, fc.History]:
+    """The config, the chips per status and the history: where `simulate` starts from."""
+    with engine.connect() as conn, conn.begin():
+        conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        config = repo.load_config(conn)
+        return config, repo.status_counts(conn), measure(conn, window_days, config.warmup_days)
 
 
 def report(history: fc.History, config: PoolConfig, level: float) -> dict:
