@@ -148,6 +148,10 @@ def test_status_and_plan_json_say_what_auto_size_did(clean_db: sa.Engine, cli: C
     assert status["auto_size"]["recommended"]["warmup_buffer"] >= 21
     assert plan["status"]["auto_size"] == status["auto_size"]
     assert status["warming"]["buffer"] == status["auto_size"]["used"]["warmup_buffer"]
+    # and the table says so under the counts
+    text = " ".join(cli("status").stdout.split())
+    used = status["auto_size"]["used"]["warmup_buffer"]
+    assert f"auto_size: warmup_buffer {used} (configured 10, recommended {used})" in text
 
 
 @pytest.mark.parametrize(
