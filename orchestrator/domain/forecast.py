@@ -81,26 +81,39 @@ def poisson_cdf(k: int, mean: float) -> float:
         return 0.0
     if mean <= 0:
         return 1.0
-    total, log_pmf = 0.0, -mean
-    for j in range(k + 1):
-        if j:
+    start = _negligible_below(mean)
+    total, log_pmf = 0.0, _log_pmf(start, mean)
+    for j in range(start, k + 1):
+        if j > start:
             log_pmf += math.log(mean) - math.log(j)
         total += math.exp(log_pmf)
     return min(1.0, total)
+
+
+def _negligible_below(mean: float) -> int:
+    """A count below which Poisson(mean) has no mass a float can hold (12 sd under the mean):
+    the sums start there, so their cost grows with sqrt(mean), not with mean."""
+    return max(0, math.floor(mean - 12 * math.sqrt(mean)))
+
+
+def _log_pmf(k: int, mean: float) -> float:
+    """log P(Poisson(mean) = k)."""
+    return -mean + k * math.log(mean) - math.lgamma(k + 1)
 
 
 def base_stock(mean: float, service_level: float) -> int:
     """The smallest S with P(Poisson(mean) <= S - 1) >= service_level."""
     if not 0 < service_level < 1:
         raise ValueError("service_level must be in (0, 1)")
-    total, log_pmf, s = 0.0, -mean, 0
     if mean <= 0:
         return 1  # P(Poisson(0) <= 0) = 1: one chip serves the next replacement
+    start = _negligible_below(mean)
+    total, log_pmf, s = 0.0, _log_pmf(start, mean), start
     while s < MAX_BASE_STOCK:
-        # total is P(Poisson(mean) <= s - 1) here
-        if total >= service_level:
+        # total is P(Poisson(mean) <= s - 1) here (the mass under `start` is below 1e-30)
+        if total >= service_level and s > 0:
             return s
-        if s:
+        if s > start:
             log_pmf += math.log(mean) - math.log(s)
         total += math.exp(log_pmf)
         s += 1
