@@ -53,8 +53,17 @@ def free_redis_db(base_url: str) -> Iterator[str]:
 
 
 def engine_for(url: str, **kwargs: object) -> sa.Engine:
-    """The same engine the workers build (orchestrator.store.db.create_engine)."""
-    return db.create_engine(url, **kwargs)
+    """The same engine the workers build (orchestrator.store.db.create_engine), its connections
+    named `chiporch-bench` (so CPU accounting can tell them from the workers')."""
+    engine = db.create_engine(url, **kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _name(dbapi_connection, _record) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET application_name = 'chiporch-bench'")
+        dbapi_connection.commit()
+
+    return engine
 
 
 def _cpu_model() -> str:

@@ -21,7 +21,8 @@ def moving_conversations(engine: sa.Engine, conversations: int, runs: int) -> di
     try:
         for _ in range(runs):
             add_chip_with_conversations(engine, "ready", 100, 0)  # the best ready chip
-            chip = add_chip_with_conversations(engine, "active", 90, conversations)
+            # Below trust_degraded_threshold: the low_trust reason is re-checked under the lock.
+            chip = add_chip_with_conversations(engine, "active", 40, conversations)
             clock.reset()
             start = time.perf_counter()
             result = replacement.replace_chip(engine, chip, "low_trust")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from benchmarks import memory, planning, replace, scale, workers
+from benchmarks import memory, planning, replace, scale, webhook_frameworks, webhooks, workers
 from benchmarks.common import (
     base_urls,
     describe_machine,
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument(
         "--only",
-        choices=["planning", "workers", "scale", "memory"],
+        choices=["planning", "workers", "scale", "memory", "webhooks"],
         help="run one group (scale: 10k/100k/1M chips, now vs before; memory: the 10-minute"
         " worker memory run, never in the default run)",
     )
@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["scale"] = scale.run(
                     url, redis_url, engine, list(sizes.scale), sizes.scale_runs
                 )
+            if args.only in (None, "webhooks"):
+                results["webhooks"] = webhooks.run(
+                    url, redis_url, engine, **webhooks.sizes(quick=args.quick)
+                )
+                webhook_frameworks.main(runs=3 if args.quick else 5)
             if args.only == "memory":
                 results["memory"] = memory.run(
                     url, redis_url, engine, memory.MINUTES, memory.RATE, memory.CHIPS

@@ -42,6 +42,7 @@ from benchmarks.common import (
     timed,
 )
 from benchmarks.datagen import generate_pool, vacuum_analyze
+from benchmarks.db_burst import backend_cpu, db_burst
 from benchmarks.seed_way import seed_cycle
 from orchestrator.adapters import locks
 from orchestrator.domain.pool import Counts, Plan, PoolConfig, Snapshot, plan_cycle
@@ -160,7 +161,13 @@ SELECT count(*) FILTER (WHERE c.degraded_at IS NOT NULL) AS handled,
 """
 
 
-def burst(engine: sa.Engine, broker_url: str, queue: str, ids: list[str]) -> dict:
+def burst(
+    engine: sa.Engine,
+    broker_url: str,
+    queue: str,
+    ids: list[str],
+    worker: workers.Worker | None = None,
+) -> dict:
     """Ban every chip in one statement, send their tasks as another service would (a broker-only
     client), and poll the database every 10 ms until every chip is handled.
 
@@ -170,6 +177,7 @@ def burst(engine: sa.Engine, broker_url: str, queue: str, ids: list[str]) -> dic
     with engine.connect() as conn:
         since = conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
     ban(engine, ids)
+    cpu_before = (worker.cpu_seconds() if worker else 0.0), backend_cpu(engine)
     sender = Celery("bench-sender", broker=broker_url)
     start = time.perf_counter()
     with sender.producer_or_acquire() as producer:
@@ -185,7 +193,15 @@ def burst(engine: sa.Engine, broker_url: str, queue: str, ids: list[str]) -> dic
                 break
             time.sleep(0.01)
     seconds = time.perf_counter() - start
+    swaps = max(row.replaced, 1)
+    backends = backend_cpu(engine)
     return {
+        # CPU per swap, whatever else the machine runs: the worker (main + children) and the
+        # PostgreSQL backends serving this database (the poll's own backend excluded).
+        "worker_cpu_ms": ((worker.cpu_seconds() if worker else 0.0) - cpu_before[0]) * 1000 / swaps,
+        "postgres_cpu_ms": sum(t - cpu_before[1].get(pid, 0.0) for pid, t in backends.items())
+        * 1000
+        / swaps,
         "seconds": seconds,
         "send_seconds": sent,
         "per_second": row.replaced / seconds,
@@ -207,7 +223,13 @@ def active_above_max(engine: sa.Engine) -> int:
 
 
 def swap_figures(
-    engine: sa.Engine, app: Celery, broker_url: str, runs: int, latency_bans: int, burst_bans: int
+    engine: sa.Engine,
+    app: Celery,
+    broker_url: str,
+    runs: int,
+    latency_bans: int,
+    burst_bans: int,
+    running: dict[str, workers.Worker],
 ) -> dict:
     """Alternating variants, `runs` each: latency percentiles and burst throughput per run."""
     per: dict[str, dict[str, list]] = {
@@ -229,7 +251,7 @@ def swap_figures(
             per[variant]["p99"].append(percentile(took, 99))
             restore(engine, ids)
             ids = victims(engine, burst_bans)
-            result = burst(engine, broker_url, queue, ids)
+            result = burst(engine, broker_url, queue, ids, running[variant])
             assert result["distinct_replacements"] == result["statuses"]["replaced"], result
             per[variant]["rate"].append(result["per_second"])
             per[variant]["bursts"].append(result)
@@ -240,22 +262,44 @@ def swap_figures(
             "p50": median(f["p50"]),
             "p99": median(f["p99"]),
             "rate": median(f["rate"]),
+            "worker_cpu_ms": median([b["worker_cpu_ms"] for b in f["bursts"]]),
+            "postgres_cpu_ms": median([b["postgres_cpu_ms"] for b in f["bursts"]]),
             "runs": f,
         }
         for v, f in per.items()
     } | {"active_above_max": active_above_max(engine)}
 
 
+def db_burst_figures(engine: sa.Engine, runs: int, burst_bans: int) -> dict:
+    """The burst's database side without Celery (benchmarks/db_burst.py), now and before, alternating."""
+    per: dict[str, list[dict]] = {"now": [], "before": []}
+    db_burst(engine, ids := victims(engine, 50))  # not counted: connections and caches warm
+    restore(engine, ids)
+    for run in range(runs):
+        for variant in ("now", "before") if run % 2 == 0 else ("before", "now"):
+            ids = victims(engine, burst_bans)
+            ban(engine, ids)
+            per[variant].append(db_burst(engine, ids, before=variant == "before"))
+            restore(engine, ids)
+            vacuum_analyze(engine, tables=("chips", "chip_status_tally"))
+    return {
+        variant: {key: median([r[key] for r in results]) for key in results[0]} | {"runs": results}
+        for variant, results in per.items()
+    }
+
+
 @contextlib.contextmanager
-def both_workers(url: str, redis_url: str, app: Celery) -> Iterator[None]:
-    """Today's worker and the before worker, each on its queue, stopped on exit."""
+def both_workers(url: str, redis_url: str, app: Celery) -> Iterator[dict[str, workers.Worker]]:
+    """One worker per variant, each on its queue, stopped on exit."""
     with contextlib.ExitStack() as stack:
-        for worker_app, queue in VARIANTS.values():
-            stack.enter_context(
+        running = {
+            variant: stack.enter_context(
                 workers.running_worker(url, redis_url, app, 4, worker_app=worker_app, queues=queue)
             )
+            for variant, (worker_app, queue) in VARIANTS.items()
+        }
         time.sleep(1)
-        yield
+        yield running
 
 
 # -- the cycle (in-process) -------------------------------------------------------------------
@@ -522,8 +566,11 @@ def measure_size(
         "cycle": cycle_figures(engine, redis_url, max(runs, 5), seed_runs),
         "breakdown": query_breakdown(engine),
     }
-    with both_workers(url, redis_url, app):
-        figures["swap"] = swap_figures(engine, app, redis_url, runs, latency_bans, burst_bans)
+    figures["db_burst"] = db_burst_figures(engine, runs, burst_bans)
+    with both_workers(url, redis_url, app) as running:
+        figures["swap"] = swap_figures(
+            engine, app, redis_url, runs, latency_bans, burst_bans, running
+        )
     print_size(figures)
     return figures
 
@@ -533,13 +580,23 @@ def print_size(f: dict) -> None:
     print_table(
         f"{f['chips']:,} chips ({f['active']:,} active, {f['conversation_rows']:,} conversation"
         f" rows; built in {f['built_seconds']:.0f} s): per run",
-        ["variant", "swap p50 ms", "swap p99 ms", "burst swaps/s", "burst statuses"],
+        [
+            "variant",
+            "swap p50 ms",
+            "swap p99 ms",
+            "burst swaps/s",
+            "worker CPU ms/swap",
+            "PostgreSQL CPU ms/swap",
+            "burst statuses",
+        ],
         [
             [
                 v,
                 ", ".join(ms(x) for x in s["runs"]["p50"]),
                 ", ".join(ms(x) for x in s["runs"]["p99"]),
                 ", ".join(f"{x:.0f}" for x in s["runs"]["rate"]),
+                ", ".join(f"{b['worker_cpu_ms']:.1f}" for b in s["runs"]["bursts"]),
+                ", ".join(f"{b['postgres_cpu_ms']:.1f}" for b in s["runs"]["bursts"]),
                 "; ".join(str(b["statuses"]) for b in s["runs"]["bursts"]),
             ]
             for v, s in f["swap"].items()
@@ -551,6 +608,20 @@ def print_size(f: dict) -> None:
         ["query", "ms"],
         [[q, ms(t)] for q, t in f["breakdown"]],
     )
+    print_table(
+        f"{f['chips']:,} chips: the burst's database side, no Celery (4 threads): per run",
+        ["variant", "swaps/s", "client CPU ms/swap", "PostgreSQL CPU ms/swap", "WAL KiB/swap"],
+        [
+            [
+                v,
+                ", ".join(f"{r['per_second']:.0f}" for r in d["runs"]),
+                ", ".join(f"{r['client_cpu_ms']:.1f}" for r in d["runs"]),
+                ", ".join(f"{r['postgres_cpu_ms']:.1f}" for r in d["runs"]),
+                ", ".join(f"{r['wal_kib']:.1f}" for r in d["runs"]),
+            ]
+            for v, d in f["db_burst"].items()
+        ],
+    )
     print(
         f"cycle dispatched {f['cycle']['dispatched']}; active above producao_max after the"
         f" bursts: {f['swap']['active_above_max']}"
@@ -561,7 +632,7 @@ def print_summary(results: list[dict], runs: int, latency_bans: int, burst_bans:
     """The one table: cost of a swap and of a cycle by pool size, now / before / the seed."""
     rows = []
     for f in results:
-        now, before, c = f["swap"]["now"], f["swap"]["before"], f["cycle"]
+        now, before, c, d = f["swap"]["now"], f["swap"]["before"], f["cycle"], f["db_burst"]
         rows.append(
             [
                 f"{f['chips']:,}",
@@ -570,6 +641,10 @@ def print_summary(results: list[dict], runs: int, latency_bans: int, burst_bans:
                 f"{ms(now['p99'])} / {ms(before['p99'])}",
                 f"{now['rate']:.0f} / {before['rate']:.0f}",
                 f"{f['swap']['lean']['rate']:.0f}",
+                f"{now['worker_cpu_ms']:.1f} / {before['worker_cpu_ms']:.1f}",
+                f"{d['now']['per_second']:.0f} / {d['before']['per_second']:.0f}",
+                f"{d['now']['postgres_cpu_ms']:.1f} / {d['before']['postgres_cpu_ms']:.1f}",
+                f"{d['now']['wal_kib']:.0f}",
                 f"{ms(c['now'])} / {ms(c['before'])}",
                 f"{c['seed'] * 1000:,.0f}",
             ]
@@ -584,6 +659,10 @@ def print_summary(results: list[dict], runs: int, latency_bans: int, burst_bans:
             "ban->swap p99 ms",
             "burst swaps/s",
             "burst swaps/s, no task events",
+            "worker CPU ms/swap",
+            "DB-side burst swaps/s",
+            "PostgreSQL CPU ms/swap",
+            "WAL KiB/swap",
             "run_cycle ms",
             "seed's cycle ms",
         ],

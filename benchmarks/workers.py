@@ -7,6 +7,7 @@ temporary file, removed when it stops, at WARNING.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,7 +17,15 @@ from celery import Celery
 from orchestrator.app.settings import WORKER_QUEUES_ARG
 from orchestrator.dev.worker_process import WorkerProcess, worker_env
 
-__all__ = ["QUEUES", "Worker", "client", "rss_mib", "running_worker", "worker_env"]
+__all__ = [
+    "QUEUES",
+    "Worker",
+    "client",
+    "cpu_seconds",
+    "rss_mib",
+    "running_worker",
+    "worker_env",
+]
 
 QUEUES = WORKER_QUEUES_ARG
 
@@ -52,6 +61,10 @@ class Worker(WorkerProcess):
         """Resident memory of each child, MiB."""
         return [rss_mib(pid) for pid in self.children()]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the main process and its children have used so far."""
+        return sum(cpu_seconds(pid) for pid in [self.proc.pid, *self.children()])
+
     def stop(self, timeout: float = 30) -> None:
         """Warm shutdown (SIGTERM), then kill if it hangs; the log file goes."""
         super().stop(timeout=timeout)
@@ -64,6 +77,15 @@ def rss_mib(pid: int) -> float:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc/PID/stat, seconds (0 if it is gone)."""
+    with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{pid}/stat") as f:
+        # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+        fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return 0.0
 
 

@@ -14,6 +14,8 @@ CANCEL = "orchestrator.cancel_chip"
 MIGRATE = "orchestrator.migrate_conversations"
 DELIVER = "orchestrator.deliver_notifications"
 RECONCILE = "orchestrator.reconcile_provisioning"
+#: A Salvy webhook, verified by the receiver: re-read the account and act (SPEC "Webhooks").
+SALVY_EVENT = "orchestrator.salvy_event"
 
 #: Every task, in SPEC's order.
 ALL = (
@@ -26,6 +28,7 @@ ALL = (
     MIGRATE,
     DELIVER,
     RECONCILE,
+    SALVY_EVENT,
 )
 #: Tasks that wait on someone else (Salvy, Slack): routed to the I/O worker's queue.
-SLOW_IO = (PROVISION, CANCEL, RECONCILE, DELIVER)
+SLOW_IO = (PROVISION, CANCEL, RECONCILE, DELIVER, SALVY_EVENT)

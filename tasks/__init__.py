@@ -20,4 +20,4 @@ def _fresh_connections_after_fork(**_: object) -> None:
     bootstrap.warm_up()
 
 
-from tasks import chips, cycle  # noqa: E402,F401  (register the tasks)
+from tasks import chips, cycle, webhooks  # noqa: E402,F401  (register the tasks)

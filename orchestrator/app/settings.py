@@ -57,6 +57,11 @@ class Settings:
     provisioning_deadline_minutes: int = 15
     purchase_settle_seconds: float = 30.0
     data_dir: Path = ROOT / ".data"
+    #: The webhook receiver's shared secret (Evolution: Bearer or ?token=) and Salvy's Svix secret.
+    webhook_token: str | None = field(repr=False, default=None)
+    salvy_webhook_secret: str | None = field(repr=False, default=None)
+    #: Largest webhook body accepted (413 above it); Evolution's connection events are < 2 KiB.
+    webhook_max_body: int = 64 * 1024
     #: ORCHESTRATOR_EMBEDDED=1: start the embedded servers under data_dir when a URL is unset.
     embedded: bool = False
 
@@ -82,13 +87,21 @@ class Settings:
             ),
             purchase_settle_seconds=float(env.get("ORCHESTRATOR_PURCHASE_SETTLE_SECONDS") or 30),
             data_dir=Path(env.get("ORCHESTRATOR_DATA_DIR") or ROOT / ".data"),
+            webhook_token=env.get("WEBHOOK_TOKEN") or None,
+            salvy_webhook_secret=env.get("SALVY_WEBHOOK_SECRET") or None,
+            webhook_max_body=int(env.get("WEBHOOK_MAX_BODY_BYTES") or 64 * 1024),
             embedded=_flag(env.get("ORCHESTRATOR_EMBEDDED")),
         )
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line, an exception or a task result."""
-        found = [self.slack_bot_token, self.salvy_api_token]
+        found = [
+            self.slack_bot_token,
+            self.salvy_api_token,
+            self.webhook_token,
+            self.salvy_webhook_secret,
+        ]
         if (
             self.database_url
             and "@" in self.database_url

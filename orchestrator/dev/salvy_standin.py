@@ -245,6 +245,11 @@ class SalvyStandin:
                 raise SalvyError(404, "not_found", "virtual phone account not found")
             return dict(self._numbers[number_id])
 
+    def set_status(self, number_id: str, status: str) -> None:
+        """What Salvy's side does on its own (blocked, active, canceled), for webhook tests."""
+        with self._lock:
+            self._numbers[number_id]["status"] = status
+
     def list_numbers(self) -> list[dict[str, Any]]:
         """Every number, oldest first (a plain array, as the real v2 list)."""
         with self._lock:

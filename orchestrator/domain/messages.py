@@ -11,6 +11,9 @@ REASON_TEXT = {
     "banned": "banido",
     "low_trust": "Trust Score baixo",
     "disconnected": "desconectado",
+    "flapping": "conexao instavel (flapping)",
+    "salvy_blocked": "bloqueado na Salvy",
+    "salvy_canceled": "cancelado na Salvy",
 }
 
 
@@ -184,3 +187,40 @@ def no_salvy_url() -> str:
         ":no_entry: *auto_provision ligado mas SALVY_API_URL nao configurada*: nenhum numero"
         " sera comprado. Configure SALVY_API_URL/SALVY_API_TOKEN ou desligue auto_provision."
     )
+
+
+#: What each gateway alert means, for ops.
+GATEWAY_ALERT_TEXT = {
+    "logged_out": "desconectado (logout no WhatsApp)",
+    "temporary_ban": "banido temporariamente pelo WhatsApp",
+}
+
+
+def gateway_alert(chip: Mapping, alert: str, code: int | None) -> str:
+    """Evolution reported a logout or a temporary ban (canal alertas, once per cool-down)."""
+    what = GATEWAY_ALERT_TEXT.get(alert, alert)
+    detail = f" (codigo {code})" if code else ""
+    return (
+        f":warning: Chip `{phone(chip['telefone'])}` ({chip['status']}) {what}{detail}.\n"
+        "Reconecte a instancia no Evolution; se nao voltar, o ciclo troca o chip apos a carencia."
+    )
+
+
+def salvy_canceled(chip: Mapping, moved: int) -> str:
+    """Salvy cancelled a number we did not cancel (canal alertas)."""
+    return (
+        f":rotating_light: Numero `{phone(chip['telefone'])}` foi *cancelado na Salvy* sem pedido"
+        f" nosso.\nChip marcado como cancelado; {moved} conversa(s) movida(s)."
+    )
+
+
+def salvy_blocked_idle(chip: Mapping) -> str:
+    """Salvy blocked a number that serves no conversations (canal alertas)."""
+    return f":no_entry: Numero `{phone(chip['telefone'])}` ({chip['status']}) bloqueado na Salvy."
+
+
+def salvy_notice(kind: str, chip: Mapping | None, account_id: str) -> str:
+    """Salvy unblocked or reactivated a number (canal operacoes)."""
+    what = "desbloqueado" if kind.endswith("unblocked") else "reativado"
+    who = f"`{phone(chip['telefone'])}` ({chip['status']})" if chip else f"conta `{account_id}`"
+    return f":information_source: Numero {who} {what} na Salvy."

@@ -15,6 +15,8 @@ from decimal import Decimal
 STATUSES = ("provisioning", "warming", "ready", "active", "degraded", "banned", "cancelled")
 #: Degradation reasons, strongest first.
 BANNED, LOW_TRUST, DISCONNECTED = "banned", "low_trust", "disconnected"
+#: Replaced for dropping flap_max_per_hour times within an hour (the storm brake holds it too).
+FLAPPING = "flapping"
 #: Why purchases failed (one back-off and one alert cool-down per cause).
 OUT_OF_STOCK, REFUSED_TOKEN, OTHER = "out_of_stock", "refused_token", "other"
 #: Longest purchase pause after failures, in minutes.
@@ -147,13 +149,13 @@ class Snapshot:
     config: PoolConfig
     counts: Counts
     now: datetime
-    serving: Sequence[
-        ChipView
-    ] = ()  # active chips that are low-trust or disconnected; banned unhandled
+    #: active chips that are low-trust or disconnected; banned unhandled
+    serving: Sequence[ChipView] = ()
     warming: Sequence[ChipView] = ()  # warming chips in fase 'operacao' with enough trust
     ready_ranked: Sequence[ChipView] = ()  # ready chips fit to serve, best first
     cancellable: Sequence[str] = ()  # banned chips already replaced (auto_cancel_banned)
     stranded: Sequence[str] = ()  # chips not active that still hold open conversations
+    flapping: Sequence[str] = ()  # active chips with >= flap_max_per_hour drops in the last hour
     purchase_gate: PurchaseGate = PurchaseGate()
 
 
@@ -278,6 +280,9 @@ def plan_cycle(snap: Snapshot) -> Plan:
             held.append(chip.id)
         elif reason is not None:
             replace.append(Replacement(chip.id, reason))
+    flap_storm = storm or is_storm(config, counts.active, len(snap.flapping))
+    for chip_id in sorted(set(snap.flapping) - {r.chip_id for r in replace}):
+        (held.append(chip_id) if flap_storm else replace.append(Replacement(chip_id, FLAPPING)))
     # A replaced banned chip frees a slot that its replacement fills; others swap one for one.
     refills = sum(1 for r in replace if r.reason == BANNED)
     room = min(config.producao_min, config.producao_max) - counts.active - refills
@@ -298,7 +303,7 @@ def plan_cycle(snap: Snapshot) -> Plan:
         provision=purchases_to_make(config, counts, snap.purchase_gate, now),
         cancel=tuple(cancellable) if config.auto_cancel_banned else (),
         migrate=tuple(c for c in snap.stranded if c not in replacing),
-        storm=storm,
+        storm=storm or bool(held),
         held_for_storm=tuple(held),
         purchase_gate=snap.purchase_gate,
     )

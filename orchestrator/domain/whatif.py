@@ -187,7 +187,15 @@ def _snapshot(pool: _Pool, config: PoolConfig, tick: int) -> Snapshot:
     deficit = max(0, min(config.producao_min, config.producao_max) - len(pool.active))
     ready = [ChipView(str(c), "ready", TRUST) for c in pool.ready[: len(serving) + deficit]]
     cancellable = [str(c) for c in pool.handled] if config.auto_cancel_banned else []
-    return Snapshot(config, pool.counts(), now, serving, warming, ready, cancellable)
+    return Snapshot(
+        config=config,
+        counts=pool.counts(),
+        now=now,
+        serving=serving,
+        warming=warming,
+        ready_ranked=ready,
+        cancellable=cancellable,
+    )
 
 
 def _apply(pool: _Pool, snap: Snapshot, out: Outcome, tick: int, delay: int) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from orchestrator import task_names
 from orchestrator.errors import ConfigError, OrchestratorError, Rejected, TransientError
-from orchestrator.ops import cli_planning
+from orchestrator.ops import cli_planning, cli_reports
+from orchestrator.webhooks.cli import register as register_webhooks
 
 #: Exit codes: 0 ok, 1 a check found problems, 2 bad input / refused, 3 a dependency is down.
 EXIT_OK, EXIT_FOUND, EXIT_REJECTED, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=cmd_demo)
     cli_planning.register(sub)
+    cli_reports.register(sub)
+    register_webhooks(sub)
     return parser
 
 

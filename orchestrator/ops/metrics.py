@@ -144,6 +144,31 @@ def _database_metrics(reading: DatabaseReading | None) -> Iterator[Metric]:
         reading.outbox_oldest_seconds,
     )
     yield from _outbox_delivery_metrics(reading)
+    yield from _planning_metrics(reading)
+
+
+def _planning_metrics(reading: DatabaseReading) -> Iterator[Metric]:
+    """What the counts are compared with, and why purchases may be held back."""
+    if reading.targets:
+        targets = GaugeMetricFamily(
+            f"{NS}_pool_target",
+            "pool_config targets: producao_min, producao_max, ready_min, warmup_buffer "
+            "(absent when pool_config is invalid).",
+            labels=["target"],
+        )
+        for name, n in reading.targets.items():
+            targets.add_metric([name], n)
+        yield targets
+    yield _gauge(
+        "purchases_paused_seconds",
+        "Seconds left of the purchase back-off after failed purchases (0: purchases open).",
+        reading.purchases_paused_seconds,
+    )
+    yield _gauge(
+        "purchase_consecutive_failures",
+        "Failed purchases in a row the back-off counts (0 after a success).",
+        reading.purchase_failures,
+    )
 
 
 def _outbox_delivery_metrics(reading: DatabaseReading) -> Iterator[Metric]:

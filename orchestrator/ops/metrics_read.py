@@ -13,10 +13,13 @@ import sqlalchemy as sa
 from orchestrator.adapters import cycle_timing
 from orchestrator.domain.pool import STATUSES, health
 from orchestrator.errors import ConfigError
+from orchestrator.services import backoff
 from orchestrator.store import outbox
 from orchestrator.store import repository as repo
 from orchestrator.store.schema import chips, operations
 
+#: pool_config settings exported as targets (chip_orchestrator_pool_target{target}).
+TARGETS = ("producao_min", "producao_max", "ready_min", "warmup_buffer")
 #: Every operacao the database accepts; exported at zero until the first one happens.
 OPERACOES = (
     "auto_replace",
@@ -43,6 +46,9 @@ class DatabaseReading:
     stranded_conversations: int
     outbox_last_errors: dict[str, str] = field(default_factory=dict)  # canal -> error code
     outbox_last_delivered: float | None = None  # unix time
+    targets: dict[str, int] = field(default_factory=dict)  # empty when pool_config is invalid
+    purchases_paused_seconds: float = 0.0  # left of the purchase back-off; 0 when open
+    purchase_failures: int = 0  # consecutive failed purchases the back-off counts
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,11 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
     with engine.connect() as conn:
         counts, trust = repo.count_by_status(conn)
         try:
-            pool_health: str | None = health(repo.load_config(conn), counts)
+            config = repo.load_config(conn)
+            pool_health: str | None = health(config, counts)
+            targets = {name: getattr(config, name) for name in TARGETS}
         except ConfigError:
-            pool_health = None
+            pool_health, targets = None, {}
         ops = conn.execute(
             sa.select(operations.c.operacao, operations.c.sucesso, sa.func.count()).group_by(
                 operations.c.operacao, operations.c.sucesso
@@ -72,6 +80,7 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
             )
         ).scalar_one()
         stranded = repo.stranded_conversations(conn)
+        gate, now = backoff.load(conn), repo.db_now(conn)
     box = outbox.read_outbox(engine)
     by_op = {(op, "true"): 0 for op in OPERACOES} | {(op, "false"): 0 for op in OPERACOES}
     for operacao, sucesso, n in ops:
@@ -87,6 +96,11 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
         outbox_last_errors=box.last_errors,
         outbox_last_delivered=box.last_delivered_at,
         stranded_conversations=stranded,
+        targets=targets,
+        purchases_paused_seconds=(
+            (gate.paused_until - now).total_seconds() if gate.paused(now) else 0.0
+        ),
+        purchase_failures=gate.failures or 0,
     )
 
 

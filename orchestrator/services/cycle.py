@@ -83,6 +83,7 @@ def take_snapshot(
         ready_ranked=repo.ready_ranked(conn, config, limit=len(serving) + deficit),
         cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
         stranded=stranded,
+        flapping=repo.flapping_active(conn, config.flap_max_per_hour),
         purchase_gate=backoff.load(conn, salvy_configured=salvy_configured),
     )
     mean = repo.active_trust_mean(conn) if trust else None
@@ -119,7 +120,13 @@ def tidy(engine: sa.Engine, sweep: Sweep) -> dict:
         folded = repo.compact_status_tally(conn)
         settled = repo.settle_stranded_notes(conn, sweep.settle)
         repo.note_stranded(conn, sweep.unnoted)
-    return {"tally_rows_folded": folded, "notes_settled": settled, "noted": len(sweep.unnoted)}
+        pruned = repo.prune_disconnect_events(conn)
+    return {
+        "tally_rows_folded": folded,
+        "notes_settled": settled,
+        "noted": len(sweep.unnoted),
+        "drops_pruned": pruned,
+    }
 
 
 def raise_alerts(

@@ -17,12 +17,14 @@ from orchestrator.domain import messages
 from orchestrator.domain.pool import (
     BANNED,
     DISCONNECTED,
+    FLAPPING,
     LOW_TRUST,
     PoolConfig,
     degraded_reason,
     is_fit_to_serve,
     is_storm,
 )
+from orchestrator.domain.signals import is_flapping
 from orchestrator.errors import Rejected
 from orchestrator.services import growth as pool_growth
 from orchestrator.store import outbox
@@ -36,7 +38,7 @@ REPLACEABLE = ("active", "banned")
 #: Ready chips to try when others' Redis locks are busy, before retrying the task.
 MAX_READY_TRIES = 5
 #: Reasons the cycle plans from a snapshot that may be stale when the task runs.
-PLANNED = (LOW_TRUST, DISCONNECTED)
+PLANNED = (LOW_TRUST, DISCONNECTED, FLAPPING)
 #: Why a planned replace was skipped: the chip recovered, or a storm holds disconnections.
 RECOVERED, STORM = "recovered", "storm"
 
@@ -59,6 +61,8 @@ def _motivo(old: Mapping, reason: str | None, config: PoolConfig) -> str:
         return f"Trust Score {old['trust_score']:g} < {config.trust_degraded_threshold:g}"
     if reason == "disconnected":
         return f"Desconectado desde {old['evolution_disconnected_at']:%Y-%m-%d %H:%M} UTC"
+    if reason in messages.REASON_TEXT:
+        return f"Chip {messages.REASON_TEXT[reason]}"
     return f"Solicitado: {reason}" if reason else "Solicitado"
 
 
@@ -89,8 +93,23 @@ def _lock(conn: sa.Connection, chip_id: str) -> tuple[Mapping, PoolConfig, str |
     return old, config, growth
 
 
-def _recheck(conn: sa.Connection, old: Mapping, config: PoolConfig, now: datetime) -> str:
+def _flapping(conn: sa.Connection, old: Mapping, config: PoolConfig) -> str:
+    """FLAPPING while the chip still has flap_max_per_hour drops in the hour, unless a storm."""
+    if not is_flapping(repo.recent_drops(conn, old["id"]), config.flap_max_per_hour):
+        return RECOVERED
+    active, disconnected = repo.count_active_disconnected(conn)
+    enough = int(active * config.replace_storm_fraction) + 1  # to tell a storm, no more
+    flapping = len(repo.flapping_active(conn, config.flap_max_per_hour, limit=enough))
+    storm = is_storm(config, active, disconnected) or is_storm(config, active, flapping)
+    return STORM if storm else FLAPPING
+
+
+def _recheck(
+    conn: sa.Connection, old: Mapping, config: PoolConfig, now: datetime, reason: str
+) -> str:
     """A planned reason under the row lock: the reason that holds now, RECOVERED or STORM."""
+    if reason == FLAPPING:
+        return _flapping(conn, old, config)
     current = degraded_reason(pool_growth.view(old), config, now)
     if current is None:
         return RECOVERED
@@ -144,7 +163,7 @@ def replace_chip(
         old, config, growth = _lock(conn, chip_id)
         _check_replaceable(conn, old)
         if reason in PLANNED and old["status"] == "active":
-            reason = _recheck(conn, old, config, repo.db_now(conn))
+            reason = _recheck(conn, old, config, repo.db_now(conn), reason)
             if reason in (RECOVERED, STORM):
                 return {"status": "skipped", "chip_id": chip_id, "reason": reason}
         banned = growth is not None or reason == BANNED

@@ -144,3 +144,18 @@ pool_growth_slots = sa.Table(
     metadata,
     sa.Column("slot", sa.SmallInteger, primary_key=True),
 )
+
+chip_disconnect_events = sa.Table(
+    "chip_disconnect_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("chip_id", UUID(as_uuid=False)),
+    sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+chip_webhook_state = sa.Table(
+    "chip_webhook_state",
+    metadata,
+    sa.Column("chip_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("last_event_at", sa.DateTime(timezone=True)),
+)

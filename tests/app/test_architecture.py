@@ -15,7 +15,7 @@ ROOT = Path(orchestrator.__file__).resolve().parent.parent
 PACKAGE = ROOT / "orchestrator"
 
 #: The rooms, each mirrored by a folder of tests.
-ROOMS = ("domain", "store", "services", "adapters", "app", "ops", "dev")
+ROOMS = ("domain", "store", "services", "adapters", "app", "ops", "webhooks", "dev")
 #: The demo machinery's modules (dev/), by name wherever they sit.
 DEV_MODULES = ("demo", "demo_seed", "embedded", "salvy_standin", "simulator", "supervisor")
 #: Longest module, in lines ("about 300").
@@ -98,6 +98,7 @@ def test_a_production_process_with_its_urls_never_loads_the_demo_machinery() -> 
     """A worker's imports (tasks, celeryconfig) and the CLI load nothing of orchestrator.dev."""
     code = (
         "import sys, tasks, celeryconfig, orchestrator.ops.cli, orchestrator.ops.metrics; "
+        "import orchestrator.webhooks.app; "
         "from orchestrator.app import bootstrap; bootstrap.database_url(); bootstrap.redis_url(); "
         "print(*sorted(m for m in sys.modules if m.startswith('orchestrator.')))"
     )

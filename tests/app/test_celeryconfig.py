@@ -29,6 +29,8 @@ SLOW_IO_TASKS = {
     "orchestrator.cancel_chip",
     "orchestrator.reconcile_provisioning",
     "orchestrator.deliver_notifications",
+    # A Salvy webhook re-reads the account at Salvy before it acts.
+    "orchestrator.salvy_event",
 }
 
 

@@ -25,6 +25,7 @@ SERVICES = (
     "beat",
     "flower",
     "metrics",
+    "webhooks",
     "salvy-standin",
 )
 #: Each worker service and the queues it consumes: swaps apart from slow I/O (Salvy, Slack).
@@ -35,7 +36,14 @@ SECRET_PATTERNS = (
     re.compile(r"salvy_(test|live)_[A-Za-z0-9]+"),  # Salvy keys
 )
 #: Variables that hold secrets: their value may only come from the environment.
-SECRET_VARIABLES = ("SLACK_BOT_TOKEN", "SALVY_API_TOKEN", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
+SECRET_VARIABLES = (
+    "SLACK_BOT_TOKEN",
+    "SALVY_API_TOKEN",
+    "POSTGRES_PASSWORD",
+    "FLOWER_BASIC_AUTH",
+    "WEBHOOK_TOKEN",
+    "SALVY_WEBHOOK_SECRET",
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,7 @@ def test_compose_defines_every_service_of_the_stack(services):
     assert set(SERVICES) <= set(services)
 
 
-@pytest.mark.parametrize("name", ["worker", "worker-io", "beat", "flower", "metrics"])
+@pytest.mark.parametrize("name", ["worker", "worker-io", "beat", "flower", "metrics", "webhooks"])
 def test_app_services_start_only_after_migrations_completed(services, name):
     assert _conditions(services[name])["migrate"] == "service_completed_successfully"
 
@@ -203,3 +211,16 @@ def test_dockerfile_ships_the_migrations_next_to_the_package():
 
     assert re.search(r"^COPY\s+migrations/?\s", text, flags=re.MULTILINE)
     assert "pip install -e ." in text
+
+
+def test_the_webhook_receiver_needs_its_token_and_is_healthchecked_on_healthz(services):
+    receiver = services["webhooks"]
+    env = _environment(receiver)
+
+    assert _command(receiver)[:2] == ["chip-orchestrator", "webhooks"]
+    assert re.fullmatch(r"\$\{WEBHOOK_TOKEN:\?[^}]*\}", env["WEBHOOK_TOKEN"])
+    assert env["DATABASE_URL"] == _environment(services["worker"])["DATABASE_URL"]
+    assert env["CELERY_BROKER_URL"] == _environment(services["worker"])["CELERY_BROKER_URL"]
+    port = _option(_command(receiver), "--port")
+    assert f"127.0.0.1:{port}/healthz" in " ".join(receiver["healthcheck"]["test"])
+    assert receiver["ports"] == [f"127.0.0.1:{port}:{port}"]

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.adapters import cycle_timing
 from orchestrator.app import bootstrap
-from orchestrator.services import delivery, dispatch
+from orchestrator.services import backoff, delivery, dispatch
 from orchestrator.store import outbox
 from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, make_chip, set_config
@@ -290,3 +290,38 @@ def test_sigterm_stops_the_metrics_process_with_exit_code_zero(
     proc = MetricsProcess(ops_env(database_url, redis_url), tmp_path, interval=INTERVAL)
     # When it gets SIGTERM (docker stop, systemd), Then it exits 0
     assert proc.stop() == 0
+
+
+def test_the_pool_targets_are_exported_beside_the_counts(
+    clean_db: sa.Engine, metrics: MetricsProcess
+) -> None:
+    # Given a pool_config with its own targets
+    set_config(clean_db, producao_min=7, producao_max=9, ready_min=2, warmup_buffer=5)
+    # When Prometheus scrapes
+    samples = next_scrape(metrics)
+    # Then each target carries the configured value (dashboards draw counts against them)
+    name = "chip_orchestrator_pool_target"
+    assert value(samples, name, target="producao_min") == 7
+    assert value(samples, name, target="producao_max") == 9
+    assert value(samples, name, target="ready_min") == 2
+    assert value(samples, name, target="warmup_buffer") == 5
+
+
+def test_the_purchase_back_off_is_exported_while_it_lasts(
+    clean_db: sa.Engine, metrics: MetricsProcess
+) -> None:
+    # Given purchases open, then two failed purchase batches (the pause grows: 1 min, then 2)
+    open_ = next_scrape(metrics)
+    with clean_db.begin() as conn:
+        conn.execute(sa.text("DELETE FROM purchase_backoff"))
+        backoff.record_failure(conn, "out_of_stock", "sem estoque")
+        conn.execute(sa.text("UPDATE purchase_backoff SET paused_until = now()"))
+    with clean_db.begin() as conn:
+        backoff.record_failure(conn, "out_of_stock", "sem estoque")
+    # When Prometheus scrapes
+    paused = next_scrape(metrics)
+    # Then the gauges show the pause left (up to 2 minutes) and the failures in a row
+    assert value(open_, "chip_orchestrator_purchases_paused_seconds") == 0
+    assert value(open_, "chip_orchestrator_purchase_consecutive_failures") == 0
+    assert 60 < value(paused, "chip_orchestrator_purchases_paused_seconds") <= 120
+    assert value(paused, "chip_orchestrator_purchase_consecutive_failures") == 2

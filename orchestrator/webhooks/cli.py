@@ -1,0 +1,54 @@
+"""`chip-orchestrator webhooks [--host H] [--port P]`: serve the receiver with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from orchestrator.errors import ConfigError
+
+#: Where the receiver listens unless told otherwise (SPEC).
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8080
+
+
+def build(settings=None):
+    """The receiver wired to this process's engine and Celery app (refuses without a token)."""
+    from orchestrator.app import bootstrap
+    from orchestrator.app.settings import get_settings
+    from orchestrator.webhooks.app import create_app
+
+    settings = settings or get_settings()
+    if not settings.webhook_token:
+        raise ConfigError("WEBHOOK_TOKEN is not set: the receiver refuses to run without one")
+    bootstrap.broker_url(settings)  # DATABASE_URL and the broker named at once, in one line
+    from tasks import app as celery_app
+
+    def send(name: str, args: list, kwargs: dict) -> None:
+        celery_app.send_task(name, args=args, kwargs=kwargs)
+
+    engine = bootstrap.engine()
+    bootstrap.warm_up()
+    return create_app(settings, engine, send)
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    """Serve until interrupted; the access log is off (a ?token= would be in it)."""
+    import uvicorn
+
+    app = build()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvicorn.run(
+        app, host=args.host, port=args.port, access_log=False, log_level="warning", lifespan="off"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `webhooks` verb to the CLI's subparsers."""
+    p = sub.add_parser(
+        "webhooks",
+        help="receive Evolution API and Salvy webhooks (needs WEBHOOK_TOKEN; Salvy: SALVY_WEBHOOK_SECRET)",
+    )
+    p.add_argument("--host", default=DEFAULT_HOST)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.set_defaults(fn=cmd_webhooks)
