@@ -6,7 +6,8 @@ replacements take the first ready chip, warmed chips become ready, purchases arr
 `purchase_days` and warm for `warmup_days`. Bans are a Poisson process of `ban_rate` per active
 chip per day; a share `warmup_loss` of the numbers is lost while warming. Pure and
 deterministic for a seed (random.Random); no database. Cost: `number_monthly_cost` per number
-per month begun (a cancelled number is billed its whole month).
+per calendar month in which it was held (the report's rule: a cancelled number is billed its
+whole month); simulated time starts on EPOCH, the first of a month.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from orchestrator.domain.pool import ChipView, Counts, PoolConfig, Snapshot, pla
 
 #: Simulated time starts here (any fixed instant: only differences matter).
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-#: A month of billing, in days.
-BILLING_DAYS = 30
 #: Trust of every simulated chip (fit to serve and to be promoted under the default config).
 TRUST = 95.0
 
@@ -94,6 +93,13 @@ class Outcome:
     production: list[int] = field(default_factory=list)
     ready: list[int] = field(default_factory=list)
     warming: list[int] = field(default_factory=list)
+
+
+def _months_billed(start: datetime, end: datetime) -> int:
+    """Calendar months (UTC) in which a number held from start until end was held at any
+    instant: the report's billing rule (domain/report.py), so a cancelled number pays its month."""
+    last = max(start, end - timedelta(microseconds=1))
+    return (last.year - start.year) * 12 + last.month - start.month + 1
 
 
 def poisson_draw(rng: random.Random, mean: float) -> int:
@@ -247,7 +253,7 @@ def simulate(config: PoolConfig, scenario: Scenario, start: StartPool) -> Outcom
         out.warming.append(len(pool.warming) + len(pool.provisioning))
     end = scenario.days * k
     out.number_months = sum(
-        max(1, math.ceil((pool.ended_at.get(c, end) - t) / (BILLING_DAYS * k)))
+        _months_billed(pool.now(t), pool.now(pool.ended_at.get(c, end)))
         for c, t in pool.bought_at.items()
     )
     if config.number_monthly_cost is not None:

@@ -86,3 +86,16 @@ def test_nonsense_scenarios_are_named() -> None:
     bad = whatif.Scenario(days=0, ban_rate=-1, warmup_loss=1, cycles_per_day=7)
     assert len(bad.problems()) == 4
     assert whatif.Scenario().problems() == []
+
+
+def test_numbers_are_billed_per_calendar_month_held_as_the_report_bills_them() -> None:
+    from datetime import UTC, datetime
+
+    def day(month: int, d: int) -> datetime:
+        return datetime(2026, month, d, tzinfo=UTC)
+
+    assert whatif._months_billed(day(1, 1), day(1, 31)) == 1
+    assert whatif._months_billed(day(1, 31), day(2, 1)) == 1  # held until the 1st, exclusive
+    assert whatif._months_billed(day(1, 31), day(2, 2)) == 2  # cancelled on the 1st: February too
+    assert whatif._months_billed(day(1, 5), day(1, 5)) == 1  # bought and cancelled at once
+    assert whatif._months_billed(day(1, 1), day(7, 1)) == 6
