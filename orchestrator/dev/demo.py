@@ -32,12 +32,15 @@ from orchestrator.app import bootstrap
 from orchestrator.app.settings import ROOT, WORKER_QUEUES_ARG, Settings, get_settings
 from orchestrator.dev import demo_seed, embedded, simulator
 from orchestrator.dev.supervisor import Supervisor
-from orchestrator.ops import render
+from orchestrator.ops import planning_view, render
+from orchestrator.services import forecast
 from orchestrator.services.cycle import pool_status
 from orchestrator.store import migrate, repository
 
 #: The demo's weather: a time-lapse warm-up so promotions show within a minute.
 DEMO_KNOBS = simulator.Knobs(ban_rate=0.012, disconnect_rate=0.02, warmup_days_per_step=2.0)
+#: Seconds between two reads of the forecast shown under the live view.
+FORECAST_SECONDS = 15
 #: Token the stand-in accepts; a salvy_test_ key is Salvy's sandbox convention.
 DEMO_SALVY_TOKEN = "salvy_test_demo"
 
@@ -135,6 +138,7 @@ def _loop(
     def send(name: str, task_args: list, kwargs: dict) -> None:
         sender.send_task(name, args=task_args, kwargs=kwargs)
 
+    forecast_due = 0.0
     with view:
         while not stop.is_set() and time.monotonic() < deadline:
             if (dead := children.dead()) is not None:
@@ -145,11 +149,19 @@ def _loop(
                 return 1
             try:
                 events = simulator.step(engine, rng, send, DEMO_KNOBS)
+                if time.monotonic() >= forecast_due:
+                    view.forecast = _forecast_line(engine)
+                    forecast_due = time.monotonic() + FORECAST_SECONDS
                 view.show(pool_status(engine), _recent(engine), events)
             except sa.exc.DBAPIError as error:
                 view.show_error(f"banco indisponivel: {str(error.orig or error).splitlines()[0]}")
             stop.wait(tick)
     return 0
+
+
+def _forecast_line(engine: sa.Engine) -> str:
+    """The forecast's recommendation against the configured buffer, in one line."""
+    return planning_view.forecast_line(forecast.forecast(engine, window_days=60))
 
 
 def _recent(engine: sa.Engine) -> list:
@@ -163,6 +175,7 @@ class _LiveView:
     def __init__(self, console: Console, footer: str) -> None:
         self.events: deque[str] = deque(maxlen=8)
         self.footer = footer
+        self.forecast = ""
         self.live = Live(console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> _LiveView:
@@ -178,7 +191,8 @@ class _LiveView:
     def show(self, status: dict, operations: list, events: list[str]) -> None:
         stamp = f"{datetime.now():%H:%M:%S}"
         self.events.extendleft(f"{stamp} {e}" for e in events)
-        self.live.update(render.live_view(status, operations, list(self.events), self.footer))
+        footer = f"{self.forecast}\n{self.footer}" if self.forecast else self.footer
+        self.live.update(render.live_view(status, operations, list(self.events), footer))
 
     def show_error(self, line: str) -> None:
         self.events.appendleft(f"[red]{line}[/]")
@@ -190,6 +204,7 @@ class _PlainView:
     def __init__(self, console: Console) -> None:
         self.seen: set[tuple] | None = None  # the first read marks history as seen
         self.last_counts = ""
+        self.forecast = self.last_forecast = ""
 
     def __enter__(self) -> _PlainView:
         return self
@@ -210,6 +225,9 @@ class _PlainView:
             if key not in self.seen:
                 self.seen.add(key)
                 _say(f"operacao: {render.operation_line(op)}")
+        if self.forecast != self.last_forecast:
+            self.last_forecast = self.forecast
+            _say(self.forecast)
         line = render.status_line(status)
         counts = line.rsplit(", trust medio", 1)[0]  # trust wanders every step; counts matter
         if counts != self.last_counts:

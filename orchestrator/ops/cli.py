@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from orchestrator import task_names
 from orchestrator.errors import ConfigError, OrchestratorError, Rejected, TransientError
-from orchestrator.ops import cli_reports
+from orchestrator.ops import cli_planning, cli_reports
 from orchestrator.webhooks.cli import register as register_webhooks
 
 #: Exit codes: 0 ok, 1 a check found problems, 2 bad input / refused, 3 a dependency is down.
@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-live", action="store_true", help="print plain lines instead of the live view"
     )
     p.set_defaults(fn=cmd_demo)
+    cli_planning.register(sub)
     cli_reports.register(sub)
     register_webhooks(sub)
     return parser

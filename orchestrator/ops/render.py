@@ -31,7 +31,22 @@ def status_table(status: dict) -> Table:
     table.caption = f"trust medio (active): {status['totais']['trust_medio']:g}"
     if notice := purchases_notice(status):
         table.caption += f"\n[bold yellow]{notice}[/]"
+    if notice := auto_size_notice(status):
+        table.caption += f"\n{notice}"
     return table
+
+
+def auto_size_notice(status: dict) -> str | None:
+    """With auto_size on: the sizes used, configured and recommended; None when off."""
+    sizing = status.get("auto_size") or {}
+    if not sizing.get("on"):
+        return None
+    rec = sizing["recommended"] or {}
+    return "auto_size: " + ", ".join(
+        f"{name} {sizing['used'][name]} (configured {sizing['configured'][name]},"
+        f" recommended {rec.get(name, '-')})"
+        for name in ("warmup_buffer", "ready_min")
+    )
 
 
 def purchases_notice(status: dict) -> str | None:

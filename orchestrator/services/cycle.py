@@ -9,10 +9,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from orchestrator.domain import messages
+from orchestrator.domain.forecast import auto_size_view
 from orchestrator.domain.pool import Plan, PoolConfig, Snapshot, plan_cycle
 from orchestrator.domain.status import status_from
 from orchestrator.errors import ConfigError
-from orchestrator.services import backoff
+from orchestrator.services import backoff, forecast
 from orchestrator.store import outbox
 from orchestrator.store import repository as repo
 from orchestrator.store.db import transaction
@@ -56,11 +57,17 @@ def _stranded(conn: sa.Connection, active: int) -> tuple[list[str], Sweep]:
 
 
 def take_snapshot(
-    conn: sa.Connection, *, salvy_configured: bool = True, trust: bool = True
-) -> tuple[Snapshot, float | None, Sweep]:
+    conn: sa.Connection,
+    *,
+    salvy_configured: bool = True,
+    trust: bool = True,
+    measure: forecast.Measure | None = None,
+) -> tuple[Snapshot, float | None, Sweep, dict]:
     """The pool at one instant from a few indexed queries; the active chips' mean trust (None
-    unless asked: it reads every active chip); what to tidy afterwards."""
-    config = repo.load_config(conn)
+    unless asked: it reads every active chip); what to tidy afterwards; what auto_size did
+    (the snapshot's config is the one the cycle plans with: sized when auto_size is on)."""
+    configured = repo.load_config(conn)
+    config, rec = forecast.sizing(conn, configured, measure)
     counts = repo.status_counts(conn)
     serving = repo.serving_candidates(conn, config)
     # The plan uses one ready chip per replacement, then fills the production deficit: fetch
@@ -79,18 +86,26 @@ def take_snapshot(
         flapping=repo.flapping_active(conn, config.flap_max_per_hour),
         purchase_gate=backoff.load(conn, salvy_configured=salvy_configured),
     )
-    return snap, (repo.active_trust_mean(conn) if trust else None), sweep
+    mean = repo.active_trust_mean(conn) if trust else None
+    return snap, mean, sweep, auto_size_view(configured, config, rec)
 
 
 def read_plan(
-    engine: sa.Engine, *, salvy_configured: bool = True, trust: bool = True
+    engine: sa.Engine,
+    *,
+    salvy_configured: bool = True,
+    trust: bool = True,
+    measure: forecast.Measure | None = None,
 ) -> tuple[Plan, dict, PoolConfig, Sweep]:
-    """The next cycle's plan (changes nothing), the status it saw, the config, what to tidy."""
+    """The next cycle's plan (changes nothing), the status it saw, the config it planned with
+    (sized when auto_size is on; status["auto_size"] says so), what to tidy."""
     with engine.connect() as conn, conn.begin():
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-        snap, mean, sweep = take_snapshot(conn, salvy_configured=salvy_configured, trust=trust)
+        snap, mean, sweep, sizing = take_snapshot(
+            conn, salvy_configured=salvy_configured, trust=trust, measure=measure
+        )
     status = status_from(snap.config, snap.counts, mean, gate=snap.purchase_gate, now=snap.now)
-    return plan_cycle(snap), status, snap.config, sweep
+    return plan_cycle(snap), {**status, "auto_size": sizing}, snap.config, sweep
 
 
 def plan(engine: sa.Engine, *, salvy_configured: bool = True) -> tuple[Plan, dict, PoolConfig]:
@@ -149,10 +164,13 @@ def plan_as_dict(the_plan: Plan) -> dict:
 
 
 def pool_status(engine: sa.Engine, *, salvy_configured: bool = True) -> dict:
-    """Counts per state against min/max/buffer, health, average trust, whether purchases run."""
+    """Counts per state against min/max/buffer (sized by auto_size when on), health, average
+    trust, whether purchases run, what auto_size did."""
     with engine.connect() as conn:
-        config = repo.load_config(conn)
+        configured = repo.load_config(conn)
+        config, rec = forecast.sizing(conn, configured)
         counts, trust = repo.count_by_status(conn)
         gate = backoff.load(conn, salvy_configured=salvy_configured)
         now = repo.db_now(conn)
-    return status_from(config, counts, trust, gate=gate, now=now)
+    status = status_from(config, counts, trust, gate=gate, now=now)
+    return {**status, "auto_size": auto_size_view(configured, config, rec)}

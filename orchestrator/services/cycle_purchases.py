@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -30,8 +31,12 @@ def record_intents(
     deadline_minutes: int,
     *,
     salvy_configured: bool = True,
+    warmup_buffer: int | None = None,
 ) -> list[str]:
     """Record the purchases the pool needs now (at most limit); returns their keys.
+
+    warmup_buffer: the buffer the cycle planned with (auto_size may have raised it); the
+    configured one counts when it is larger.
 
     One transaction under an advisory lock: the count of purchases in flight and the insert
     are serialised with every other cycle, so overlapping cycles never buy more than the
@@ -40,6 +45,8 @@ def record_intents(
     with transaction(engine) as conn:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PURCHASE_LOCK_KEY)))
         config = repo.load_config(conn)
+        if warmup_buffer is not None and config.auto_size:
+            config = replace(config, warmup_buffer=max(config.warmup_buffer, warmup_buffer))
         counts = repo.status_counts(conn)
         gate = backoff.load(conn, salvy_configured=salvy_configured)
         wanted = min(limit, purchases_to_make(config, counts, gate, repo.db_now(conn)))

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from orchestrator.adapters import cycle_timing, locks
 from orchestrator.errors import ConfigError, TransientError
-from orchestrator.services import backoff, cycle, cycle_purchases
+from orchestrator.services import backoff, cycle, cycle_purchases, forecast
 from orchestrator.store.db import transaction
 from orchestrator.task_names import (
     CANCEL,
@@ -72,7 +72,10 @@ def _planned_cycle(
     try:
         # The cycle's status needs no mean trust (it would read every active chip).
         plan, status, config, sweep = cycle.read_plan(
-            engine, salvy_configured=salvy_configured, trust=False
+            engine,
+            salvy_configured=salvy_configured,
+            trust=False,
+            measure=forecast.cached_measure(client),
         )
     except ConfigError as error:
         cycle.alert_invalid_config(engine, error)
@@ -110,7 +113,11 @@ def _planned_cycle(
     # re-counted under a lock, so overlapping cycles never buy more than the deficit.
     keys = (
         cycle_purchases.record_intents(
-            engine, plan.provision, deadline_minutes, salvy_configured=salvy_configured
+            engine,
+            plan.provision,
+            deadline_minutes,
+            salvy_configured=salvy_configured,
+            warmup_buffer=config.warmup_buffer,
         )
         if plan.provision
         else []

@@ -71,6 +71,10 @@ def test_the_demo_seeds_manages_the_pool_and_leaves_no_process_behind(
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "pool de demonstracao criado" in out.stdout
     assert "simulador: " in out.stdout and "operacao: " in out.stdout
+    # And the forecast's recommendation against the configured buffer (the seed's 10 days of
+    # history: 2 replacements, warmup_days as lead time -> warmup_buffer 5 at least)
+    assert "forecast: " in out.stdout and "recommended warmup_buffer" in out.stdout
+    assert "(configured 4, 2;" in out.stdout
     # And the orchestrator changed the pool (operations beyond the seed's history)
     with clean_db.connect() as conn:
         done = conn.execute(

@@ -1,7 +1,8 @@
 """The SQL, by what it reads or writes; `repository.X` reaches every function (one import for use cases).
 
 chips (one row, compare-and-set), counts (config, tally, active count, growth slots), candidates
-(what a decision may pick), conversations (moves, stranded rows), operations (the log).
+(what a decision may pick), conversations (moves, stranded rows), operations (the log), history
+(what capacity planning measures).
 """
 
 from orchestrator.store.repository.candidates import (
@@ -48,6 +49,12 @@ from orchestrator.store.repository.counts import (
     status_counts,
     take_growth_slot,
 )
+from orchestrator.store.repository.history import (
+    history_start,
+    lead_time_days,
+    replacements_by_reason,
+    warmup_losses,
+)
 from orchestrator.store.repository.operations import (
     recent_operations,
     record_operation,
@@ -82,6 +89,8 @@ __all__ = [
     "flap_threshold_and_drops",
     "flapping_active",
     "get_chip",
+    "history_start",
+    "lead_time_days",
     "least_loaded_healthy_active",
     "load_config",
     "load_config_and_active",
@@ -98,6 +107,7 @@ __all__ = [
     "recent_operations",
     "record_operation",
     "replacement_of",
+    "replacements_by_reason",
     "serving_candidates",
     "set_connected",
     "settle_stranded_notes",
@@ -108,4 +118,5 @@ __all__ = [
     "take_growth_slot",
     "transition",
     "warming_candidates",
+    "warmup_losses",
 ]

@@ -1,0 +1,132 @@
+"""Terminal output of `forecast` and `simulate`, and simulate's plot (matplotlib, Agg).
+
+matplotlib is imported inside `plot` only: nothing else pays for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.domain.whatif import Outcome
+from orchestrator.errors import Rejected
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _num(value: float | int | str | None, fmt: str = "g") -> str:
+    if isinstance(value, str):
+        return value
+    return "-" if value is None else format(value, fmt)
+
+
+def print_forecast(data: Mapping, console: Console | None = None) -> None:
+    """The forecast as a table, its notes below."""
+    table = Table(
+        title=f"Forecast: last {data['window_days']} days ({data['history_days']} of history)"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("detail")
+    reasons = ", ".join(f"{k} {v:.2f}" for k, v in data["by_reason"].items())
+    table.add_row("replacements per day", _num(data["replacements_per_day"], ".2f"), reasons)
+    table.add_row(
+        "lead time purchase -> ready",
+        _num(data["lead_time_days"], ".1f"),
+        f"days, median of {data['lead_time_samples']} chips",
+    )
+    table.add_row("lost while warming", _pct(data["warmup_loss_rate"]), "of numbers bought")
+    rec, cur = data["recommended"], data["current"]
+    level = f"service level {data['service_level']:g}"
+    table.add_row(
+        "recommended",
+        f"{_num(rec['warmup_buffer'])} / {_num(rec['ready_min'])}",
+        f"warmup_buffer / ready_min for {level} (base stock {_num(data['base_stock'])})",
+    )
+    table.add_row(
+        "configured",
+        f"{cur['warmup_buffer']} / {cur['ready_min']}",
+        f"P(a replacement finds no ready chip) {_pct(cur['p_no_ready'])}"
+        + ("; auto_size on" if data.get("auto_size") else ""),
+    )
+    table.caption = "\n".join(data["notes"]) or None
+    (console or Console()).print(table)
+
+
+def forecast_line(data: Mapping) -> str:
+    """The forecast in one line (the demo's live view)."""
+    rec, cur = data["recommended"], data["current"]
+    if rec["warmup_buffer"] is None:
+        return f"forecast: too little history ({data['history_days']} days)"
+    return (
+        f"forecast: {data['replacements_per_day']:.2f} replacements/day, lead"
+        f" {data['lead_time_used_days']:g} d -> recommended warmup_buffer {rec['warmup_buffer']},"
+        f" ready_min {rec['ready_min']} (configured {cur['warmup_buffer']}, {cur['ready_min']};"
+        f" P(no ready) {_pct(cur['p_no_ready'])})"
+    )
+
+
+#: simulate's rows: label, Outcome attribute.
+ROWS = (
+    ("warmup_buffer", "warmup_buffer"),
+    ("ready_min", "ready_min"),
+    ("days below producao_min", "days_below_min"),
+    ("lowest production", "lowest_production"),
+    ("replacements", "replacements"),
+    ("bans with no ready chip", "no_ready"),
+    ("lost while warming", "lost_in_warmup"),
+    ("numbers bought", "bought"),
+    ("numbers cancelled", "cancelled"),
+    ("number-months billed", "number_months"),
+    ("cost (BRL)", "cost"),
+)
+
+
+def print_simulation(data: Mapping, console: Console | None = None) -> None:
+    """Current against recommended, one row per measure."""
+    table = Table(
+        title=(
+            f"Simulated {data['days']} days: bans {data['ban_rate']:g}/active chip/day"
+            f" ({data['rate_from']}), warm-up loss {_pct(data['warmup_loss'])}, seed {data['seed']}"
+        )
+    )
+    table.add_column("")
+    table.add_column("current", justify="right")
+    table.add_column("recommended", justify="right")
+    for label, key in ROWS:
+        values = [data[run][key] for run in ("current", "recommended")]
+        if key == "cost" and None in values:
+            values = ["unknown (number_monthly_cost)"] * 2
+        table.add_row(label, *(_num(v, ",.2f" if key == "cost" else "g") for v in values))
+    table.caption = "\n".join(data["notes"]) or None
+    (console or Console()).print(table)
+
+
+def plot(path: str, runs: Mapping[str, Outcome], producao_min: int, title: str) -> None:
+    """Production, ready and warming per day for each run side by side; producao_min marked."""
+    from matplotlib.figure import Figure  # only this command pays for matplotlib (Agg canvas)
+
+    figure = Figure(figsize=(12, 4.5))
+    axes = figure.subplots(1, len(runs), sharey=True, squeeze=False)[0]
+    for ax, (name, out) in zip(axes, runs.items(), strict=True):
+        days = range(1, len(out.production) + 1)
+        ax.plot(days, out.production, label="production (active)", color="tab:green")
+        ax.plot(days, out.ready, label="ready", color="tab:blue")
+        ax.plot(days, out.warming, label="warming + being bought", color="tab:orange")
+        ax.axhline(producao_min, color="tab:red", linestyle="--", label="producao_min")
+        ax.set_title(f"{name}: warmup_buffer {out.warmup_buffer}, ready_min {out.ready_min}")
+        ax.set_xlabel("day")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("chips")
+    axes[0].legend(loc="best")
+    figure.suptitle(title)
+    figure.tight_layout()
+    try:
+        figure.savefig(Path(path), format="png", dpi=100)
+    except OSError as error:
+        raise Rejected(f"cannot write the plot to {path}: {error.strerror or error}") from None
