@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from orchestrator import task_names
 from orchestrator.errors import ConfigError, OrchestratorError, Rejected, TransientError
@@ -167,9 +168,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return dev_seam.run_demo(args)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad verb, flag or value: one line on stderr and exit 2 (argparse adds the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_REJECTED, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="chip-orchestrator",
         description=(
             "Keep a pool of WhatsApp numbers healthy. Needs DATABASE_URL and REDIS_URL; "

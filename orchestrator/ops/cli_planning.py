@@ -11,7 +11,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
-from typing import NoReturn
 
 from orchestrator.domain import forecast as fc
 from orchestrator.domain import whatif
@@ -205,15 +204,6 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """A bad flag or value: one line on stderr and exit 2 (argparse would print the usage too)."""
-
-    def error(message: str) -> NoReturn:
-        parser.exit(2, f"{parser.prog}: {message}\n")
-
-    parser.error = error  # type: ignore[method-assign]
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `forecast` and `simulate` to the command line."""
     p = sub.add_parser(
@@ -224,7 +214,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window-days", type=_positive_int, default=fc.DEFAULT_WINDOW_DAYS, metavar="N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_forecast)
-    _one_line_errors(p)
 
     p = sub.add_parser(
         "simulate", help="play the pool forward with the cycle's decisions: current vs recommended"
@@ -251,4 +240,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="draw production/ready/warming per day")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_simulate)
-    _one_line_errors(p)

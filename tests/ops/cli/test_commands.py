@@ -236,3 +236,31 @@ def test_check_exits_zero_on_a_clean_pool_and_one_with_a_violation(
     assert [(v["kind"], v["chip_id"]) for v in json.loads(found.stdout)] == [
         ("missing_operation", chip)
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("no-such-verb",),
+        (),
+        ("status", "--bogus"),
+        ("report", "--month"),
+        ("history",),
+        ("webhooks", "--port", "not-a-port"),
+        ("replace", "--timeout", "soon", "x"),
+    ],
+)
+def test_a_bad_verb_flag_or_value_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+    # When argparse itself refuses the command line (no database needed for that)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then one line naming the program, no usage block, exit 2
+    assert out.returncode == 2, out
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("chip-orchestrator"), out.stderr
+    assert "usage:" not in out.stderr
