@@ -83,41 +83,26 @@ def plan_ms(engine: sa.Engine, runs: int, measured: History) -> dict[str, float]
     return {name: median(values) for name, values in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chips", type=int, default=200_000)
-    parser.add_argument("--years", type=float, default=2.0)
-    parser.add_argument("--runs", type=int, default=9)
-    args = parser.parse_args()
-    database_url, _ = base_urls()
-    with scratch_database(database_url) as url:
-        engine = engine_for(url)
-        try:
-            generate_pool(engine, args.chips, per_chip=0)
-            rows = fill_history(engine, args.chips, args.years)
-            with engine.connect() as conn:
-                measured = forecast.measure(conn)
-            measure_s = []
-            for _ in range(args.runs):
-                with engine.connect() as conn:
-                    measure_s.append(timed(lambda conn=conn: forecast.measure(conn))[0])
-            plans = plan_ms(engine, args.runs, measured)
-        finally:
-            engine.dispose()
+def run(engine: sa.Engine, chips: int, years: float, runs: int) -> dict:
+    """Build the pool and its history on engine's database; print and return the medians."""
+    generate_pool(engine, chips, per_chip=0)
+    rows = fill_history(engine, chips, years)
+    with engine.connect() as conn:
+        measured = forecast.measure(conn)
+    measure_s = []
+    for _ in range(runs):
+        with engine.connect() as conn:
+            measure_s.append(timed(lambda conn=conn: forecast.measure(conn))[0])
+    plans = plan_ms(engine, runs, measured)
     config = PoolConfig()
-    sim = median(
-        [
-            timed(lambda: whatif.compare(config, whatif.Scenario(days=90, ban_rate=0.05, seed=1)))[
-                0
-            ]
-            for _ in range(3)
-        ]
-    )
+    scenario = whatif.Scenario(days=90, ban_rate=0.05, seed=1)
+    sim = median([timed(lambda: whatif.compare(config, scenario))[0] for _ in range(3)])
+    figures = {"measure": median(measure_s), **plans, "simulate": sim, "operations": rows}
     print_table(
-        f"Capacity planning: {args.chips:,} chips, {rows:,} operations ({args.years:g} years)",
+        f"Capacity planning: {chips:,} chips, {rows:,} operations ({years:g} years)",
         ["what", "median"],
         [
-            ("forecast.measure (60-day window)", ms(median(measure_s))),
+            ("forecast.measure (60-day window)", ms(figures["measure"])),
             ("cycle read side, auto_size off", ms(plans["off"])),
             ("cycle read side, auto_size on, measurement cached", ms(plans["cached"])),
             ("cycle read side, auto_size on, measuring", ms(plans["measuring"])),
@@ -129,6 +114,22 @@ def main() -> None:
         f" lead {measured.lead_time_days} days ({measured.lead_time_samples} chips),"
         f" bought {measured.bought}, lost {measured.lost_in_warmup}"
     )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chips", type=int, default=200_000)
+    parser.add_argument("--years", type=float, default=2.0)
+    parser.add_argument("--runs", type=int, default=9)
+    args = parser.parse_args()
+    database_url, _ = base_urls()
+    with scratch_database(database_url) as url:
+        engine = engine_for(url)
+        try:
+            run(engine, args.chips, args.years, args.runs)
+        finally:
+            engine.dispose()
 
 
 if __name__ == "__main__":

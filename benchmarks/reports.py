@@ -109,8 +109,13 @@ def main() -> None:
         print(describe_machine(engine))
         rows = [run(engine, n, args.ops_per_chip, args.runs) for n in args.sizes]
         engine.dispose()
+    print_rows(rows, args.runs)
+
+
+def print_rows(rows: list[list[object]], runs: int) -> None:
+    """The table of run()'s rows."""
     print_table(
-        f"report (last full month) and history (one chip), median of {args.runs}",
+        f"report (last full month) and history (one chip), median of {runs}",
         ["chips", "operations", "report ms", "history ms", "month query index"],
         rows,
     )

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from benchmarks import memory, planning, replace, scale, webhook_frameworks, webhooks, workers
+from benchmarks import (
+    capacity,
+    memory,
+    planning,
+    replace,
+    reports,
+    scale,
+    webhook_frameworks,
+    webhooks,
+    workers,
+)
 from benchmarks.common import (
     base_urls,
     describe_machine,
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument(
         "--only",
-        choices=["planning", "workers", "scale", "memory", "webhooks"],
+        choices=["planning", "workers", "scale", "memory", "webhooks", "capacity", "reports"],
         help="run one group (scale: 10k/100k/1M chips, now vs before; memory: the 10-minute"
         " worker memory run, never in the default run)",
     )
@@ -140,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                     url, redis_url, engine, **webhooks.sizes(quick=args.quick)
                 )
                 webhook_frameworks.main(runs=3 if args.quick else 5)
+            if args.only in (None, "capacity"):
+                chips, years = (20_000, 0.5) if args.quick else (200_000, 2.0)
+                results["capacity"] = capacity.run(engine, chips, years, sizes.planning_runs)
+            if args.only in (None, "reports"):
+                report_sizes = (10_000,) if args.quick else reports.SIZES
+                rows = [reports.run(engine, n, 10, sizes.planning_runs) for n in report_sizes]
+                reports.print_rows(rows, sizes.planning_runs)
+                results["reports"] = rows
             if args.only == "memory":
                 results["memory"] = memory.run(
                     url, redis_url, engine, memory.MINUTES, memory.RATE, memory.CHIPS
