@@ -306,7 +306,11 @@ def both_workers(url: str, redis_url: str, app: Celery) -> Iterator[dict[str, wo
 
 
 def read_plan_before(
-    engine: sa.Engine, *, salvy_configured: bool = True, trust: bool = True
+    engine: sa.Engine,
+    *,
+    salvy_configured: bool = True,
+    trust: bool = True,
+    measure: object = None,
 ) -> tuple[Plan, dict, PoolConfig, cycle.Sweep]:
     """The cycle's read side before this change: GROUP BY status over chips with the mean trust,
     and the stranded join over every open row."""
