@@ -1,0 +1,73 @@
+"""The benchmarks still run against today's code (they print the figures docs/benchmarks.md
+quotes): the scale benchmark at a tiny size, and the quick capacity and reports groups.
+
+Figures are not asserted (speed is measured, never tested); what they measure is: every burst
+replaced exactly its bans, each with a distinct ready chip, and producao_max held.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.app.settings import ROOT
+from tests.support import servers
+
+
+def _run(args: list[str], tmp_path: Path) -> dict:
+    env = {
+        **os.environ,
+        "DATABASE_URL": servers.base_database_url(),
+        "REDIS_URL": servers.base_redis_url(),
+    }
+    out_file = tmp_path / "out.json"
+    done = subprocess.run(
+        [sys.executable, "-m", *args, "--json", str(out_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads(out_file.read_text())
+
+
+@pytest.mark.db
+def test_the_scale_benchmark_runs_and_its_bursts_are_exact(tmp_path: Path) -> None:
+    out = _run(
+        [
+            "benchmarks.scale",
+            "--sizes",
+            "2000",
+            "--runs",
+            "1",
+            "--latency-bans",
+            "3",
+            "--burst",
+            "20",
+        ],
+        tmp_path,
+    )
+    [size] = out["sizes"]
+    assert size["chips"] == 2000
+    for variant in ("now", "before", "lean"):
+        [burst] = size["swap"][variant]["runs"]["bursts"]
+        assert burst["statuses"] == {"replaced": 20, "not replaced": 0}
+        assert burst["distinct_replacements"] == 20
+    for variant in ("now", "before"):
+        assert [r["replaced"] for r in size["db_burst"][variant]["runs"]] == [20]
+    assert size["swap"]["active_above_max"] == 0
+    assert size["cycle"]["now"] > 0
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("group", ["capacity", "reports"])
+def test_the_quick_planning_benchmarks_run(tmp_path: Path, group: str) -> None:
+    out = _run(["benchmarks.run_all", "--quick", "--only", group], tmp_path)
+    assert out[group]
