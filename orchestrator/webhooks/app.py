@@ -45,11 +45,21 @@ def _answer(source: str, kind: str | None, code: int, payload: dict, started: fl
     return JSONResponse({k: v for k, v in payload.items() if k != "why"}, status_code=code)
 
 
+class MalformedJson(BadEnvelope):
+    """The body is not JSON at all (400), as opposed to JSON of the wrong shape (422)."""
+
+
 def _parse_json(body: bytes) -> object:
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadEnvelope(f"malformed JSON: {error}") from None
+        raise MalformedJson(f"malformed JSON: {error}") from None
+
+
+def _refused(source: str, kind: str | None, error: BadEnvelope, started: float) -> Response:
+    """400 for a body that is not JSON, 422 for JSON that is not the expected envelope."""
+    code = 400 if isinstance(error, MalformedJson) else 422
+    return _answer(source, kind, code, {"status": "rejected", "error": str(error)}, started)
 
 
 def create_app(settings: Settings, engine: sa.Engine, send: Send) -> Starlette:
@@ -82,10 +92,7 @@ def create_app(settings: Settings, engine: sa.Engine, send: Send) -> Starlette:
         try:
             signal = gateway_signal(_parse_json(body), path_event, datetime.now(UTC))
         except BadEnvelope as error:
-            code = 400 if str(error).startswith("malformed JSON") else 422
-            return _answer(
-                "evolution", path_event, code, {"status": "rejected", "error": str(error)}, started
-            )
+            return _refused("evolution", path_event, error, started)
         if isinstance(signal, str):
             return _answer("evolution", None, 200, {"status": "ignored", "reason": signal}, started)
         try:
@@ -115,10 +122,7 @@ def create_app(settings: Settings, engine: sa.Engine, send: Send) -> Starlette:
         try:
             signal = provider_signal(_parse_json(body), request.headers.get("svix-id", ""))
         except BadEnvelope as error:
-            code = 400 if str(error).startswith("malformed JSON") else 422
-            return _answer(
-                "salvy", None, code, {"status": "rejected", "error": str(error)}, started
-            )
+            return _refused("salvy", None, error, started)
         if isinstance(signal, str):
             return _answer("salvy", None, 200, {"status": "ignored", "reason": signal}, started)
         args = [signal.type, signal.account_id, signal.message_id]
