@@ -11,7 +11,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -30,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.app import bootstrap
 from orchestrator.app.settings import ROOT, WORKER_QUEUES_ARG, Settings, get_settings
-from orchestrator.dev import demo_seed, embedded, simulator
+from orchestrator.dev import demo_seed, embedded, ports, simulator
 from orchestrator.dev.supervisor import Supervisor
 from orchestrator.ops import planning_view, render
 from orchestrator.services import forecast
@@ -104,10 +103,15 @@ def _child_env(cycle_seconds: float) -> dict[str, str]:
 def _start_children(children: Supervisor, settings: Settings, cycle_seconds: float) -> None:
     python = sys.executable
     if not children.env.get("SALVY_API_URL"):
-        port = _free_port()
-        children.start(
-            "salvy", [python, "-m", "orchestrator.dev.salvy_standin", "--port", str(port)]
+        # Port 0: the stand-in takes one when it binds (a port chosen here could be gone by then).
+        salvy = children.start(
+            "salvy", [python, "-m", "orchestrator.dev.salvy_standin", "--port", "0"]
         )
+        try:
+            port = ports.listening_port(salvy.proc.pid)
+        except RuntimeError as error:
+            log = children.log_dir / "salvy.log"
+            raise RuntimeError(f"Salvy stand-in did not start ({error}); see {log}") from None
         children.env["SALVY_API_URL"] = f"http://127.0.0.1:{port}"
         _wait_http(f"http://127.0.0.1:{port}/_standin/state", children)
     celery = [python, "-m", "celery", "-A", "tasks"]
@@ -291,12 +295,6 @@ def _pid_alive(pid_file: Path) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_http(url: str, children: Supervisor, timeout: float = 15) -> None:
