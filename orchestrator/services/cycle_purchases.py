@@ -15,14 +15,15 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from orchestrator.domain.pool import purchases_to_make
+from orchestrator.lock_keys import AdvisoryLock
 from orchestrator.services import backoff
 from orchestrator.services.intent import intent_name
 from orchestrator.store import repository as repo
 from orchestrator.store.db import transaction
 from orchestrator.store.schema import chips
 
-#: pg_advisory_xact_lock key that serialises the purchase decisions (the cycle guard is 727_003).
-PURCHASE_LOCK_KEY = 727_002
+#: pg_advisory_xact_lock key that serialises the purchase decisions (orchestrator/lock_keys.py).
+PURCHASE_LOCK_KEY = int(AdvisoryLock.PURCHASES)
 
 
 def record_intents(
