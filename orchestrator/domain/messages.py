@@ -91,6 +91,18 @@ def storm(disconnected: int, active: int) -> str:
     )
 
 
+def tally_drift(drift: Mapping[str, tuple[int, int]]) -> str:
+    """Cached counts found wrong and corrected (canal alertas, with cool-down)."""
+    lines = "\n".join(f"- {status}: {cached} -> {true}" for status, (cached, true) in drift.items())
+    return (
+        ":warning: *Contagem de chips por status corrigida* (contagem em cache -> real):\n"
+        f"{lines}\n"
+        "Linhas de `chips` mudaram sem disparar os triggers (restauracao com triggers"
+        " desativados, `session_replication_role = replica`, trigger desativado). As decisoes"
+        " ja usam a contagem real."
+    )
+
+
 def promoted_ready(chip: Mapping, days: int) -> str:
     """warming -> ready (canal operacoes)."""
     return (

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from orchestrator.adapters import cycle_timing, locks
 from orchestrator.errors import ConfigError, TransientError
-from orchestrator.services import backoff, cycle, cycle_purchases, forecast
+from orchestrator.services import backoff, cycle, cycle_purchases, forecast, tally
 from orchestrator.store.db import transaction
 from orchestrator.task_names import (
     CANCEL,
@@ -71,6 +71,9 @@ def _planned_cycle(
 ) -> dict:
     """Plan, alert, dispatch (the cycle guard is held)."""
     started = time.monotonic()
+    deferred: list[str] = []
+    # Cached counts first: the plan decides on them (a drift is corrected before it is read).
+    corrected = _step("tally_check", deferred, lambda: tally.check_due(engine), {})
     try:
         # The cycle's status needs no mean trust (it would read every active chip).
         plan, status, config, sweep = cycle.read_plan(
@@ -82,9 +85,8 @@ def _planned_cycle(
     except ConfigError as error:
         cycle.alert_invalid_config(engine, error)
         return {"status": "rejected", "reason": str(error)}
-    # Each step after the plan stands alone: a lock held elsewhere (or a failed write) defers
+    # Each step but the plan stands alone: a lock held elsewhere (or a failed write) defers
     # that step to the next cycle, said in the result, and the rest of the cycle still runs.
-    deferred: list[str] = []
     alerts = _step(
         "alerts",
         deferred,
@@ -159,6 +161,7 @@ def _planned_cycle(
         "already_queued": already,
         "alerts": alerts,
         "deferred": sorted(set(deferred)),
+        "counts_corrected": {status: list(pair) for status, pair in corrected.items()},
         "pool": {k: status[k]["count"] for k in ("producao", "ready", "warming", "degraded")},
     }
 

@@ -131,6 +131,17 @@ chip_status_tally = sa.Table(
     sa.Column("n", sa.BigInteger, nullable=False),
 )
 
+chip_status_tally_checks = sa.Table(
+    "chip_status_tally_checks",
+    metadata,
+    sa.Column("status", sa.Text, primary_key=True),
+    sa.Column("checked_at", sa.DateTime(timezone=True)),
+    sa.Column("last_drift", sa.BigInteger),
+    sa.Column("drift_found_at", sa.DateTime(timezone=True)),
+    sa.Column("corrections", sa.BigInteger),
+    sa.Column("chips_corrected", sa.BigInteger),
+)
+
 stranded_chip_events = sa.Table(
     "stranded_chip_events",
     metadata,

@@ -26,6 +26,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON notification_outbox TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON alert_state TO {role};
 GRANT SELECT, INSERT, UPDATE ON purchase_backoff TO {role};
 GRANT SELECT ON chip_status_tally TO {role};
+GRANT SELECT ON chip_status_tally_checks TO {role};
 GRANT SELECT, UPDATE ON pool_growth_slots TO {role};
 GRANT SELECT, INSERT, DELETE ON stranded_chip_events TO {role};
 """

@@ -68,6 +68,11 @@ from orchestrator.store.repository.signals import (
     recent_drops,
     set_connected,
 )
+from orchestrator.store.repository.tally_checks import (
+    check_and_correct,
+    tally_check_rows,
+    tally_checked_at,
+)
 
 __all__ = [
     "VIEW_COLUMNS",
@@ -75,6 +80,7 @@ __all__ = [
     "active_trust_mean",
     "best_ready",
     "cancellable_banned",
+    "check_and_correct",
     "chip_by_salvy_id",
     "chip_range",
     "claim_instance_event",
@@ -116,6 +122,8 @@ __all__ = [
     "stranded_in_range",
     "stranded_in_range_query",
     "take_growth_slot",
+    "tally_check_rows",
+    "tally_checked_at",
     "transition",
     "warming_candidates",
     "warmup_losses",
