@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import redis
 import sqlalchemy as sa
@@ -36,10 +38,10 @@ from orchestrator.services import dispatch, tally
 from orchestrator.store import repository as repo
 
 
-def cycle_once(engine: sa.Engine, client: redis.Redis) -> float:
-    """Seconds of one run_cycle; the queued markers of what it sent are cleared afterwards."""
+def cycle_once(engine: sa.Engine, client: redis.Redis) -> tuple[float, dict]:
+    """Seconds and result of one run_cycle; the queued markers of what it sent are cleared."""
     sent: list[tuple[str, list]] = []
-    seconds, _ = timed(
+    seconds, result = timed(
         lambda: dispatch.run_cycle(
             engine, client, lambda name, args, _id: sent.append((name, args)), period_seconds=60
         )
@@ -47,7 +49,7 @@ def cycle_once(engine: sa.Engine, client: redis.Redis) -> float:
     for name, args in sent:
         if args:
             locks.clear_queued(client, name, args[0])
-    return seconds
+    return seconds, result
 
 
 @contextlib.contextmanager
@@ -72,11 +74,13 @@ def recount(engine: sa.Engine, statuses: list[str]) -> float:
 def run(engine: sa.Engine, client: redis.Redis, runs: int) -> dict[str, float]:
     """Medians (seconds) of each way, interleaved run by run."""
     times: dict[str, list[float]] = {"with": [], "without": [], "check": []}
+    corrected = 0
     for run_no in range(runs + 1):
-        checked = timed(lambda: tally.check_due(engine))[0]
-        with_check = cycle_once(engine, client)
+        checked, drift = timed(lambda: tally.check_due(engine))
+        with_check, result = cycle_once(engine, client)
+        corrected += len(drift) + len(result["counts_corrected"])
         with check_left_out():
-            without = cycle_once(engine, client)
+            without, _ = cycle_once(engine, client)
         if run_no:  # the first round warms caches and connections
             times["check"].append(checked)
             times["with"].append(with_check)
@@ -88,6 +92,7 @@ def run(engine: sa.Engine, client: redis.Redis, runs: int) -> dict[str, float]:
         **{f"{name}_max": max(values) for name, values in times.items()},
         "active": active,
         "everything": everything,
+        "corrections": corrected,  # a consistent pool: any is a false drift
     }
 
 
@@ -115,6 +120,7 @@ def main() -> None:
     parser.add_argument("--chips", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--url", help="an already-built pool (skips generation)")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     database_url, redis_url = base_urls()
     with contextlib.ExitStack() as stack:
@@ -126,7 +132,10 @@ def main() -> None:
         with engine.connect() as conn:
             chips = conn.execute(sa.text("SELECT count(*) FROM chips")).scalar_one()
         client = redis.Redis.from_url(stack.enter_context(free_redis_db(redis_url)))
-        report(chips, run(engine, client, args.runs))
+        figures = {"chips": chips, **run(engine, client, args.runs)}
+        report(chips, figures)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
