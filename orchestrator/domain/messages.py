@@ -91,6 +91,16 @@ def storm(disconnected: int, active: int) -> str:
     )
 
 
+def daily_purchase_cap(cap: int, resumes_at: datetime | None) -> str:
+    """max_purchases_per_day reached while the reserve is short (canal alertas, once a day)."""
+    when = f" ate {resumes_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if resumes_at else ""
+    return (
+        f":no_entry: *Limite diario de compras atingido*: {cap} numero(s) em 24 horas"
+        f" (`max_purchases_per_day`). Compras pausadas{when}, embora a reserva esteja abaixo"
+        " do alvo; aumente o limite (`pool_config`) se a perda justificar."
+    )
+
+
 def tally_drift(drift: Mapping[str, tuple[int, int]]) -> str:
     """Cached counts found wrong and corrected (canal alertas, with cool-down)."""
     lines = "\n".join(f"- {status}: {cached} -> {true}" for status, (cached, true) in drift.items())

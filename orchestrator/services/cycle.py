@@ -85,6 +85,7 @@ def take_snapshot(
         stranded=stranded,
         flapping=repo.flapping_active(conn, config.flap_max_per_hour),
         purchase_gate=backoff.load(conn, salvy_configured=salvy_configured),
+        ready_fit=repo.count_fit_ready(conn, config),
     )
     mean = repo.active_trust_mean(conn) if trust else None
     return snap, mean, sweep, auto_size_view(configured, config, rec)
@@ -104,7 +105,14 @@ def read_plan(
         snap, mean, sweep, sizing = take_snapshot(
             conn, salvy_configured=salvy_configured, trust=trust, measure=measure
         )
-    status = status_from(snap.config, snap.counts, mean, gate=snap.purchase_gate, now=snap.now)
+    status = status_from(
+        snap.config,
+        snap.counts,
+        mean,
+        gate=snap.purchase_gate,
+        now=snap.now,
+        ready_fit=snap.ready_fit,
+    )
     return plan_cycle(snap), {**status, "auto_size": sizing}, snap.config, sweep
 
 
@@ -172,5 +180,6 @@ def pool_status(engine: sa.Engine, *, salvy_configured: bool = True) -> dict:
         counts, trust = repo.count_by_status(conn)
         gate = backoff.load(conn, salvy_configured=salvy_configured)
         now = repo.db_now(conn)
-    status = status_from(config, counts, trust, gate=gate, now=now)
+        ready_fit = repo.count_fit_ready(conn, config)
+    status = status_from(config, counts, trust, gate=gate, now=now, ready_fit=ready_fit)
     return {**status, "auto_size": auto_size_view(configured, config, rec)}

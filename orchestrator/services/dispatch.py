@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import sqlalchemy as sa
 
 from orchestrator.adapters import cycle_timing, locks
+from orchestrator.domain.pool import Plan, PoolConfig
 from orchestrator.errors import ConfigError, TransientError
 from orchestrator.services import backoff, cycle, cycle_purchases, forecast, tally
 from orchestrator.store.db import transaction
@@ -99,6 +100,10 @@ def _planned_cycle(
         and _step("alerts", deferred, lambda: _alert_no_salvy(engine), False)
     ):
         alerts.append(backoff.NO_SALVY_KEY)
+    if _daily_cap_holds_back(plan, config) and _step(
+        "alerts", deferred, lambda: _alert_daily_cap(engine, plan, config), False
+    ):
+        alerts.append(backoff.DAILY_CAP_KEY)
     queued_ttl = max(60, int(period_seconds * 5))
     sent = {REPLACE: 0, PROMOTE_READY: 0, PROMOTE_ACTIVE: 0, PROVISION: 0, CANCEL: 0, MIGRATE: 0}
     already = 0
@@ -137,6 +142,8 @@ def _planned_cycle(
                 deadline_minutes,
                 salvy_configured=salvy_configured,
                 warmup_buffer=config.warmup_buffer,
+                ready_min=config.ready_min,
+                ready_left=plan.ready_left,
             ),
             [],
         )
@@ -194,6 +201,21 @@ def _step(name: str, deferred: list[str], run: Callable[[], T], default: T) -> T
         log.warning("cycle step %s deferred to the next cycle: %s", name, error)
         deferred.append(name)
         return default
+
+
+def _daily_cap_holds_back(plan: Plan, config: PoolConfig) -> bool:
+    """The reserve is short, and only max_purchases_per_day keeps the cycle from buying."""
+    return (
+        config.auto_provision
+        and plan.purchase_gate.salvy_configured
+        and plan.purchase_gate.capped(config)
+        and plan.reserve < plan.reserve_target
+    )
+
+
+def _alert_daily_cap(engine: sa.Engine, plan: Plan, config: PoolConfig) -> bool:
+    with transaction(engine) as conn:
+        return backoff.alert_daily_cap(conn, plan.purchase_gate, config.max_purchases_per_day or 0)
 
 
 def _alert_no_salvy(engine: sa.Engine) -> bool:

@@ -27,6 +27,8 @@ pool_config = sa.Table(
     sa.Column("number_monthly_cost", sa.Numeric(12, 2)),
     sa.Column("service_level", sa.Float),
     sa.Column("auto_size", sa.Boolean),
+    sa.Column("max_purchases_per_day", sa.Integer),
+    sa.Column("rehab_after_minutes", sa.Integer),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
 
