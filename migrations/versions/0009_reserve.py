@@ -11,7 +11,8 @@ Create Date: 2027-01-06
   was degraded, recorded as a `rehabilitation` operation.
 - `orchestrator_operations.operacao` also accepts `rehabilitation` and `config_change`.
 - `idx_chips_purchased_at`: the purchases of the last 24 hours (intents and numbers bought
-  keep their `provisioning_name`), counted by every cycle; built CONCURRENTLY.
+  keep their `provisioning_name`), counted by every cycle; `idx_chips_degraded_fit`: degraded
+  chips connected, by trust (the cycle's candidates to return to ready); built CONCURRENTLY.
 
 The columns are nullable or defaulted, so other services' INSERTs that name only the seed's
 columns keep working; the CHECKs are added NOT VALID, then validated. Safe to run twice.
@@ -89,20 +90,23 @@ ALTER TABLE orchestrator_operations VALIDATE CONSTRAINT orchestrator_operations_
 """.format(codes=", ".join(f"'{code}'" for code in OPERACOES))
 
 #: Outside a transaction (no lock other writers wait on); an INVALID leftover is rebuilt.
-PURCHASED_INDEX = (
-    """
+DROP_INVALID = """
 DO $$ BEGIN
     IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-               WHERE c.relname = 'idx_chips_purchased_at' AND NOT i.indisvalid) THEN
-        DROP INDEX idx_chips_purchased_at;
+               WHERE c.relname = '{name}' AND NOT i.indisvalid) THEN
+        DROP INDEX {name};
     END IF;
 END $$
-""",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_chips_purchased_at ON chips (created_at)"
-    " WHERE provisioning_name IS NOT NULL",
-)
+"""
+INDEXES = {
+    "idx_chips_purchased_at": "chips (created_at) WHERE provisioning_name IS NOT NULL",
+    "idx_chips_degraded_fit": (
+        "chips (trust_score) WHERE status = 'degraded' AND evolution_connected"
+    ),
+}
 
 DOWNGRADE = """
+DROP INDEX IF EXISTS idx_chips_degraded_fit;
 DROP INDEX IF EXISTS idx_chips_purchased_at;
 ALTER TABLE pool_config DROP COLUMN IF EXISTS rehab_after_minutes;
 ALTER TABLE pool_config DROP COLUMN IF EXISTS max_purchases_per_day;
@@ -115,8 +119,9 @@ def upgrade() -> None:
         op.execute(ADD_CHECK.format(name=name, check=check))
     op.execute(OPERACAO_CHECK)
     with op.get_context().autocommit_block():
-        for statement in PURCHASED_INDEX:
-            op.execute(statement)
+        for name, definition in INDEXES.items():
+            op.execute(DROP_INVALID.format(name=name))
+            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {definition}")
 
 
 def downgrade() -> None:

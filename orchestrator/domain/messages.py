@@ -91,6 +91,15 @@ def storm(disconnected: int, active: int) -> str:
     )
 
 
+def rehabilitated(chip: Mapping, reason: str | None, minutes: int) -> str:
+    """A degraded chip back in the ready tier (canal operacoes)."""
+    return (
+        f":recycle: Chip `{phone(chip['telefone'])}` voltou para *READY*: apto de novo"
+        f" (conectado, Trust {chip['trust_score']:g}) {minutes} min depois de sair"
+        f" ({reason}). Conta na reserva: um numero a menos para comprar."
+    )
+
+
 def daily_purchase_cap(cap: int, resumes_at: datetime | None) -> str:
     """max_purchases_per_day reached while the reserve is short (canal alertas, once a day)."""
     when = f" ate {resumes_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if resumes_at else ""

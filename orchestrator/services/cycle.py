@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from orchestrator.domain import messages
 from orchestrator.domain.forecast import auto_size_view
-from orchestrator.domain.pool import Plan, PoolConfig, Snapshot, plan_cycle
+from orchestrator.domain.pool import Plan, PoolConfig, Snapshot, plan_cycle, reserve_target
 from orchestrator.domain.status import status_from
 from orchestrator.errors import ConfigError
 from orchestrator.services import backoff, forecast
@@ -73,6 +73,7 @@ def take_snapshot(
     # The plan uses one ready chip per replacement, then fills the production deficit: fetch
     # only that many (a large pool holds thousands of ready chips it would never look at).
     deficit = max(0, min(config.producao_min, config.producao_max) - counts.active)
+    wanted = len(serving) + deficit
     stranded, sweep = _stranded(conn, counts.active)
     snap = Snapshot(
         config=config,
@@ -80,12 +81,13 @@ def take_snapshot(
         now=repo.db_now(conn),
         serving=serving,
         warming=repo.warming_candidates(conn, config),
-        ready_ranked=repo.ready_ranked(conn, config, limit=len(serving) + deficit),
+        ready_ranked=repo.ready_ranked(conn, config, limit=wanted),
         cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
         stranded=stranded,
         flapping=repo.flapping_active(conn, config.flap_max_per_hour),
         purchase_gate=backoff.load(conn, salvy_configured=salvy_configured),
-        ready_fit=repo.count_fit_ready(conn, config),
+        # Beyond the target plus this cycle's takings, more fit ready chips change nothing.
+        ready_fit=repo.count_fit_ready(conn, config, at_most=reserve_target(config) + wanted),
     )
     mean = repo.active_trust_mean(conn) if trust else None
     return snap, mean, sweep, auto_size_view(configured, config, rec)

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from orchestrator.domain.pool import purchases_to_make
+from orchestrator.domain.pool import purchases_to_make, reserve_target
 from orchestrator.lock_keys import AdvisoryLock
 from orchestrator.services import backoff
 from orchestrator.services.intent import intent_name
@@ -58,7 +58,7 @@ def record_intents(
             )
         counts = repo.status_counts(conn)
         gate = backoff.load(conn, salvy_configured=salvy_configured)
-        ready_fit = repo.count_fit_ready(conn, config)
+        ready_fit = repo.count_fit_ready(conn, config, at_most=reserve_target(config))
         if ready_left is not None:
             ready_fit = min(ready_fit, ready_left)
         now = repo.db_now(conn)

@@ -16,7 +16,14 @@ import sqlalchemy as sa
 from orchestrator.adapters import cycle_timing, locks
 from orchestrator.domain.pool import Plan, PoolConfig
 from orchestrator.errors import ConfigError, TransientError
-from orchestrator.services import backoff, cycle, cycle_purchases, forecast, tally
+from orchestrator.services import (
+    backoff,
+    cycle,
+    cycle_purchases,
+    forecast,
+    rehabilitation,
+    tally,
+)
 from orchestrator.store.db import transaction
 from orchestrator.task_names import (
     CANCEL,
@@ -75,6 +82,10 @@ def _planned_cycle(
     deferred: list[str] = []
     # Cached counts first: the plan decides on them (a drift is corrected before it is read).
     corrected = _step("tally_check", deferred, lambda: tally.check_due(engine), {})
+    # Degraded chips fit again return to ready before the plan: they count in its reserve.
+    returned = _step(
+        "rehabilitation", deferred, lambda: rehabilitation.return_to_service(engine), []
+    )
     try:
         # The cycle's status needs no mean trust (it would read every active chip).
         plan, status, config, sweep = cycle.read_plan(
@@ -169,6 +180,7 @@ def _planned_cycle(
         "alerts": alerts,
         "deferred": sorted(set(deferred)),
         "counts_corrected": {status: list(pair) for status, pair in corrected.items()},
+        "rehabilitated": len(returned),
         "pool": {k: status[k]["count"] for k in ("producao", "ready", "warming", "degraded")},
     }
 

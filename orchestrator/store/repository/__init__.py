@@ -61,6 +61,7 @@ from orchestrator.store.repository.operations import (
     recent_operations,
     record_operation,
 )
+from orchestrator.store.repository.rehab import rehab_candidates
 from orchestrator.store.repository.signals import (
     chip_by_salvy_id,
     claim_instance_event,
@@ -116,6 +117,7 @@ __all__ = [
     "recent_drops",
     "recent_operations",
     "record_operation",
+    "rehab_candidates",
     "replacement_of",
     "replacements_by_reason",
     "serving_candidates",

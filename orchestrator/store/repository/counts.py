@@ -114,9 +114,14 @@ def count_active_disconnected(conn: sa.Connection) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def count_fit_ready(conn: sa.Connection, config: PoolConfig) -> int:
-    """Ready chips fit to serve (an index-only range of idx_chips_ready_fit)."""
-    stmt = sa.select(sa.func.count()).select_from(chips).where(*fit_ready_clauses(config))
+def count_fit_ready(conn: sa.Connection, config: PoolConfig, at_most: int | None = None) -> int:
+    """Ready chips fit to serve (a range of idx_chips_ready_fit), counted up to at_most: the
+    cycle needs no more than its reserve's target plus what it takes this cycle (a pool with
+    thousands of idle ready chips is not counted one by one every minute)."""
+    fit = sa.select(chips.c.id).where(*fit_ready_clauses(config))
+    if at_most is not None:
+        fit = fit.limit(at_most)
+    stmt = sa.select(sa.func.count()).select_from(fit.subquery())
     return int(conn.execute(stmt).scalar_one())
 
 
