@@ -61,11 +61,12 @@ from orchestrator.store.repository.operations import (
 )
 from orchestrator.store.repository.signals import (
     chip_by_salvy_id,
-    claim_instance_event,
+    chip_for_event,
     flap_threshold_and_drops,
     flapping_active,
     prune_disconnect_events,
     recent_drops,
+    save_event_clock,
     set_connected,
 )
 from orchestrator.store.repository.tally_checks import (
@@ -82,8 +83,8 @@ __all__ = [
     "cancellable_banned",
     "check_and_correct",
     "chip_by_salvy_id",
+    "chip_for_event",
     "chip_range",
-    "claim_instance_event",
     "compact_status_tally",
     "count_active",
     "count_active_disconnected",
@@ -114,6 +115,7 @@ __all__ = [
     "record_operation",
     "replacement_of",
     "replacements_by_reason",
+    "save_event_clock",
     "serving_candidates",
     "set_connected",
     "settle_stranded_notes",
