@@ -171,4 +171,5 @@ chip_webhook_state = sa.Table(
     metadata,
     sa.Column("chip_id", UUID(as_uuid=False), primary_key=True),
     sa.Column("last_event_at", sa.DateTime(timezone=True)),
+    sa.Column("clock_offset", sa.Interval),
 )

@@ -64,11 +64,12 @@ from orchestrator.store.repository.operations import (
 from orchestrator.store.repository.rehab import rehab_candidates
 from orchestrator.store.repository.signals import (
     chip_by_salvy_id,
-    claim_instance_event,
+    chip_for_event,
     flap_threshold_and_drops,
     flapping_active,
     prune_disconnect_events,
     recent_drops,
+    save_event_clock,
     set_connected,
 )
 from orchestrator.store.repository.tally_checks import (
@@ -85,8 +86,8 @@ __all__ = [
     "cancellable_banned",
     "check_and_correct",
     "chip_by_salvy_id",
+    "chip_for_event",
     "chip_range",
-    "claim_instance_event",
     "compact_status_tally",
     "count_active",
     "count_active_disconnected",
@@ -120,6 +121,7 @@ __all__ = [
     "rehab_candidates",
     "replacement_of",
     "replacements_by_reason",
+    "save_event_clock",
     "serving_candidates",
     "set_connected",
     "settle_stranded_notes",
