@@ -1,7 +1,7 @@
 """Webhooks: each chip's gateway clock offset, so events are ordered without trusting its clock.
 
-Revision ID: 0009_webhook_clock
-Revises: 0008_tally_checks
+Revision ID: 0010_webhook_clock
+Revises: 0009_reserve
 Create Date: 2027-01-05
 
 Evolution API stamps `date_time` with its server's local wall clock labelled `Z`: hours off UTC
@@ -15,8 +15,8 @@ its offset is learned from the next event. Only this table of ours changes. Safe
 
 from alembic import op
 
-revision = "0009_webhook_clock"
-down_revision = "0008_tally_checks"
+revision = "0010_webhook_clock"
+down_revision = "0009_reserve"
 branch_labels = None
 depends_on = None
 
