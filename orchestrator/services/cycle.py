@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -24,9 +23,10 @@ MAX_STRANDED_PER_CYCLE = 500
 MAX_NOTES_PER_CYCLE = 10_000
 #: The backstop reads the open rows of one slice of chip ids per cycle and looks up the chips
 #: holding them, a slice holding the rows of about this many active chips (a few ms, most of it
-#: chip pages read from disk cache): what the triggers could not note (they were bypassed) is
-#: found within about active / BACKSTOP_ACTIVE_PER_SLICE cycles (about 3 hours at 100k active
-#: chips and a 60 s period), at a cost per cycle that stays flat as the pool grows.
+#: chip pages read from disk cache). The slices are read in rotation (backstop_cursor), so what
+#: the triggers could not note (they were bypassed) is found within active /
+#: BACKSTOP_ACTIVE_PER_SLICE cycles (about 3 hours at 100k active chips and a 60 s period), at a
+#: cost per cycle that stays flat as the pool grows.
 BACKSTOP_ACTIVE_PER_SLICE = 512
 #: Alert keys for pool-level alerts (cool-down per key).
 CRITICAL_KEY, STORM_KEY, CONFIG_KEY = "pool:critico", "pool:storm", "pool:config"
@@ -35,10 +35,12 @@ CRITICAL_KEY, STORM_KEY, CONFIG_KEY = "pool:critico", "pool:storm", "pool:config
 @dataclass(frozen=True)
 class Sweep:
     """What the cycle tidies after planning (tidy): stranded-chip notes whose chip held no
-    stranded row in the snapshot, and stranded chips the backstop found without a note."""
+    stranded row in the snapshot, stranded chips the backstop found without a note, and the
+    backstop's rotation to move on."""
 
     settle: tuple[tuple[int, str], ...] = ()
     unnoted: tuple[str, ...] = ()
+    backstop_at: int | None = None  # the rotation's position this cycle read; tidy moves it on
 
 
 def backstop_slices(active: int) -> int:
@@ -47,13 +49,15 @@ def backstop_slices(active: int) -> int:
 
 
 def _stranded(conn: sa.Connection, active: int) -> tuple[list[str], Sweep]:
-    """Noted chips holding stranded rows, plus what the backstop finds in one random slice."""
+    """Noted chips holding stranded rows, plus what the backstop finds in the slice the rotation
+    is at (consecutive cycles read consecutive slices: every one within `slices` cycles)."""
     noted, settle = repo.noted_stranded(conn, MAX_NOTES_PER_CYCLE)
     slices = backstop_slices(active)
-    found = repo.stranded_in_range(conn, MAX_STRANDED_PER_CYCLE, random.randrange(slices), slices)
+    at = repo.backstop_position(conn)
+    found = repo.stranded_in_range(conn, MAX_STRANDED_PER_CYCLE, at % slices, slices)
     unnoted = sorted(set(found) - set(noted))
     stranded = sorted(set(noted) | set(found))[:MAX_STRANDED_PER_CYCLE]
-    return stranded, Sweep(tuple(settle), tuple(unnoted))
+    return stranded, Sweep(tuple(settle), tuple(unnoted), at)
 
 
 def take_snapshot(
@@ -130,6 +134,8 @@ def tidy(engine: sa.Engine, sweep: Sweep) -> dict:
         folded = repo.compact_status_tally(conn)
         settled = repo.settle_stranded_notes(conn, sweep.settle)
         repo.note_stranded(conn, sweep.unnoted)
+        if sweep.backstop_at is not None:
+            repo.advance_backstop(conn, sweep.backstop_at)
         pruned = repo.prune_disconnect_events(conn)
     return {
         "tally_rows_folded": folded,

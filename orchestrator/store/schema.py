@@ -144,6 +144,13 @@ chip_status_tally_checks = sa.Table(
     sa.Column("chips_corrected", sa.BigInteger),
 )
 
+backstop_cursor = sa.Table(
+    "backstop_cursor",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
 stranded_chip_events = sa.Table(
     "stranded_chip_events",
     metadata,

@@ -26,6 +26,8 @@ from orchestrator.store.repository.chips import (
 )
 from orchestrator.store.repository.conversations import (
     active_conversations,
+    advance_backstop,
+    backstop_position,
     chip_range,
     move_conversations,
     note_stranded,
@@ -82,6 +84,8 @@ __all__ = [
     "VIEW_COLUMNS",
     "active_conversations",
     "active_trust_mean",
+    "advance_backstop",
+    "backstop_position",
     "best_ready",
     "cancellable_banned",
     "check_and_correct",
