@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from orchestrator.services import cycle, cycle_purchases, delivery, promote, replacement
 from orchestrator.services.intent import ensure_intent, fail
 from orchestrator.store import outbox
+from orchestrator.store import repository as repo
 from orchestrator.store.db import transaction
 from tests.factories import add_conversations, make_chip
 
@@ -29,6 +30,7 @@ GRANT SELECT ON chip_status_tally TO {role};
 GRANT SELECT ON chip_status_tally_checks TO {role};
 GRANT SELECT, UPDATE ON pool_growth_slots TO {role};
 GRANT SELECT, INSERT, DELETE ON stranded_chip_events TO {role};
+GRANT SELECT, INSERT, UPDATE ON backstop_cursor TO {role};
 """
 
 
@@ -87,6 +89,8 @@ def test_the_documented_grants_are_enough_for_every_use_case(
     with transaction(worker_role) as conn:
         outbox.alert_once(conn, "grants", "alerta", cooldown=None)
         outbox.forget_alert(conn, "grants")
+    with transaction(worker_role) as conn:  # the backstop's rotation (the cycle's tidy)
+        assert repo.advance_backstop(conn, repo.backstop_position(conn))
     delivered = delivery.deliver_pending(worker_role, _Log())
     delivery.prune_delivered(worker_role)
     # Then all of it succeeded

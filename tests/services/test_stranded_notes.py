@@ -338,8 +338,10 @@ def test_two_cycles_that_read_the_same_slice_move_the_rotation_on_once(
     for sweep in sweeps:
         cycle.tidy(clean_db, sweep)
     # Then the next cycle reads the next slice, not the one after it
-    with clean_db.connect() as conn:
+    with clean_db.begin() as conn:
         assert repo.backstop_position(conn) == start + 1
+        assert repo.advance_backstop(conn, start) is False  # a stale position moves nothing
+        assert repo.advance_backstop(conn, start + 1) is True
 
 
 def test_a_thread_never_waits_on_settling(clean_db: sa.Engine) -> None:

@@ -101,7 +101,7 @@ def advance_backstop(conn: sa.Connection, seen: int) -> bool:
         set_={"position": stmt.excluded.position},
         where=backstop_cursor.c.position == seen,
     )
-    return conn.execute(stmt).rowcount == 1
+    return conn.execute(stmt.returning(backstop_cursor.c.position)).first() is not None
 
 
 def _holds_stranded_rows(chip_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
