@@ -212,6 +212,17 @@ def purchases_paused(cause: str, until: datetime, failures: int, erro: str) -> s
     )
 
 
+def purchases_not_picked_up(name: str) -> str:
+    """Purchase intents expired before any worker took them (canal alertas, once per cool-down)."""
+    return (
+        ":hourglass: *Compras nao estao sendo retiradas da fila*: a compra"
+        f" `{name}` passou do prazo sem que nenhum worker a pegasse; a Salvy nao foi chamada.\n"
+        "- O worker de I/O (fila `provisioning`: compras, reconciliacao, Slack) parece parado ou"
+        " atrasado: verifique o `worker-io`.\n"
+        "- Nada foi comprado e as compras nao foram pausadas; o ciclo registra novas compras."
+    )
+
+
 def no_salvy_url() -> str:
     """auto_provision is on but no SALVY_API_URL is set (canal alertas, once)."""
     return (

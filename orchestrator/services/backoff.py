@@ -106,7 +106,7 @@ def record_failure(conn: sa.Connection, cause: str, erro: str) -> PurchaseGate:
             updated_at=sa.func.now(),
         )
     )
-    cooldown = timedelta(minutes=_cooldown_minutes(conn))
+    cooldown = alert_cooldown(conn)
     text = messages.purchases_paused(cause, until, failures, erro)
     outbox.alert_once(conn, alert_key(cause), text, cooldown=cooldown)
     return PurchaseGate(paused_until=until, cause=cause, failures=failures)
@@ -131,6 +131,7 @@ def forget_no_salvy(conn: sa.Connection) -> None:
     outbox.forget_alert(conn, NO_SALVY_KEY)
 
 
-def _cooldown_minutes(conn: sa.Connection) -> int:
+def alert_cooldown(conn: sa.Connection) -> timedelta:
+    """The pool's alert cool-down (30 min without a pool_config row)."""
     minutes = conn.execute(sa.select(pool_config.c.alert_cooldown_minutes)).scalar()
-    return 30 if minutes is None else int(minutes)
+    return timedelta(minutes=30 if minutes is None else int(minutes))
