@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import sqlalchemy as sa
 
 from orchestrator.adapters.salvy import SalvyClient
@@ -12,6 +14,7 @@ from orchestrator.services.purchase import provision
 from orchestrator.services.reconcile import reconcile
 from orchestrator.store.schema import alert_state, chips
 from tests.factories import chip_row, make_chip
+from tests.support.pg_waits import wait_until, waiting_backends
 from tests.support.purchases import (
     backoff_rows,
     claimed_and_given_up,
@@ -99,6 +102,39 @@ def test_intents_no_worker_ever_took_expire_without_pausing_purchases_and_ops_he
     assert reconcile(clean_db, salvy)["expired_unclaimed"] == 1
     assert len(messages_in(clean_db, "alertas")) == 1
     assert standin.posts == 0
+
+
+def test_an_unclaimed_intent_a_run_claims_while_reconcile_waits_on_it_is_left_to_that_run(
+    clean_db: sa.Engine, salvy: SalvyClient
+) -> None:
+    # Given an expired intent no run took yet, whose row the test holds locked
+    name = intent_name(key())
+    intent = ensure_intent(clean_db, name, 11, 15)
+    expire_intent(clean_db, name)
+    holder = clean_db.connect()
+    holder.execute(sa.select(chips.c.id).where(chips.c.id == intent["id"]).with_for_update())
+    outcome: list[dict] = []
+    run = threading.Thread(target=lambda: outcome.append(reconcile(clean_db, salvy)))
+    try:
+        # When reconcile waits on that row, and a run's claim commits first (its lease taken)
+        run.start()
+        wait_until(lambda: waiting_backends(clean_db) == 1)
+        holder.execute(
+            sa.update(chips)
+            .where(chips.c.id == intent["id"])
+            .values(
+                provisioning_lease_owner="late-run",
+                provisioning_lease_until=sa.func.now() + sa.text("interval '2 minutes'"),
+            )
+        )
+        holder.commit()
+    finally:
+        holder.close()
+        run.join(30)
+    # Then reconcile drops nothing: the intent is that run's, and nobody was told otherwise
+    assert (outcome[0]["failed"], outcome[0]["expired_unclaimed"]) == (0, 0)
+    assert chip_row(clean_db, intent["id"]).provisioning_lease_owner == "late-run"
+    assert provision_ops(clean_db) == [] and messages_in(clean_db, "alertas") == []
 
 
 def test_an_intent_not_yet_past_its_deadline_is_left_alone(
