@@ -1,7 +1,7 @@
 """The stranded-conversations backstop's rotation: which slice of chip ids the next cycle reads.
 
-Revision ID: 0009_backstop_cursor
-Revises: 0008_tally_checks
+Revision ID: 0011_backstop_cursor
+Revises: 0010_webhook_clock
 Create Date: 2027-01-06
 
 One row. The cycle reads `position` in its snapshot and checks slice `position % slices` of the
@@ -13,8 +13,8 @@ this system writes: no lock on a table other services use. Safe to run twice.
 
 from alembic import op
 
-revision = "0009_backstop_cursor"
-down_revision = "0008_tally_checks"
+revision = "0011_backstop_cursor"
+down_revision = "0010_webhook_clock"
 branch_labels = None
 depends_on = None
 
