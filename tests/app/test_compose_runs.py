@@ -22,11 +22,9 @@ from orchestrator.dev.worker_process import LoggedProcess
 from orchestrator.errors import Rejected
 from tests.factories import set_config
 from tests.support import compose
-from tests.support.compose import COMPOSE, DEMO
+from tests.support.compose import COMPOSE, DEMO, PRODUCTION
 from tests.support.private_stack import broker_url_for
 
-#: What a production operator sets: the required secrets, nothing of Salvy's.
-PRODUCTION = {"POSTGRES_PASSWORD": "pw", "FLOWER_BASIC_AUTH": "ops:pw", "WEBHOOK_TOKEN": "tok"}
 #: The image puts its virtualenv first on PATH (`python`, `celery`); here, this one.
 BIN = str(Path(sys.executable).parent)
 #: The stand-in's address inside the compose network, as the demo file gives it.

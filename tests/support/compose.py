@@ -21,6 +21,10 @@ from orchestrator.app.settings import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 DEMO = ROOT / "docker-compose.demo.yml"
+#: The services of our image that run the orchestrator (the demo's stand-in aside).
+APP_SERVICES = ("migrate", "worker", "worker-io", "beat", "flower", "metrics", "webhooks")
+#: A production operator's settings: the required secrets, nothing of Salvy's (never real values).
+PRODUCTION = {"POSTGRES_PASSWORD": "pw", "FLOWER_BASIC_AUTH": "ops:pw", "WEBHOOK_TOKEN": "tok"}
 #: Service keys whose mappings a later file merges key by key instead of replacing.
 MERGED_KEYS = ("environment", "depends_on", "labels")
 
