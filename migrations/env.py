@@ -11,11 +11,12 @@ from alembic import context
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool, text
 
+from orchestrator.lock_keys import AdvisoryLock
 from orchestrator.store.adoption import assess as adoption
 from orchestrator.store.adoption import run as adoption_run
 
-#: Arbitrary, fixed key for pg_advisory_lock; shared by every migrate run.
-MIGRATION_LOCK_KEY = 727_001
+#: Fixed key for pg_advisory_lock; shared by every migrate run (orchestrator/lock_keys.py).
+MIGRATION_LOCK_KEY = int(AdvisoryLock.MIGRATION)
 #: What an adopted database is stamped with: orchestrator/store/adoption/baseline.py models this revision.
 BASELINE_REVISION = "0001"
 

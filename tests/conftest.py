@@ -25,7 +25,7 @@ pytest_plugins = ["tests.support.standins"]
 
 TABLES = (
     "alert_state, notification_outbox, orchestrator_operations, conversation_chips, chips,"
-    " purchase_backoff, stranded_chip_events, chip_disconnect_events, chip_webhook_state"
+    " purchase_backoff, stranded_chip_events, chip_status_tally_checks, chip_disconnect_events, chip_webhook_state"
 )
 
 

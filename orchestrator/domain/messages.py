@@ -91,6 +91,37 @@ def storm(disconnected: int, active: int) -> str:
     )
 
 
+def rehabilitated(chip: Mapping, reason: str | None, minutes: int) -> str:
+    """A degraded chip back in the ready tier (canal operacoes)."""
+    return (
+        f":recycle: Chip `{phone(chip['telefone'])}` voltou para *READY*: apto de novo"
+        f" (conectado, Trust {chip['trust_score']:g}) {minutes} min depois de sair"
+        f" ({reason}). Conta na reserva: um numero a menos para comprar."
+    )
+
+
+def daily_purchase_cap(cap: int, resumes_at: datetime | None) -> str:
+    """max_purchases_per_day reached while the reserve is short (canal alertas, once a day)."""
+    when = f" ate {resumes_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if resumes_at else ""
+    return (
+        f":no_entry: *Limite diario de compras atingido*: {cap} numero(s) em 24 horas"
+        f" (`max_purchases_per_day`). Compras pausadas{when}, embora a reserva esteja abaixo"
+        " do alvo; aumente o limite (`pool_config`) se a perda justificar."
+    )
+
+
+def tally_drift(drift: Mapping[str, tuple[int, int]]) -> str:
+    """Cached counts found wrong and corrected (canal alertas, with cool-down)."""
+    lines = "\n".join(f"- {status}: {cached} -> {true}" for status, (cached, true) in drift.items())
+    return (
+        ":warning: *Contagem de chips por status corrigida* (contagem em cache -> real):\n"
+        f"{lines}\n"
+        "Linhas de `chips` mudaram sem disparar os triggers (restauracao com triggers"
+        " desativados, `session_replication_role = replica`, trigger desativado). As decisoes"
+        " ja usam a contagem real."
+    )
+
+
 def promoted_ready(chip: Mapping, days: int) -> str:
     """warming -> ready (canal operacoes)."""
     return (
@@ -178,6 +209,17 @@ def purchases_paused(cause: str, until: datetime, failures: int, erro: str) -> s
         f"- Ultimo erro: {erro[:300]}\n"
         f"- Nova tentativa apos {until.astimezone(UTC):%H:%M} UTC; a pausa cresce ate 30 min"
         " enquanto as falhas continuarem."
+    )
+
+
+def purchases_not_picked_up(name: str) -> str:
+    """Purchase intents expired before any worker took them (canal alertas, once per cool-down)."""
+    return (
+        ":hourglass: *Compras nao estao sendo retiradas da fila*: a compra"
+        f" `{name}` passou do prazo sem que nenhum worker a pegasse; a Salvy nao foi chamada.\n"
+        "- O worker de I/O (fila `provisioning`: compras, reconciliacao, Slack) parece parado ou"
+        " atrasado: verifique o `worker-io`.\n"
+        "- Nada foi comprado e as compras nao foram pausadas; o ciclo registra novas compras."
     )
 
 

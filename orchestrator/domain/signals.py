@@ -27,8 +27,9 @@ CONNECTION_UPDATE, LOGOUT_INSTANCE, STATUS_INSTANCE = (
 SALVY_BLOCKED, SALVY_CANCELED = "phone-account.blocked", "phone-account.canceled"
 SALVY_UNBLOCKED, SALVY_REACTIVATED = "phone-account.unblocked", "phone-account.reactivated"
 SALVY_TYPES = (SALVY_BLOCKED, SALVY_CANCELED, SALVY_UNBLOCKED, SALVY_REACTIVATED)
-#: A sender's clock this far ahead of ours is not believed (it would hide every later event).
-MAX_CLOCK_AHEAD = timedelta(minutes=5)
+#: A `date_time` further than this from our clock is no wall clock (time zones span -12..+14 h):
+#: the event is taken as carrying none (domain/event_clock.py orders it by its arrival).
+MAX_CLOCK_SKEW = timedelta(hours=26)
 
 
 class BadEnvelope(ValueError):
@@ -43,6 +44,7 @@ class GatewaySignal:
     instance: str
     kind: str
     code: int | None = None
+    #: The envelope's date_time on the SENDER's clock (maybe hours off ours), or None.
     at: datetime | None = None
 
     @property
@@ -72,7 +74,7 @@ def _code(value: object) -> int | None:
         return None
     try:
         return int(value)  # Evolution sends numbers; a string of digits is tolerated
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # 1e999 parses as inf: no code, a refusal
         raise BadEnvelope(f"status code {str(value)[:20]!r} is not a number") from None
 
 
@@ -86,7 +88,18 @@ def _when(value: object, now: datetime) -> datetime | None:
     except ValueError:
         raise BadEnvelope(f"date_time {value[:40]!r} is not ISO 8601") from None
     at = at if at.tzinfo else at.replace(tzinfo=UTC)
-    return min(at, now + MAX_CLOCK_AHEAD)
+    # Only ever compared with the same gateway's other date_times (domain/event_clock.py).
+    return at if abs(at - now) <= MAX_CLOCK_SKEW else None
+
+
+def _text(value: object, what: str) -> str:
+    """A non-empty string PostgreSQL can hold (a NUL byte would fail the query: a refusal, not
+    an outage that the sender would retry)."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadEnvelope(f"no {what}")
+    if "\x00" in value:
+        raise BadEnvelope(f"{what} contains a NUL character")
+    return value.strip()
 
 
 def _kind(event: str, data: Mapping) -> tuple[str | None, int | None]:
@@ -116,9 +129,7 @@ def gateway_signal(body: object, path_event: str | None, now: datetime) -> Gatew
     raw = body.get("event") or path_event
     if not isinstance(raw, str) or not raw.strip():
         raise BadEnvelope("no event: expected {'event', 'instance', 'data', ...}")
-    instance, data = body.get("instance"), body.get("data")
-    if not isinstance(instance, str) or not instance.strip():
-        raise BadEnvelope("no instance name")
+    instance, data = _text(body.get("instance"), "instance name"), body.get("data")
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -127,7 +138,7 @@ def gateway_signal(body: object, path_event: str | None, now: datetime) -> Gatew
     kind, code = _kind(event, data)
     if kind is None:
         return f"event {event} with no action"
-    return GatewaySignal(event, instance.strip(), kind, code, at)
+    return GatewaySignal(event, instance, kind, code, at)
 
 
 @dataclass(frozen=True)
@@ -148,10 +159,8 @@ def provider_signal(body: object, message_id: str) -> ProviderSignal | str:
         raise BadEnvelope("expected {'type': str, 'data': {'phoneAccountId': ...}}")
     if kind not in SALVY_TYPES:
         return f"type {kind[:60]} with no action"
-    account = data.get("phoneAccountId")
-    if not isinstance(account, str) or not account.strip():
-        raise BadEnvelope("data.phoneAccountId must be a non-empty string")
-    return ProviderSignal(kind, account.strip(), message_id)
+    account = _text(data.get("phoneAccountId"), "data.phoneAccountId")
+    return ProviderSignal(kind, account, message_id)
 
 
 def is_flapping(drops: int, flap_max_per_hour: int) -> bool:

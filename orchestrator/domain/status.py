@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from orchestrator.domain.pool import Counts, PoolConfig, PurchaseGate, deficits, health
+from orchestrator.domain.pool import (
+    Counts,
+    PoolConfig,
+    PurchaseGate,
+    deficits,
+    health,
+    reserve,
+    reserve_target,
+)
 
 
 def status_from(
@@ -17,6 +25,7 @@ def status_from(
     *,
     gate: PurchaseGate | None = None,
     now: datetime | None = None,
+    ready_fit: int | None = None,
 ) -> dict:
     """The seed's obter_status_pool shape, without the chip lists (plus `compras`).
 
@@ -36,7 +45,12 @@ def status_from(
             "em_compra": counts.provisioning,
         },
         "degraded": {"count": counts.degraded},
-        "saude": health(config, counts),
+        "reserva": {
+            "count": reserve(counts, ready_fit),
+            "alvo": reserve_target(config),
+            "ready_aptos": counts.ready if ready_fit is None else ready_fit,
+        },
+        "saude": health(config, counts, ready_fit),
         "totais": {
             "total_chips": counts.warming + counts.ready + counts.active + counts.degraded,
             "trust_medio": None if trust_medio is None else round(trust_medio, 2),
@@ -62,6 +76,14 @@ def purchases_status(config: PoolConfig, gate: PurchaseGate, now: datetime | Non
     elif paused:
         until = f"{gate.paused_until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
         estado, aviso = "pausadas", f"purchases paused until {until} ({gate.cause})"
+    elif gate.capped(config):
+        frees = gate.day_window_frees_at
+        until = f"{frees.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if frees else "later"
+        estado = "limite_diario"
+        aviso = (
+            f"daily purchase cap reached ({gate.bought_last_day} of max_purchases_per_day"
+            f" {config.max_purchases_per_day} in 24 h): purchases resume at {until}"
+        )
     elif gate.failures:
         estado = "ativas"
         aviso = (
@@ -72,7 +94,17 @@ def purchases_status(config: PoolConfig, gate: PurchaseGate, now: datetime | Non
         estado, aviso = "ativas", None
     return {
         "estado": estado,
-        "pausadas_ate": gate.paused_until.isoformat() if paused else None,
+        "pausadas_ate": (
+            gate.paused_until.isoformat()
+            if paused
+            else (
+                gate.day_window_frees_at.isoformat()
+                if estado == "limite_diario" and gate.day_window_frees_at
+                else None
+            )
+        ),
+        "compradas_24h": gate.bought_last_day,
+        "limite_diario": config.max_purchases_per_day,
         "causa": gate.cause if gate.failures else None,
         "falhas_seguidas": gate.failures,
         "aviso": aviso,

@@ -145,6 +145,33 @@ def _database_metrics(reading: DatabaseReading | None) -> Iterator[Metric]:
     )
     yield from _outbox_delivery_metrics(reading)
     yield from _planning_metrics(reading)
+    yield from _tally_metrics(reading)
+
+
+def _tally_metrics(reading: DatabaseReading) -> Iterator[Metric]:
+    """The cached counts' checks against `chips` (drift: rows changed without the triggers)."""
+    if not reading.tally_checks:
+        return  # never checked yet: no series (an absent() rule notices checks never running)
+    drift = GaugeMetricFamily(
+        f"{NS}_status_tally_drift",
+        "Chips found missing (+) or extra (-) in the cached count at its last check, by status.",
+        labels=["status"],
+    )
+    corrections = CounterMetricFamily(
+        f"{NS}_status_tally_corrections",
+        "Times the cached count of a status was found wrong and corrected.",
+        labels=["status"],
+    )
+    for status, (_, last, fixed) in sorted(reading.tally_checks.items()):
+        drift.add_metric([status], last)
+        corrections.add_metric([status], fixed)
+    yield drift
+    yield corrections
+    yield _gauge(
+        "status_tally_check_age_seconds",
+        "Seconds since the status checked longest ago was last recounted from chips.",
+        max(age for age, _, _ in reading.tally_checks.values()),
+    )
 
 
 def _planning_metrics(reading: DatabaseReading) -> Iterator[Metric]:

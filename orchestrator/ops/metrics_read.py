@@ -49,6 +49,8 @@ class DatabaseReading:
     targets: dict[str, int] = field(default_factory=dict)  # empty when pool_config is invalid
     purchases_paused_seconds: float = 0.0  # left of the purchase back-off; 0 when open
     purchase_failures: int = 0  # consecutive failed purchases the back-off counts
+    # status -> (seconds since its cached count was checked, last drift, corrections made)
+    tally_checks: dict[str, tuple[float, int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
         ).scalar_one()
         stranded = repo.stranded_conversations(conn)
         gate, now = backoff.load(conn), repo.db_now(conn)
+        checks = {
+            r.status: ((now - r.checked_at).total_seconds(), r.last_drift, r.corrections)
+            for r in repo.tally_check_rows(conn)
+        }
     box = outbox.read_outbox(engine)
     by_op = {(op, "true"): 0 for op in OPERACOES} | {(op, "false"): 0 for op in OPERACOES}
     for operacao, sucesso, n in ops:
@@ -101,6 +107,7 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
             (gate.paused_until - now).total_seconds() if gate.paused(now) else 0.0
         ),
         purchase_failures=gate.failures or 0,
+        tally_checks=checks,
     )
 
 

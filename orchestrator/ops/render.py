@@ -25,7 +25,13 @@ def status_table(status: dict) -> Table:
     table.add_row("producao (active)", str(p["count"]), f"min {p['min']} / max {p['max']}")
     table.add_row("ready", str(r["count"]), f"min {r['min']}")
     table.add_row("warming", str(w["count"]), f"buffer {w['buffer']}")
-    table.add_row("em compra (provisioning)", str(w["em_compra"]), "conta no buffer")
+    table.add_row("em compra (provisioning)", str(w["em_compra"]), "conta na reserva")
+    if reserva := status.get("reserva"):
+        table.add_row(
+            "reserva (ready aptos + warming + compra)",
+            str(reserva["count"]),
+            f"alvo {reserva['alvo']} (ready_min + buffer)",
+        )
     table.add_row("degraded", str(status["degraded"]["count"]), "")
     table.add_row("banned", str(status["totais"]["banned"]), "")
     table.caption = f"trust medio (active): {status['totais']['trust_medio']:g}"
@@ -71,7 +77,7 @@ def print_plan(plan: Plan, status: dict, console: Console | None = None) -> None
     table.add_row("replace", str(len(plan.replace)), reasons)
     table.add_row("warming -> ready", str(len(plan.promote_ready)), "")
     table.add_row("ready -> active", str(len(plan.promote_active)), "")
-    detail = f"deficit warming {plan.deficits.warming}"
+    detail = f"reserva {plan.reserve}/{plan.reserve_target} apos este ciclo"
     if notice := purchases_notice(status):
         detail += f"; {notice}"
     table.add_row("comprar na Salvy", str(plan.provision), detail)

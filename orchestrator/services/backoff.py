@@ -22,6 +22,7 @@ from orchestrator.domain.pool import (
     backoff_minutes,
 )
 from orchestrator.store import outbox
+from orchestrator.store import repository as repo
 from orchestrator.store.schema import pool_config, purchase_backoff
 
 #: The one row of purchase_backoff.
@@ -32,6 +33,8 @@ CAUSE_OF_CODE = {
     "area_code_unavailable": OUT_OF_STOCK,
     "refused_token": REFUSED_TOKEN,
 }
+#: Alert key of "max_purchases_per_day reached" (once per 24 hours).
+DAILY_CAP_KEY = "purchase:daily_cap"
 #: Alert key of "auto_provision on but SALVY_API_URL not set" (sent once).
 NO_SALVY_KEY = "purchase:no_salvy_url"
 
@@ -47,20 +50,29 @@ def alert_key(cause: str) -> str:
 
 
 def load(conn: sa.Connection, *, salvy_configured: bool = True) -> PurchaseGate:
-    """The purchase gate as stored (no row: purchases open)."""
+    """The purchase gate as stored (no row: purchases open), with the last 24 hours' purchases."""
     row = (
         conn.execute(sa.select(purchase_backoff).where(purchase_backoff.c.scope == SCOPE))
         .mappings()
         .first()
     )
+    bought, frees_at = repo.purchases_last_day(conn)
+    day = {"bought_last_day": bought, "day_window_frees_at": frees_at}
     if row is None:
-        return PurchaseGate(salvy_configured=salvy_configured)
+        return PurchaseGate(salvy_configured=salvy_configured, **day)
     return PurchaseGate(
         salvy_configured=salvy_configured,
         paused_until=row["paused_until"],
         cause=row["cause"],
         failures=row["failures"],
+        **day,
     )
+
+
+def alert_daily_cap(conn: sa.Connection, gate: PurchaseGate, cap: int) -> bool:
+    """max_purchases_per_day used up while the reserve is short: tell ops once per window."""
+    text = messages.daily_purchase_cap(cap, gate.day_window_frees_at)
+    return outbox.alert_once(conn, DAILY_CAP_KEY, text, cooldown=timedelta(hours=24))
 
 
 def record_failure(conn: sa.Connection, cause: str, erro: str) -> PurchaseGate:
@@ -94,7 +106,7 @@ def record_failure(conn: sa.Connection, cause: str, erro: str) -> PurchaseGate:
             updated_at=sa.func.now(),
         )
     )
-    cooldown = timedelta(minutes=_cooldown_minutes(conn))
+    cooldown = alert_cooldown(conn)
     text = messages.purchases_paused(cause, until, failures, erro)
     outbox.alert_once(conn, alert_key(cause), text, cooldown=cooldown)
     return PurchaseGate(paused_until=until, cause=cause, failures=failures)
@@ -119,6 +131,7 @@ def forget_no_salvy(conn: sa.Connection) -> None:
     outbox.forget_alert(conn, NO_SALVY_KEY)
 
 
-def _cooldown_minutes(conn: sa.Connection) -> int:
+def alert_cooldown(conn: sa.Connection) -> timedelta:
+    """The pool's alert cool-down (30 min without a pool_config row)."""
     minutes = conn.execute(sa.select(pool_config.c.alert_cooldown_minutes)).scalar()
-    return 30 if minutes is None else int(minutes)
+    return timedelta(minutes=30 if minutes is None else int(minutes))

@@ -47,8 +47,10 @@ def cancel(engine: sa.Engine, salvy: SalvyClient | None, chip_id: object) -> dic
         _refuse_open_conversations(
             chip_id, repo.active_conversations(conn, chip_id), released=bool(chip["salvy_id"])
         )
-        # Released at Salvy already: a chip turned banned meanwhile is still cancelled here.
-        if repo.transition(conn, chip_id, CANCELLABLE, status="cancelled") is None:
+        # Released at Salvy already: a chip turned banned meanwhile, or returned to ready by the
+        # cycle (rehabilitation) while the number was being released, is still cancelled here.
+        expected = (*CANCELLABLE, "ready") if chip["salvy_id"] else CANCELLABLE
+        if repo.transition(conn, chip_id, expected, status="cancelled") is None:
             raise Rejected(f"chip {chip_id} changed state while cancelling", code="conflict")
         repo.record_operation(
             conn,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -10,7 +9,7 @@ import sqlalchemy as sa
 
 from orchestrator.domain import messages
 from orchestrator.domain.forecast import auto_size_view
-from orchestrator.domain.pool import Plan, PoolConfig, Snapshot, plan_cycle
+from orchestrator.domain.pool import Plan, PoolConfig, Snapshot, plan_cycle, reserve_target
 from orchestrator.domain.status import status_from
 from orchestrator.errors import ConfigError
 from orchestrator.services import backoff, forecast
@@ -24,9 +23,10 @@ MAX_STRANDED_PER_CYCLE = 500
 MAX_NOTES_PER_CYCLE = 10_000
 #: The backstop reads the open rows of one slice of chip ids per cycle and looks up the chips
 #: holding them, a slice holding the rows of about this many active chips (a few ms, most of it
-#: chip pages read from disk cache): what the triggers could not note (they were bypassed) is
-#: found within about active / BACKSTOP_ACTIVE_PER_SLICE cycles (about 3 hours at 100k active
-#: chips and a 60 s period), at a cost per cycle that stays flat as the pool grows.
+#: chip pages read from disk cache). The slices are read in rotation (backstop_cursor), so what
+#: the triggers could not note (they were bypassed) is found within active /
+#: BACKSTOP_ACTIVE_PER_SLICE cycles (about 3 hours at 100k active chips and a 60 s period), at a
+#: cost per cycle that stays flat as the pool grows.
 BACKSTOP_ACTIVE_PER_SLICE = 512
 #: Alert keys for pool-level alerts (cool-down per key).
 CRITICAL_KEY, STORM_KEY, CONFIG_KEY = "pool:critico", "pool:storm", "pool:config"
@@ -35,10 +35,12 @@ CRITICAL_KEY, STORM_KEY, CONFIG_KEY = "pool:critico", "pool:storm", "pool:config
 @dataclass(frozen=True)
 class Sweep:
     """What the cycle tidies after planning (tidy): stranded-chip notes whose chip held no
-    stranded row in the snapshot, and stranded chips the backstop found without a note."""
+    stranded row in the snapshot, stranded chips the backstop found without a note, and the
+    backstop's rotation to move on."""
 
     settle: tuple[tuple[int, str], ...] = ()
     unnoted: tuple[str, ...] = ()
+    backstop_at: int | None = None  # the rotation's position this cycle read; tidy moves it on
 
 
 def backstop_slices(active: int) -> int:
@@ -47,13 +49,15 @@ def backstop_slices(active: int) -> int:
 
 
 def _stranded(conn: sa.Connection, active: int) -> tuple[list[str], Sweep]:
-    """Noted chips holding stranded rows, plus what the backstop finds in one random slice."""
+    """Noted chips holding stranded rows, plus what the backstop finds in the slice the rotation
+    is at (consecutive cycles read consecutive slices: every one within `slices` cycles)."""
     noted, settle = repo.noted_stranded(conn, MAX_NOTES_PER_CYCLE)
     slices = backstop_slices(active)
-    found = repo.stranded_in_range(conn, MAX_STRANDED_PER_CYCLE, random.randrange(slices), slices)
+    at = repo.backstop_position(conn)
+    found = repo.stranded_in_range(conn, MAX_STRANDED_PER_CYCLE, at % slices, slices)
     unnoted = sorted(set(found) - set(noted))
     stranded = sorted(set(noted) | set(found))[:MAX_STRANDED_PER_CYCLE]
-    return stranded, Sweep(tuple(settle), tuple(unnoted))
+    return stranded, Sweep(tuple(settle), tuple(unnoted), at)
 
 
 def take_snapshot(
@@ -73,6 +77,7 @@ def take_snapshot(
     # The plan uses one ready chip per replacement, then fills the production deficit: fetch
     # only that many (a large pool holds thousands of ready chips it would never look at).
     deficit = max(0, min(config.producao_min, config.producao_max) - counts.active)
+    wanted = len(serving) + deficit
     stranded, sweep = _stranded(conn, counts.active)
     snap = Snapshot(
         config=config,
@@ -80,11 +85,13 @@ def take_snapshot(
         now=repo.db_now(conn),
         serving=serving,
         warming=repo.warming_candidates(conn, config),
-        ready_ranked=repo.ready_ranked(conn, config, limit=len(serving) + deficit),
+        ready_ranked=repo.ready_ranked(conn, config, limit=wanted),
         cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
         stranded=stranded,
         flapping=repo.flapping_active(conn, config.flap_max_per_hour),
         purchase_gate=backoff.load(conn, salvy_configured=salvy_configured),
+        # Beyond the target plus this cycle's takings, more fit ready chips change nothing.
+        ready_fit=repo.count_fit_ready(conn, config, at_most=reserve_target(config) + wanted),
     )
     mean = repo.active_trust_mean(conn) if trust else None
     return snap, mean, sweep, auto_size_view(configured, config, rec)
@@ -104,7 +111,14 @@ def read_plan(
         snap, mean, sweep, sizing = take_snapshot(
             conn, salvy_configured=salvy_configured, trust=trust, measure=measure
         )
-    status = status_from(snap.config, snap.counts, mean, gate=snap.purchase_gate, now=snap.now)
+    status = status_from(
+        snap.config,
+        snap.counts,
+        mean,
+        gate=snap.purchase_gate,
+        now=snap.now,
+        ready_fit=snap.ready_fit,
+    )
     return plan_cycle(snap), {**status, "auto_size": sizing}, snap.config, sweep
 
 
@@ -120,6 +134,8 @@ def tidy(engine: sa.Engine, sweep: Sweep) -> dict:
         folded = repo.compact_status_tally(conn)
         settled = repo.settle_stranded_notes(conn, sweep.settle)
         repo.note_stranded(conn, sweep.unnoted)
+        if sweep.backstop_at is not None:
+            repo.advance_backstop(conn, sweep.backstop_at)
         pruned = repo.prune_disconnect_events(conn)
     return {
         "tally_rows_folded": folded,
@@ -172,5 +188,6 @@ def pool_status(engine: sa.Engine, *, salvy_configured: bool = True) -> dict:
         counts, trust = repo.count_by_status(conn)
         gate = backoff.load(conn, salvy_configured=salvy_configured)
         now = repo.db_now(conn)
-    status = status_from(config, counts, trust, gate=gate, now=now)
+        ready_fit = repo.count_fit_ready(conn, config)
+    status = status_from(config, counts, trust, gate=gate, now=now, ready_fit=ready_fit)
     return {**status, "auto_size": auto_size_view(configured, config, rec)}

@@ -37,14 +37,15 @@ import sqlalchemy as sa
 
 from orchestrator.adapters.slack import CONTENT, MAX_ERROR_LENGTH, TOKEN, Sender, classify
 from orchestrator.errors import OrchestratorError, Rejected, TransientError
+from orchestrator.lock_keys import AdvisoryLock
 from orchestrator.store import outbox, outbox_delivery
 from orchestrator.store.db import transaction
 
 #: Notifications and their delivery log here, by this name (ops filter on it), as Slack's sender.
 logger = logging.getLogger("orchestrator.notify")
 
-#: pg advisory lock key of the deliverer (migrations use 727_001).
-DELIVERY_LOCK_KEY = 727_002
+#: pg advisory lock key of the deliverer (every key: orchestrator/lock_keys.py).
+DELIVERY_LOCK_KEY = int(AdvisoryLock.DELIVERY)
 #: How long a claim keeps other deliverers off a message: above the task's hard time limit.
 LEASE = timedelta(seconds=120)
 #: Messages claimed per short transaction.

@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 
 from orchestrator.domain.pool import ChipView, PoolConfig
+from orchestrator.domain.tally import ALWAYS
 from orchestrator.errors import Rejected, TransientError
+from orchestrator.services import tally
 from orchestrator.store import repository as repo
 
 #: Seconds (min, max) before retrying when other tasks hold what we need for a moment.
@@ -60,9 +62,14 @@ def growth_locks(conn: sa.Connection) -> tuple[str, PoolConfig]:
 
 
 def lock_for_exact_count(conn: sa.Connection) -> PoolConfig:
-    """pool_config, then every growth slot: the active count cannot change under us but by others."""
+    """pool_config, then every growth slot: the active count cannot change under us but by others.
+
+    The cached active count is then checked against `chips` (and corrected if rows changed
+    without firing the tally's triggers): what is decided next never passes producao_max.
+    """
     config = repo.load_config(conn, lock=True)
     repo.lock_growth_slots(conn)
+    tally.correct(conn, [ALWAYS])
     return config
 
 

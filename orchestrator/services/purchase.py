@@ -24,6 +24,7 @@ from orchestrator.services.intent import (
     set_lease,
     settled,
 )
+from orchestrator.services.intent_expiry import expire_unclaimed, never_claimed
 from orchestrator.store import repository as repo
 
 #: Salvy error codes meaning "this DDD has nothing to sell": the next DDD in stock is tried.
@@ -91,6 +92,11 @@ def provision(
     if intent["status"] != "provisioning":
         with engine.connect() as conn:
             return settled(conn, intent["id"])
+    if intent["expired"] and never_claimed(intent):
+        # Its deadline passed before any run took it: the queue, not Salvy, was the problem.
+        expired = expire_unclaimed(engine, intent)
+        if expired is not None:
+            return expired
     owner = owner or uuid.uuid4().hex
     claimed = claim(engine, intent["id"], owner)
     if claimed is None:
@@ -138,6 +144,6 @@ def _find_or_buy(salvy: SalvyClient, intent: Mapping, fallback: Sequence[int]) -
         return bought
     if bought is not None:
         raise Rejected(f"o numero comprado como {name} foi cancelado na Salvy", code="canceled")
-    if intent["expired"]:
-        raise Rejected("compra nao iniciada dentro do prazo", code="expired")
+    if intent["expired"]:  # an earlier run claimed it and did not finish in time
+        raise Rejected("compra nao concluida dentro do prazo", code="expired")
     return buy(salvy, name, intent["ddd"], fallback)

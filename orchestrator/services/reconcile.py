@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from orchestrator.adapters.salvy import SalvyClient
 from orchestrator.services.intent import NAME_PREFIX, complete, fail
+from orchestrator.services.intent_expiry import expire_unclaimed, never_claimed
 from orchestrator.services.unknown_numbers import report_unknown
 from orchestrator.store.schema import chips, operations
 
@@ -21,7 +22,8 @@ from orchestrator.store.schema import chips, operations
 def reconcile(engine: sa.Engine, salvy: SalvyClient) -> dict:
     """Settle intents past their deadline against Salvy; report numbers we have no chip for.
 
-    An intent a live run still holds (its lease) is left to that run.
+    An intent a live run still holds (its lease) is left to that run. One no run ever claimed
+    is not a failed purchase (services/intent_expiry.py), unless Salvy lists its name.
     """
     lease_free = sa.or_(
         chips.c.provisioning_lease_until.is_(None),
@@ -39,11 +41,13 @@ def reconcile(engine: sa.Engine, salvy: SalvyClient) -> dict:
         )
     numbers = salvy.list_numbers()
     by_name = {n.name: n for n in numbers if n.name and n.status != "canceled"}
-    adopted = failed = 0
+    adopted = failed = expired = 0
     for intent in stuck:
         number = by_name.get(intent["provisioning_name"])
         if number is not None:
             adopted += _settled_now(complete(engine, intent, number, intent["ddd"]))
+        elif never_claimed(intent):  # no run took it: the I/O worker, not Salvy
+            expired += expire_unclaimed(engine, intent) is not None
         else:
             failed += _settled_now(
                 fail(engine, intent, "compra nao concluida no prazo", code="expired")
@@ -53,7 +57,13 @@ def reconcile(engine: sa.Engine, salvy: SalvyClient) -> dict:
         number = by_name[intent["provisioning_name"]]
         adopted += _settled_now(complete(engine, intent, number, intent["ddd"]))
     unknown = report_unknown(engine, numbers)
-    return {"status": "reconciled", "adopted": adopted, "failed": failed, "unknown": unknown}
+    return {
+        "status": "reconciled",
+        "adopted": adopted,
+        "failed": failed,
+        "expired_unclaimed": expired,
+        "unknown": unknown,
+    }
 
 
 def _settled_now(outcome: dict) -> bool:

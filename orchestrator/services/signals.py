@@ -1,9 +1,11 @@
 """Applying a gateway (Evolution API) event to its chip: ONE transaction per event.
 
-Level-triggered and idempotent: the newest event per chip wins (chip_webhook_state), so a late
-`open` after a newer `close` changes nothing, and repeats of one event change nothing twice.
-Returns what the caller must enqueue (a replacement now, for a ban or a flapping chip); the
-replacement itself is replace_chip's compare-and-set, so six identical bans make one.
+Level-triggered and idempotent. Connect/disconnect: the newest event per chip wins, placed on our
+clock by domain/event_clock.py (the gateway's `date_time` may be hours off, or absent), so a late
+`open` after a newer `close` changes nothing and repeats change nothing twice. A ban is never
+stale: it is written (`banned`) in this transaction, whatever arrived before or after it, and
+only then may the caller publish the replacement. If that publish fails, the banned chip is the
+cycle's to replace (domain/pool.py: a banned chip not yet handled, `degraded_at` NULL).
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from orchestrator.domain import messages
+from orchestrator.domain.event_clock import place
 from orchestrator.domain.pool import BANNED, FLAPPING
 from orchestrator.domain.signals import ALERT, CONNECTED, GatewaySignal, is_flapping
+from orchestrator.domain.signals import BANNED as BAN_SIGNAL
 from orchestrator.store import outbox
 from orchestrator.store import repository as repo
 from orchestrator.store.db import transaction
 
-#: Statuses a ban takes straight to `banned` (nothing to replace: they serve no conversations).
-NOT_YET_SERVING = ("provisioning", "warming", "ready")
-#: Statuses whose ban is a replacement (replace_chip moves the conversations, marks it banned).
+#: Statuses a ban takes straight to `banned`, handled (`degraded_at` set): they serve nothing.
+NOT_SERVING = ("provisioning", "warming", "ready", "degraded")
+#: Statuses whose ban is a replacement: `banned` now, replace_chip moves the conversations.
 SERVING = ("active",)
 
 
@@ -34,21 +38,23 @@ def alert_key(alert: str, chip_id: str) -> str:
 def apply_gateway_signal(engine: sa.Engine, signal: GatewaySignal) -> dict:
     """Record one Evolution event; the answer says what to enqueue (`replace`: a reason)."""
     with transaction(engine) as conn:
-        found = repo.claim_instance_event(conn, signal.instance, signal.at)
+        found = repo.chip_for_event(conn, signal.instance)
         if found is None:
             return {"status": "ignored", "reason": "unknown instance"}
-        chip, fresh = found
+        chip, clock, now = found
         chip_id = str(chip["id"])
-        if not fresh:
+        placed = place(clock, signal.at, now)
+        if not placed.fresh and signal.kind != BAN_SIGNAL:
             return {"status": "ignored", "reason": "stale", "chip_id": chip_id}
-        connected = signal.kind == CONNECTED
-        repo.set_connected(conn, chip_id, connected)
+        if placed.fresh:
+            repo.save_event_clock(conn, chip_id, placed.clock)
+            repo.set_connected(conn, chip_id, signal.kind == CONNECTED)
         replace = None
-        if signal.kind == BANNED:
-            replace = _banned(conn, chip)
+        if signal.kind == BAN_SIGNAL:
+            replace = _banned(conn, chip, signal)
         elif signal.kind == ALERT:
             _alert(conn, chip, signal)
-        if replace is None and not connected and chip["status"] in SERVING:
+        if replace is None and signal.kind != CONNECTED and chip["status"] in SERVING:
             threshold, drops = repo.flap_threshold_and_drops(conn, chip_id)
             replace = FLAPPING if is_flapping(drops, threshold) else None
     return {"status": "accepted", "chip_id": chip_id, "signal": signal.kind, "replace": replace}
@@ -61,16 +67,25 @@ def _alert(conn: sa.Connection, chip: Mapping, signal: GatewaySignal) -> None:
     outbox.alert_once(conn, alert_key(signal.alert or "", str(chip["id"])), text, cooldown=cooldown)
 
 
-def _banned(conn: sa.Connection, chip: Mapping) -> str | None:
-    """A ban: BANNED for a chip to replace now; a chip not yet serving is marked banned here."""
-    if chip["status"] in SERVING or (chip["status"] == "banned" and chip["degraded_at"] is None):
+def _banned(conn: sa.Connection, chip: Mapping, signal: GatewaySignal) -> str | None:
+    """Mark the chip banned now; BANNED when it still has to be replaced (conversations moved).
+
+    An active chip stays `degraded_at` NULL (banned, not yet handled): replace_chip swaps it and
+    moves its conversations, and until it does every cycle plans that replacement.
+    """
+    status, code = chip["status"], signal.code
+    if status == "banned":
+        return BANNED if chip["degraded_at"] is None else None
+    if status in SERVING:
+        repo.transition(conn, chip["id"], [status], status="banned")  # row locked: it holds
+        # Not "Chip banido...": the forecast counts those as unmet demand (store/repository/
+        # history.py); this chip's demand is its auto_replace, recorded when the swap happens.
+        text = f"Banido pelo WhatsApp (Evolution, codigo {code}): troca enfileirada"
+        repo.record_operation(conn, "demotion", chip["id"], text, metadata={"codigo": code})
         return BANNED
-    if chip["status"] in NOT_YET_SERVING:
-        done = repo.transition(
-            conn, chip["id"], [chip["status"]], status="banned", degraded_at=sa.func.now()
-        )
-        if done is not None:
-            repo.record_operation(
-                conn, "demotion", chip["id"], f"Chip banido (Evolution) em {chip['status']}"
-            )
+    if status in NOT_SERVING:
+        handled = chip["degraded_at"] or sa.func.now()  # a degraded chip keeps its time
+        repo.transition(conn, chip["id"], [status], status="banned", degraded_at=handled)
+        text = f"Banido pelo WhatsApp (Evolution) em {status}"  # a loss, never demand
+        repo.record_operation(conn, "demotion", chip["id"], text, metadata={"codigo": code})
     return None

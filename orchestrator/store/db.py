@@ -19,6 +19,12 @@ CONSTRAINT_MESSAGES = {
     "pool_config_trust_in_range": "pool_config: trust thresholds must be between 0 and 100",
     "pool_config_storm_fraction_in_range": "pool_config: replace_storm_fraction must be in (0, 1]",
     "pool_config_ddd_valid": "pool_config: default_ddd must be a Brazilian area code (11..99)",
+    "pool_config_max_purchases_per_day_not_negative": (
+        "pool_config: max_purchases_per_day must not be negative (NULL: no cap)"
+    ),
+    "pool_config_rehab_after_not_negative": (
+        "pool_config: rehab_after_minutes must not be negative (NULL: never)"
+    ),
     "chips_status_known": "chips: unknown status",
     "chips_trust_score_in_range": "chips: trust_score must be between 0 and 100",
     "chips_telefone_key": "chips: this telefone is already in the pool",

@@ -27,6 +27,8 @@ pool_config = sa.Table(
     sa.Column("number_monthly_cost", sa.Numeric(12, 2)),
     sa.Column("service_level", sa.Float),
     sa.Column("auto_size", sa.Boolean),
+    sa.Column("max_purchases_per_day", sa.Integer),
+    sa.Column("rehab_after_minutes", sa.Integer),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
 
@@ -131,6 +133,24 @@ chip_status_tally = sa.Table(
     sa.Column("n", sa.BigInteger, nullable=False),
 )
 
+chip_status_tally_checks = sa.Table(
+    "chip_status_tally_checks",
+    metadata,
+    sa.Column("status", sa.Text, primary_key=True),
+    sa.Column("checked_at", sa.DateTime(timezone=True)),
+    sa.Column("last_drift", sa.BigInteger),
+    sa.Column("drift_found_at", sa.DateTime(timezone=True)),
+    sa.Column("corrections", sa.BigInteger),
+    sa.Column("chips_corrected", sa.BigInteger),
+)
+
+backstop_cursor = sa.Table(
+    "backstop_cursor",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
 stranded_chip_events = sa.Table(
     "stranded_chip_events",
     metadata,
@@ -158,4 +178,5 @@ chip_webhook_state = sa.Table(
     metadata,
     sa.Column("chip_id", UUID(as_uuid=False), primary_key=True),
     sa.Column("last_event_at", sa.DateTime(timezone=True)),
+    sa.Column("clock_offset", sa.Interval),
 )

@@ -3,7 +3,10 @@
 Each delivery is verified, parsed into a plain signal (domain/signals.py), recorded in one
 short transaction (services/signals.py) and turned into queued work; nothing waits on a worker.
 Answers are JSON with a `status`: accepted, ignored, rejected, unauthorized, too_large,
-unavailable. Synchronous work (SQL, publishing to the broker) runs in Starlette's threadpool.
+unavailable, not_found, method_not_allowed. Evolution retries a 5xx or a timeout and never a
+400/401/403/404/422, so a fault that may pass is 503 and every refusal one of those (a body too
+large included: 422 to Evolution, 413 to Svix, which retries any non-2xx alike).
+Synchronous work (SQL, publishing to the broker) runs in Starlette's threadpool.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,6 +32,7 @@ from orchestrator.app.settings import Settings
 from orchestrator.domain.signals import BadEnvelope, gateway_signal, provider_signal
 from orchestrator.services import signals as gateway
 from orchestrator.webhooks import metrics
+from orchestrator.webhooks.evolution_jwt import jwt_ok
 from orchestrator.webhooks.guard import TooLarge, presented_token, read_body, token_ok
 
 log = logging.getLogger("orchestrator.webhooks")
@@ -54,6 +59,8 @@ def _parse_json(body: bytes) -> object:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise MalformedJson(f"malformed JSON: {error}") from None
+    except RecursionError:  # [[[[...: a refusal, never a 500 that Evolution would retry
+        raise MalformedJson("malformed JSON: nested too deeply") from None
 
 
 def _refused(source: str, kind: str | None, error: BadEnvelope, started: float) -> Response:
@@ -71,7 +78,12 @@ def create_app(settings: Settings, engine: sa.Engine, send: Send) -> Starlette:
             return await read_body(request, settings.webhook_max_body)
         except TooLarge as error:
             payload = {"status": "too_large", "error": str(error)}
-            return _answer(source, None, 413, payload, started)
+            # Evolution would retry a 413 ten times over 20 minutes; a 422 it drops at once.
+            return _answer(source, None, 422 if source == "evolution" else 413, payload, started)
+
+    def _evolution_caller(token: str | None) -> bool:
+        """WEBHOOK_TOKEN, or (EVOLUTION_JWT_KEY set) Evolution's own signed Bearer JWT."""
+        return token_ok(token, settings.webhook_token) or jwt_ok(token, settings.evolution_jwt_key)
 
     def _apply(signal) -> dict:
         result = gateway.apply_gateway_signal(engine, signal)
@@ -82,8 +94,11 @@ def create_app(settings: Settings, engine: sa.Engine, send: Send) -> Starlette:
     async def evolution(request: Request) -> Response:
         started = time.perf_counter()
         token, suffix = presented_token(request)
-        if not token_ok(token, settings.webhook_token):
-            payload = {"status": "unauthorized", "error": "a valid WEBHOOK_TOKEN is required"}
+        if not _evolution_caller(token):
+            payload = {
+                "status": "unauthorized",
+                "error": "a valid WEBHOOK_TOKEN (or Evolution's signed JWT) is required",
+            }
             return _answer("evolution", None, 401, payload, started)
         body = await _guarded_body(request, "evolution", started)
         if isinstance(body, Response):
@@ -143,6 +158,10 @@ def create_app(settings: Settings, engine: sa.Engine, send: Send) -> Starlette:
             return JSONResponse({"status": "unauthorized"}, status_code=401)
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    async def not_routed(_: Request, error: HTTPException) -> Response:
+        status = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "rejected")
+        return JSONResponse({"status": status}, status_code=error.status_code)
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
@@ -150,4 +169,4 @@ def create_app(settings: Settings, engine: sa.Engine, send: Send) -> Starlette:
         Route("/webhooks/evolution/{event:path}", evolution, methods=["POST"]),
         Route("/webhooks/salvy", salvy, methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={404: not_routed, 405: not_routed})

@@ -31,12 +31,29 @@ def build(settings=None):
     return create_app(settings, engine, send)
 
 
+def warnings_at_start(settings) -> list[str]:
+    """What ops should fix in the receiver's secrets, said without showing them."""
+    from orchestrator.webhooks.evolution_jwt import key_hint
+    from orchestrator.webhooks.guard import encoding_hint
+
+    hints = (encoding_hint(settings.webhook_token), key_hint(settings.evolution_jwt_key))
+    return [hint for hint in hints if hint]
+
+
 def cmd_webhooks(args: argparse.Namespace) -> int:
     """Serve until interrupted; the access log is off (a ?token= would be in it)."""
     import uvicorn
 
-    app = build()
+    from orchestrator.app.settings import get_settings
+
+    settings = get_settings()
+    app = build(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log = logging.getLogger("orchestrator.webhooks")
+    for hint in warnings_at_start(settings):
+        log.warning(hint)
+    if settings.evolution_jwt_key:
+        log.info("EVOLUTION_JWT_KEY set: Evolution's signed webhook JWT is accepted")
     uvicorn.run(
         app, host=args.host, port=args.port, access_log=False, log_level="warning", lifespan="off"
     )

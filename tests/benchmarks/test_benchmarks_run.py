@@ -71,3 +71,13 @@ def test_the_scale_benchmark_runs_and_its_bursts_are_exact(tmp_path: Path) -> No
 def test_the_quick_planning_benchmarks_run(tmp_path: Path, group: str) -> None:
     out = _run(["benchmarks.run_all", "--quick", "--only", group], tmp_path)
     assert out[group]
+
+
+@pytest.mark.db
+def test_the_counts_check_benchmark_runs_and_finds_no_drift_in_a_consistent_pool(
+    tmp_path: Path,
+) -> None:
+    out = _run(["benchmarks.tally_check", "--chips", "3000", "--runs", "2"], tmp_path)
+    assert out["chips"] == 3000
+    assert out["corrections"] == 0
+    assert out["with"] > 0 and out["without"] > 0 and out["everything"] > 0

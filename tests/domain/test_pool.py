@@ -179,14 +179,14 @@ def test_promotions_never_exceed_producao_max() -> None:
 
 
 def test_provisioning_is_capped_per_cycle_and_counts_in_flight() -> None:
+    # ready at ready_min (3): the reserve rule is the seed's warming deficit
     config = PoolConfig(warmup_buffer=10, max_provisions_per_cycle=3)
-    assert plan_cycle(snapshot(config=config, counts=Counts(warming=2))).provision == 3
-    assert (
-        plan_cycle(snapshot(config=config, counts=Counts(warming=2, provisioning=7))).provision == 1
-    )
-    assert (
-        plan_cycle(snapshot(config=config, counts=Counts(warming=2, provisioning=8))).provision == 0
-    )
+    held = {"ready": 3}
+    assert plan_cycle(snapshot(config=config, counts=Counts(warming=2, **held))).provision == 3
+    in_flight = Counts(warming=2, provisioning=7, **held)
+    assert plan_cycle(snapshot(config=config, counts=in_flight)).provision == 1
+    full = Counts(warming=2, provisioning=8, **held)
+    assert plan_cycle(snapshot(config=config, counts=full)).provision == 0
 
 
 def test_auto_provision_off_buys_nothing() -> None:

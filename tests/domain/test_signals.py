@@ -88,12 +88,44 @@ def test_connecting_and_unknown_events_are_ignored_with_a_reason() -> None:
     assert gateway_signal(other, None, NOW) == "event messages.upsert with no action"
 
 
-def test_date_time_is_parsed_and_a_clock_far_ahead_is_not_believed() -> None:
-    at = gateway_signal(_conn("open", date_time="2026-12-01T11:59:00.000Z"), None, NOW).at
-    assert at == NOW - timedelta(minutes=1)
-    ahead = gateway_signal(_conn("open", date_time="2027-01-01T00:00:00-03:00"), None, NOW).at
-    assert ahead == NOW + timedelta(minutes=5)
+def test_date_time_is_kept_on_the_senders_clock_even_hours_off_ours() -> None:
+    # Evolution labels its server's local wall clock Z: a Sao Paulo server is 3 h behind
+    at = gateway_signal(_conn("open", date_time="2026-12-01T09:00:00.000Z"), None, NOW).at
+    assert at == NOW - timedelta(hours=3)
+    ahead = gateway_signal(_conn("open", date_time="2026-12-01T23:00:00+00:00"), None, NOW).at
+    assert ahead == NOW + timedelta(hours=11)  # never capped: only compared with its own clock
     assert gateway_signal(_conn("open"), None, NOW).at is None
+
+
+def test_a_date_time_no_time_zone_explains_is_taken_as_absent() -> None:
+    for far in ("2026-12-03T00:00:00Z", "1970-01-01T00:00:00Z", "9999-12-31T23:59:59-14:00"):
+        assert gateway_signal(_conn("open", date_time=far), None, NOW).at is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("instance", "i\x001", "NUL"),
+        ("statusReason", float("inf"), "not a number"),
+        ("statusReason", float("nan"), "not a number"),
+    ],
+)
+def test_values_the_database_or_int_cannot_take_are_refused_not_crashed_on(
+    field: str, value: object, words: str
+) -> None:
+    body = _conn("close", 403)
+    if field == "instance":
+        body["instance"] = value
+    else:
+        body["data"][field] = value
+    with pytest.raises(BadEnvelope, match=words):
+        gateway_signal(body, None, NOW)
+
+
+def test_a_salvy_account_id_with_a_nul_is_refused() -> None:
+    body = {"type": "phone-account.blocked", "data": {"phoneAccountId": "a\x00"}}
+    with pytest.raises(BadEnvelope, match="NUL"):
+        provider_signal(body, "m")
 
 
 @pytest.mark.parametrize(

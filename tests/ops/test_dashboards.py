@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestrator.adapters import cycle_timing
 from orchestrator.app.settings import ROOT
 from orchestrator.dev.receiver_process import running_receiver
-from orchestrator.services import backoff
+from orchestrator.services import backoff, tally
 from orchestrator.store import outbox
 from tests.factories import make_chip
 from tests.ops.conftest import ops_env
@@ -75,6 +75,7 @@ def a_pool_showing_every_series(engine: sa.Engine, redis_url: str) -> None:
             {"id": refused},
         )
         backoff.record_failure(conn, "out_of_stock", "sem estoque")
+    tally.check_due(engine)  # the counts' checks (chip_orchestrator_status_tally_*)
     client = redis.Redis.from_url(redis_url)
     cycle_timing.record(client, 0.5)
     client.close()

@@ -331,3 +331,27 @@ def test_the_purchase_back_off_is_exported_while_it_lasts(
     assert value(open_, "chip_orchestrator_purchase_consecutive_failures") == 0
     assert 60 < value(paused, "chip_orchestrator_purchases_paused_seconds") <= 120
     assert value(paused, "chip_orchestrator_purchase_consecutive_failures") == 2
+
+
+def test_a_corrected_count_drift_is_exported_by_status(
+    clean_db: sa.Engine, metrics: MetricsProcess, redis_client: redis.Redis
+) -> None:
+    # Given 5 active chips another service bulk-loaded with the triggers off
+    set_config(clean_db, producao_min=0, ready_min=0, warmup_buffer=0)
+    with clean_db.begin() as conn:
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        for _ in range(5):
+            conn.execute(
+                sa.insert(chips).values(
+                    telefone=f"+55119{time.time_ns() % 10**8:08d}", ddd=11, status="active"
+                )
+            )
+    # When a cycle checks the counts and Prometheus scrapes
+    dispatch.run_cycle(clean_db, redis_client, lambda *_: None, period_seconds=60)
+    samples = next_scrape(metrics)
+    # Then the drift it corrected, and the correction, are exported for that status
+    assert value(samples, "chip_orchestrator_status_tally_drift", status="active") == 5
+    assert value(samples, "chip_orchestrator_status_tally_drift", status="ready") == 0
+    assert value(samples, "chip_orchestrator_status_tally_corrections_total", status="active") == 1
+    assert 0 <= value(samples, "chip_orchestrator_status_tally_check_age_seconds") < 3600
+    assert value(samples, "chip_orchestrator_chips", status="active") == 5

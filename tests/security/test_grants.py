@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import redis
 import sqlalchemy as sa
 
-from orchestrator.services import cycle, cycle_purchases, delivery, promote, replacement
+from orchestrator.services import cycle, cycle_purchases, delivery, dispatch, promote, replacement
 from orchestrator.services.intent import ensure_intent, fail
 from orchestrator.store import outbox
+from orchestrator.store import repository as repo
 from orchestrator.store.db import transaction
 from tests.factories import add_conversations, make_chip
 
@@ -26,8 +28,12 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON notification_outbox TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON alert_state TO {role};
 GRANT SELECT, INSERT, UPDATE ON purchase_backoff TO {role};
 GRANT SELECT ON chip_status_tally TO {role};
+GRANT SELECT ON chip_status_tally_checks TO {role};
 GRANT SELECT, UPDATE ON pool_growth_slots TO {role};
 GRANT SELECT, INSERT, DELETE ON stranded_chip_events TO {role};
+GRANT SELECT, INSERT, UPDATE ON backstop_cursor TO {role};
+GRANT SELECT, DELETE ON chip_disconnect_events TO {role};
+GRANT SELECT, INSERT, UPDATE ON chip_webhook_state TO {role};
 """
 
 
@@ -86,10 +92,41 @@ def test_the_documented_grants_are_enough_for_every_use_case(
     with transaction(worker_role) as conn:
         outbox.alert_once(conn, "grants", "alerta", cooldown=None)
         outbox.forget_alert(conn, "grants")
+    with transaction(worker_role) as conn:  # the backstop's rotation (the cycle's tidy)
+        assert repo.advance_backstop(conn, repo.backstop_position(conn))
     delivered = delivery.deliver_pending(worker_role, _Log())
     delivery.prune_delivered(worker_role)
     # Then all of it succeeded
     assert delivered["pending"] == 0
+
+
+def test_the_documented_grants_are_enough_for_a_whole_cycle(
+    clean_db: sa.Engine, worker_role: sa.Engine, redis_client: redis.Redis
+) -> None:
+    # Given a pool with something for every step of the cycle: a drifted count, a chip to
+    # return to service, a flapping drop, a stranded conversation, numbers to buy
+    degraded = make_chip(clean_db, "degraded", trust=95)
+    with clean_db.begin() as conn:
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        conn.execute(
+            sa.text("UPDATE chips SET degraded_at = now() - interval '2 hours' WHERE id = :id"),
+            {"id": degraded},
+        )
+    make_chip(clean_db, "active")
+    flapping = make_chip(clean_db, "active")
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE chips SET evolution_connected = false WHERE id = :id"), {"id": flapping}
+        )
+    add_conversations(clean_db, make_chip(clean_db, "degraded", trust=10), 1)
+    sent: list[str] = []
+    # When a cycle runs as the worker role
+    result = dispatch.run_cycle(
+        worker_role, redis_client, lambda name, args, _id: sent.append(name), period_seconds=60
+    )
+    # Then every step ran (none deferred for want of a privilege)
+    assert result["status"] == "planned" and result["deferred"] == [], result
+    assert "orchestrator.provision_chip" in sent
 
 
 def test_the_worker_role_cannot_change_the_schema(worker_role: sa.Engine) -> None:

@@ -29,10 +29,13 @@ def fresh_redis(redis_client: redis.Redis) -> redis.Redis:
 
 @pytest.fixture
 def busy_pool(clean_db: sa.Engine) -> sa.Engine:
-    """A replacement a day for 60 days, purchases every other day ready 23 days later; the
-    configured buffer (10 warming, 3 ready) already met, so only auto_size would buy."""
+    """A replacement a day for 60 days, purchases every other day ready 23 days later (each
+    since taken into production); the configured reserve (10 warming, 0 ready) already met, so
+    only auto_size would buy."""
     make_history(clean_db, days=60, per_day=1, buys_per_day=0.5, buy_days=90)
-    set_config(clean_db, producao_min=0, warmup_buffer=10, ready_min=3)
+    with clean_db.begin() as conn:
+        conn.execute(sa.text("UPDATE chips SET status = 'active' WHERE status = 'ready'"))
+    set_config(clean_db, producao_min=0, warmup_buffer=10, ready_min=0)
     return clean_db
 
 
@@ -58,25 +61,25 @@ def test_with_auto_size_off_the_configured_buffer_is_used_and_nothing_recommende
     assert plan.provision == 0
     assert status["auto_size"] == {
         "on": False,
-        "configured": {"warmup_buffer": 10, "ready_min": 3},
+        "configured": {"warmup_buffer": 10, "ready_min": 0},
         "recommended": None,
-        "used": {"warmup_buffer": 10, "ready_min": 3},
+        "used": {"warmup_buffer": 10, "ready_min": 0},
     }
 
 
 def test_with_auto_size_on_the_plan_uses_the_larger_recommendation_and_says_so(
     busy_pool: sa.Engine,
 ) -> None:
-    # Given auto_size on and a history that asks for more than 10 warming and 3 ready
+    # Given auto_size on and a history that asks for more than 10 warming and 0 ready
     set_config(busy_pool, auto_size=True)
     rec = expected(busy_pool)
-    assert rec.warmup_buffer > 10 + 3 and rec.ready_min > 3
+    assert rec.warmup_buffer > 10 and rec.ready_min > 0
     # When the next cycle is planned
     plan, status, _ = cycle.plan(busy_pool)
     # Then it plans with the recommendation and status says where it came from
     assert status["auto_size"] == {
         "on": True,
-        "configured": {"warmup_buffer": 10, "ready_min": 3},
+        "configured": {"warmup_buffer": 10, "ready_min": 0},
         "recommended": {"warmup_buffer": rec.warmup_buffer, "ready_min": rec.ready_min},
         "used": {"warmup_buffer": rec.warmup_buffer, "ready_min": rec.ready_min},
     }
@@ -118,7 +121,9 @@ def test_a_cached_measurement_is_what_the_next_cycle_uses(
     set_config(busy_pool, auto_size=True)
     quiet = fc.History(window_days=60, history_days=30, span_days=30.0)
     planning_cache.put(fresh_redis, "60d-21w", {**vars(quiet), "by_reason": {}})
+    reserve = warming_now(busy_pool)
     # When a cycle runs
     result = dispatch.run_cycle(busy_pool, fresh_redis, Broker(), period_seconds=60)
-    # Then it sized from the cache (recommendation 0 warming, 1 ready): nothing bought
-    assert result["dispatched"]["provision_chip"] == 0
+    # Then it sized from the cache (recommendation 0 warming, 1 ready: target 10 + 1), not from
+    # the busy history (which buys the cap, 3)
+    assert result["dispatched"]["provision_chip"] == max(0, 10 + 1 - reserve) < 3

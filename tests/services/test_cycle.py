@@ -89,7 +89,7 @@ def test_a_cycle_fans_out_one_task_per_chip_and_per_number(
 def test_purchase_intents_are_saved_before_dispatch_so_the_next_cycle_counts_them(
     clean_db: sa.Engine, fresh_redis: redis.Redis
 ) -> None:
-    set_config(clean_db, producao_min=0, warmup_buffer=5, max_provisions_per_cycle=3)
+    set_config(clean_db, producao_min=0, ready_min=0, warmup_buffer=5, max_provisions_per_cycle=3)
     first, second = Broker(), Broker()
     cycle(clean_db, fresh_redis, first)
     cycle(clean_db, fresh_redis, second)

@@ -9,6 +9,7 @@ next cycle is not skipped. Then the lock is released and the cycles insert.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -37,12 +38,29 @@ def intents(engine: sa.Engine) -> int:
         ).scalar_one()
 
 
+def empty_buffer(engine: sa.Engine) -> int:
+    """A warming buffer of 3 with nothing in it: deficit 3, up to 3 per cycle."""
+    set_config(engine, producao_min=0, ready_min=0, warmup_buffer=3, max_provisions_per_cycle=3)
+    return 3
+
+
+def short_reserve(engine: sa.Engine) -> int:
+    """Target 3 + 4; 2 fit ready chips, 1 that may not serve (disconnected), 1 warming: 4 short."""
+    set_config(engine, producao_min=0, ready_min=3, warmup_buffer=4, max_provisions_per_cycle=9)
+    make_chip(engine, "ready", trust=95)
+    make_chip(engine, "ready", trust=95)
+    make_chip(engine, "ready", trust=95, evolution_connected=False)
+    make_chip(engine, "warming", trust=50)
+    return 4
+
+
 @pytest.mark.parametrize("overlapping", [2, 8])
+@pytest.mark.parametrize("pool", [empty_buffer, short_reserve])
 def test_overlapping_cycles_buy_exactly_the_deficit(
-    clean_db: sa.Engine, redis_client: redis.Redis, overlapping: int
+    clean_db: sa.Engine, redis_client: redis.Redis, overlapping: int, pool: Callable
 ) -> None:
-    # Given a warming buffer of 3 with nothing in it (deficit 3, up to 3 per cycle)
-    set_config(clean_db, producao_min=0, ready_min=0, warmup_buffer=3, max_provisions_per_cycle=3)
+    # Given a pool whose reserve is `deficit` short of its target
+    deficit = pool(clean_db)
     brokers = [Broker() for _ in range(overlapping)]
     results: list[dict] = []
     threads = []
@@ -70,9 +88,9 @@ def test_overlapping_cycles_buy_exactly_the_deficit(
     cycles_engine.dispose()
     # Then every cycle planned, and between them they bought exactly the deficit
     assert [r["status"] for r in results] == ["planned"] * overlapping
-    assert sum(r["dispatched"]["provision_chip"] for r in results) == 3
-    assert sum(b.names().count(task_names.PROVISION) for b in brokers) == 3
-    assert intents(clean_db) == 3
+    assert sum(r["dispatched"]["provision_chip"] for r in results) == deficit
+    assert sum(b.names().count(task_names.PROVISION) for b in brokers) == deficit
+    assert intents(clean_db) == deficit
 
 
 class FailingBroker(Broker):

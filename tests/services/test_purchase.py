@@ -16,7 +16,16 @@ from orchestrator.services.purchase import provision
 from orchestrator.store.schema import chips
 from tests.factories import chip_row, set_config
 from tests.support.pg_waits import wait_until
-from tests.support.purchases import chips_in, expire_intent, key, messages_in, provision_ops, rows
+from tests.support.purchases import (
+    backoff_rows,
+    chips_in,
+    claimed_and_given_up,
+    expire_intent,
+    key,
+    messages_in,
+    provision_ops,
+    rows,
+)
 
 # -- buying ----------------------------------------------------------------------------------------
 
@@ -147,19 +156,55 @@ def test_a_bad_ddd_is_rejected_before_any_intent_is_recorded(
 # -- never twice ---------------------------------------------------------------------------------------
 
 
-def test_a_purchase_that_never_started_before_its_deadline_is_not_made(
+def test_a_purchase_no_worker_took_before_its_deadline_is_not_made_nor_taken_for_a_failure(
     clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
 ) -> None:
     # Given an intent recorded by the cycle whose deadline passed before any worker took it
+    # (the I/O worker was down)
     purchase = key()
     name = intent_name(purchase)
-    ensure_intent(clean_db, name, 11, 15)
+    intent = ensure_intent(clean_db, name, 11, 15)
     expire_intent(clean_db, name)
     # When the task finally runs
     result = provision(clean_db, salvy, purchase)
-    # Then nothing is bought (the cycle may already have bought its replacement)
+    # Then nothing is bought (the cycle may already have bought its replacement), Salvy is not
+    # even asked, and the intent is gone as expired, not failed
+    assert (result["status"], result["cause"], result["chip_id"]) == (
+        "expired",
+        "nao_retirada",
+        intent["id"],
+    )
+    assert standin.purchases == standin.posts == 0
+    assert rows(clean_db, sa.select(chips)) == []
+    (op,) = provision_ops(clean_db)
+    assert (op.sucesso, op.motivo, op.metadata["name"]) == (False, "Compra nao iniciada", name)
+    # And purchases are not paused: ops are told the purchases are not being picked up
+    assert backoff_rows(clean_db) == []
+    (alert,) = messages_in(clean_db, "alertas")
+    assert "nao estao sendo retiradas da fila" in alert
+    # And a redelivery of that task does not buy either
+    again = provision(clean_db, salvy, purchase)
+    assert (again["status"], again["already"]) == ("failed", True)
+    assert standin.posts == 0 and len(provision_ops(clean_db)) == 1
+
+
+def test_a_claimed_purchase_past_its_deadline_is_still_a_failed_purchase(
+    clean_db: sa.Engine, salvy: SalvyClient, standin: SalvyStandin
+) -> None:
+    # Given an intent a run took (its call to Salvy failed) and whose deadline then passed
+    purchase = key()
+    name = intent_name(purchase)
+    intent = ensure_intent(clean_db, name, 11, 15)
+    claimed_and_given_up(clean_db, intent["id"])
+    expire_intent(clean_db, name)
+    # When the task's retry runs
+    result = provision(clean_db, salvy, purchase)
+    # Then it looked the name up, bought nothing, and the failure pauses purchases as before
     assert (result["status"], result["code"]) == ("rejected", "expired")
-    assert standin.purchases == 0
+    assert standin.purchases == standin.posts == 0
+    assert result["paused_until"] is not None and backoff_rows(clean_db)[0].failures == 1
+    (alert,) = messages_in(clean_db, "alertas")
+    assert "Compras na Salvy pausadas" in alert
 
 
 def test_a_number_cancelled_at_salvy_under_the_intents_name_is_not_bought_again(

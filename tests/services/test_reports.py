@@ -74,6 +74,8 @@ def a_generated_month(engine: sa.Engine, month: Month) -> dict[str, str]:
     for at in (start, mid, end - MICRO):
         op(engine, "auto_provision", at, a)
     op(engine, "auto_provision", mid, None, sucesso=False)
+    # ... and an intent no worker ever took (the I/O worker was down): not a failed purchase
+    op(engine, "auto_provision", mid, None, sucesso=False, causa="nao_retirada")
     op(engine, "auto_provision", start - MICRO, a)
     op(engine, "auto_provision", end, a)
     # Cancellations: 2 inside, 1 that failed, 1 the month before

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import sqlalchemy as sa
 
-from orchestrator.domain.signals import BANNED, DISCONNECTED, GatewaySignal
+from orchestrator.domain.signals import BANNED, CONNECTED, DISCONNECTED, GatewaySignal
 from orchestrator.services import cycle, replacement
 from orchestrator.services.signals import apply_gateway_signal
+from orchestrator.store import repository as repo
 from orchestrator.store.schema import chip_disconnect_events, operations
-from tests.factories import chip_row, make_chip, set_config
+from tests.factories import add_conversations, chip_row, make_chip, set_config
+
+#: A Sao Paulo server's wall clock, labelled Z: 3 h behind UTC.
+SAO_PAULO = timedelta(hours=3)
+
+
+def _kinds(engine: sa.Engine, chip_id: str) -> list[str]:
+    with engine.connect() as conn:
+        stmt = sa.select(operations.c.operacao).where(operations.c.chip_id == chip_id)
+        return list(conn.execute(stmt.order_by(operations.c.created_at)).scalars())
 
 
 def _flap(engine: sa.Engine, chip_id: str, times: int) -> None:
@@ -119,3 +131,69 @@ def test_the_cycle_prunes_drops_older_than_two_hours(clean_db: sa.Engine) -> Non
             ).scalar_one()
             == 2
         )
+
+
+def test_a_ban_of_an_active_chip_is_written_banned_before_any_task_and_never_stale(
+    clean_db: sa.Engine,
+) -> None:
+    # Given an active chip whose last event (`open`) carried no date_time
+    chip = make_chip(clean_db, "active", instance_name="sp-1")
+    add_conversations(clean_db, chip, 2)
+    opened = apply_gateway_signal(clean_db, GatewaySignal("connection.update", "sp-1", CONNECTED))
+    assert opened["status"] == "accepted"
+    # When a 403 arrives dated by a Sao Paulo server (3 h behind UTC)
+    ban = GatewaySignal("connection.update", "sp-1", BANNED, 403, datetime.now(UTC) - SAO_PAULO)
+    result = apply_gateway_signal(clean_db, ban)
+    # Then it is accepted and the chip is banned in that transaction, not yet handled
+    assert (result["status"], result["replace"]) == ("accepted", "banned")
+    row = chip_row(clean_db, chip)
+    assert (row.status, row.degraded_at, row.evolution_connected) == ("banned", None, False)
+    assert _kinds(clean_db, chip) == ["demotion"]
+    # And an older ban delivered late still asks for the replacement, recording nothing twice
+    older = GatewaySignal("connection.update", "sp-1", BANNED, 403, ban.at - timedelta(minutes=1))
+    assert apply_gateway_signal(clean_db, older)["replace"] == "banned"
+    assert _kinds(clean_db, chip) == ["demotion"]
+
+
+def test_a_ban_whose_task_was_never_sent_is_replaced_by_the_next_cycle(
+    clean_db: sa.Engine,
+) -> None:
+    # Given a ban recorded (its replace_chip never published) and a newer `open` after it
+    set_config(clean_db, producao_min=1)
+    chip = make_chip(clean_db, "active", instance_name="lost-1")
+    add_conversations(clean_db, chip, 3)
+    ready = make_chip(clean_db, "ready", trust=97)
+    apply_gateway_signal(clean_db, GatewaySignal("connection.update", "lost-1", BANNED, 403))
+    reopened = apply_gateway_signal(
+        clean_db, GatewaySignal("connection.update", "lost-1", CONNECTED)
+    )
+    assert reopened["status"] == "accepted" and chip_row(clean_db, chip).status == "banned"
+    # When the next cycle plans
+    the_plan, _, _ = cycle.plan(clean_db, salvy_configured=False)
+    # Then it replaces the banned chip, and the replacement takes its conversations
+    assert [(r.chip_id, r.reason) for r in the_plan.replace] == [(chip, "banned")]
+    done = replacement.replace_chip(clean_db, chip, "banned")
+    assert (done["status"], done["replacement_id"], done["conversas_migradas"]) == (
+        "replaced",
+        ready,
+        3,
+    )
+    assert chip_row(clean_db, chip).status == "banned"
+    the_plan, _, _ = cycle.plan(clean_db, salvy_configured=False)
+    assert the_plan.replace == ()
+
+
+def test_a_gateway_ban_counts_once_as_demand_and_a_warming_chips_ban_never(
+    clean_db: sa.Engine,
+) -> None:
+    # Demand is ready chips consumed: the active chip's replacement, not the ban's own record
+    active = make_chip(clean_db, "active", instance_name="dem-1")
+    warming = make_chip(clean_db, "warming", instance_name="dem-2")
+    make_chip(clean_db, "ready", trust=97)
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    for name in ("dem-1", "dem-2"):
+        apply_gateway_signal(clean_db, GatewaySignal("connection.update", name, BANNED, 406))
+    replacement.replace_chip(clean_db, active, "banned")
+    assert chip_row(clean_db, warming).status == "banned"
+    with clean_db.connect() as conn:
+        assert repo.replacements_by_reason(conn, since) == {"banned": 1}

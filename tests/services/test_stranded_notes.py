@@ -8,6 +8,7 @@ including rows from transactions still in flight. Races are forced with held loc
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -273,6 +274,74 @@ def test_the_backstop_slices_cover_every_chip_id_once() -> None:
     assert all(ranges[i][1] == ranges[i + 1][0] for i in range(slices - 1))
     assert cycle.backstop_slices(100) == 1
     assert cycle.backstop_slices(100_000) == 100_000 // cycle.BACKSTOP_ACTIVE_PER_SLICE
+
+
+def active_chips(engine: sa.Engine, n: int) -> None:
+    """n healthy active chips in one statement (what sets the number of backstop slices)."""
+    run(
+        engine,
+        "INSERT INTO chips (telefone, ddd, status, trust_score, fase_warmup, ready_at,"
+        " promoted_to_active_at) SELECT '+5511' || lpad(g::text, 9, '0'), 11, 'active', 90,"
+        " 'operacao', now(), now() FROM generate_series(1, :n) AS g",
+        n=n,
+    )
+
+
+def inside(index: int, slices: int) -> str:
+    """A chip id just above the start of slice `index` of `slices`."""
+    low = uuid.UUID(repo.chip_range(index, slices)[0])
+    return str(uuid.UUID(int=low.int + 1))
+
+
+def stranded_unseen(engine: sa.Engine, chip_id: str) -> str:
+    """A degraded chip with an open row written with the triggers bypassed (no note)."""
+    make_chip(engine, "degraded", id=chip_id)
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        insert_row(conn, chip_id, f"restored-{chip_id}")
+    return chip_id
+
+
+def test_consecutive_cycles_read_every_backstop_slice_once_in_rotation(
+    clean_db: sa.Engine,
+) -> None:
+    # Given a pool cut into 8 backstop slices, and in each slice one stranded chip nobody noted
+    slices = 8
+    active_chips(clean_db, slices * cycle.BACKSTOP_ACTIVE_PER_SLICE)
+    hidden = [stranded_unseen(clean_db, inside(i, slices)) for i in range(slices)]
+    # When 8 cycles plan and tidy, one after the other
+    found = []
+    for _ in range(slices):
+        the_plan, _, _, sweep = cycle.read_plan(clean_db, trust=False)
+        assert set(sweep.unnoted) <= set(the_plan.migrate)
+        found.append(sweep.unnoted)
+        cycle.tidy(clean_db, sweep)
+    # Then each read the slice after the previous one's (wherever the rotation stood): every
+    # stranded chip was found exactly once, in slice order, and none is left unnoted
+    assert len(found[0]) == 1
+    start = hidden.index(found[0][0])
+    assert found == [(hidden[(start + k) % slices],) for k in range(slices)]
+    assert unnoted(clean_db) == []
+
+
+def test_two_cycles_that_read_the_same_slice_move_the_rotation_on_once(
+    clean_db: sa.Engine,
+) -> None:
+    # Given two cycles that planned from the same position (a lost cycle guard), and a plan
+    # that only looks (`chip-orchestrator plan`)
+    with clean_db.connect() as conn:
+        start = repo.backstop_position(conn)
+    sweeps = [cycle.read_plan(clean_db, trust=False)[3] for _ in range(2)]
+    cycle.plan(clean_db)
+    assert [s.backstop_at for s in sweeps] == [start, start]
+    # When both tidy
+    for sweep in sweeps:
+        cycle.tidy(clean_db, sweep)
+    # Then the next cycle reads the next slice, not the one after it
+    with clean_db.begin() as conn:
+        assert repo.backstop_position(conn) == start + 1
+        assert repo.advance_backstop(conn, start) is False  # a stale position moves nothing
+        assert repo.advance_backstop(conn, start + 1) is True
 
 
 def test_a_thread_never_waits_on_settling(clean_db: sa.Engine) -> None:

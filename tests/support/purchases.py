@@ -1,4 +1,5 @@
-"""Helpers of the purchase, reconcile and cancel tests: keys, rows, the outbox, an expired intent."""
+"""Helpers of the purchase, reconcile and cancel tests: keys, rows, the outbox, an expired intent,
+an intent a run claimed and gave up on."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import uuid
 
 import sqlalchemy as sa
 
-from orchestrator.store.schema import chips, operations, outbox
+from orchestrator.services.intent import claim, set_lease
+from orchestrator.store.schema import chips, operations, outbox, purchase_backoff
 
 
 def key() -> str:
@@ -47,3 +49,15 @@ def expire_intent(engine: sa.Engine, name: str) -> None:
             .where(chips.c.provisioning_name == name)
             .values(provisioning_deadline=sa.func.now() - sa.text("interval '1 minute'"))
         )
+
+
+def claimed_and_given_up(engine: sa.Engine, intent_id: str) -> None:
+    """A run claimed the intent (so it went on to call Salvy), then gave up: lease released."""
+    owner = f"run-{uuid.uuid4().hex[:8]}"
+    assert claim(engine, intent_id, owner) is not None
+    set_lease(engine, intent_id, owner, 0)
+
+
+def backoff_rows(engine: sa.Engine) -> list[sa.Row]:
+    """The purchase back-off state (no row: purchases were never paused)."""
+    return rows(engine, sa.select(purchase_backoff))

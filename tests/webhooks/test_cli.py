@@ -32,3 +32,16 @@ def test_without_a_database_it_names_database_url_and_starts_nothing() -> None:
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "DATABASE_URL" in lines[0] and "nothing was started" in lines[0]
+
+
+def test_the_start_warnings_name_what_to_fix_and_never_a_secret() -> None:
+    from orchestrator.app.settings import Settings
+    from orchestrator.webhooks.cli import warnings_at_start
+
+    quiet = Settings.from_env({"WEBHOOK_TOKEN": "tok-0123abc", "EVOLUTION_JWT_KEY": "k" * 32})
+    assert warnings_at_start(quiet) == []
+    loud = Settings.from_env({"WEBHOOK_TOKEN": "a+b/c=", "EVOLUTION_JWT_KEY": "k3y-x"})
+    first, second = warnings_at_start(loud)
+    assert "percent-encoded" in first and "a+b/c=" not in first
+    assert "EVOLUTION_JWT_KEY is 5 bytes long" in second and "k3y-x" not in second
+    assert "k3y-x" not in repr(loud) and "k3y-x" in loud.secrets

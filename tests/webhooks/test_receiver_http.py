@@ -155,13 +155,15 @@ def test_unknown_instance_and_unknown_events_are_ignored_with_2xx(
     assert chip_row(clean_db, chip).evolution_connected is True
 
 
-def test_an_oversized_body_is_refused_with_413(
+def test_an_oversized_body_is_refused_with_a_code_its_sender_does_not_retry(
     clean_db: sa.Engine, receiver: ReceiverProcess
 ) -> None:
+    # Evolution retries a 413 ten times and never a 422; Svix retries any non-2xx alike.
     name = _instance()
     chip = make_chip(clean_db, "active", instance_name=name)
     huge = close(name, 403) | {"padding": "x" * (70 * 1024)}
-    assert post_evolution(receiver.url, huge).status_code == 413
+    answer = post_evolution(receiver.url, huge)
+    assert (answer.status_code, answer.json()["status"]) == (422, "too_large")
 
     def chunks():  # no Content-Length: refused while streaming
         yield json.dumps(close(name, 403))[:-1].encode()
@@ -174,7 +176,9 @@ def test_an_oversized_body_is_refused_with_413(
         headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=10,
     )
-    assert streamed.status_code == 413
+    assert (streamed.status_code, streamed.json()["status"]) == (422, "too_large")
+    salvy = requests.post(f"{receiver.url}/webhooks/salvy", data=b"x" * (70 * 1024), timeout=10)
+    assert (salvy.status_code, salvy.json()["status"]) == (413, "too_large")
     assert chip_row(clean_db, chip).evolution_connected is True
 
 

@@ -7,7 +7,7 @@ Repeats and reordering are the normal case: six identical bans make one replacem
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +19,7 @@ from orchestrator.store.schema import conversation_chips, operations
 from orchestrator.store.schema import outbox as notification_outbox
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 from tests.support.pg_waits import wait_for
-from tests.support.webhooks import close, envelope, post_evolution, post_salvy
+from tests.support.webhooks import close, envelope, opened, post_evolution, post_salvy
 from tests.worker.conftest import (  # noqa: F401  (the worker group's fixtures)
     WorkerProcess,
     _quiet_worker,
@@ -98,6 +98,30 @@ def test_six_identical_ban_events_make_exactly_one_replacement(
             .where(sa.text("status = 'active'"))
         ).scalar_one()
     assert active == 1  # one promoted, no second ready chip taken
+
+
+def test_an_undated_open_then_a_ban_dated_3h_behind_makes_exactly_one_replacement(
+    clean_db: sa.Engine,
+    receiver: ReceiverProcess,
+    worker: WorkerProcess,  # noqa: F811
+    celery_client: Celery,  # noqa: F811
+    pool: tuple[str, str, str],
+) -> None:
+    # Given an `open` without date_time, then a 403 dated by a Sao Paulo server (UTC-3, as Z)
+    name, chip, best = pool
+    undated = {k: v for k, v in opened(name).items() if k != "date_time"}
+    assert post_evolution(receiver.url, undated).json()["status"] == "accepted"
+    ban = close(name, 403, at=datetime.now(UTC) - timedelta(hours=3))
+    # When it arrives (and twice more: Evolution repeats)
+    answers = [post_evolution(receiver.url, ban).json() for _ in range(3)]
+    # Then it is accepted each time (a repeat after the swap has nothing left to replace),
+    # and the chip is replaced exactly once
+    assert [a["status"] for a in answers] == ["accepted"] * 3
+    assert answers[0]["replace"] == "banned"
+    wait_for(lambda: chip_row(clean_db, best).status == "active")
+    wait_for(lambda: _task_done(celery_client))
+    assert len(_ops(clean_db, chip, "auto_replace")) == 1
+    assert chip_row(clean_db, chip).status == "banned" and _open_on(clean_db, chip) == 0
 
 
 def test_a_406_in_status_instance_also_replaces_at_once(

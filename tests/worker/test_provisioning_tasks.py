@@ -24,6 +24,7 @@ from orchestrator.store.schema import chips, operations, outbox
 from tests.factories import chip_row, make_chip, set_config
 from tests.support.pg_waits import wait_for
 from tests.support.private_stack import base_redis_url, claim_redis_db
+from tests.support.purchases import claimed_and_given_up
 from tests.worker.conftest import WorkerProcess
 
 pytestmark = pytest.mark.worker
@@ -76,9 +77,12 @@ def run(celery_client: Celery, name: str, *args: object, timeout: float = 60) ->
     return celery_client.send_task(name, args=list(args)).get(timeout=timeout)
 
 
-def expired_intent(engine: sa.Engine) -> dict:
+def expired_intent(engine: sa.Engine, *, claimed: bool = False) -> dict:
+    """An intent past its deadline; claimed: a run took it (and called Salvy) before."""
     name = intent_name(str(uuid.uuid4()))
     intent = ensure_intent(engine, name, 11, 15)
+    if claimed:
+        claimed_and_given_up(engine, intent["id"])
     with engine.begin() as conn:
         conn.execute(
             sa.update(chips)
@@ -205,13 +209,15 @@ def test_cycles_with_a_slow_salvy_never_buy_more_than_the_deficit(
 def test_reconcile_adopts_a_stuck_purchase_salvy_has_and_fails_one_it_never_saw(
     clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery, direct: SalvyClient
 ) -> None:
-    # Given two purchases past their deadline: Salvy sold one of them, never heard of the other
-    found, lost = expired_intent(clean_db), expired_intent(clean_db)
+    # Given two purchases past their deadline that runs took: Salvy sold one of them, never
+    # heard of the other
+    found, lost = expired_intent(clean_db, claimed=True), expired_intent(clean_db, claimed=True)
     number = direct.create(11, found["provisioning_name"])
     # When orchestrator.reconcile_provisioning runs
     outcome = run(celery_client, "orchestrator.reconcile_provisioning")
     # Then the sold number is adopted as warming, the other intent failed and alerted
     assert (outcome["adopted"], outcome["failed"], outcome["unknown"]) == (1, 1, 0)
+    assert outcome["expired_unclaimed"] == 0
     adopted = chip_row(clean_db, found["id"])
     assert (adopted.status, adopted.salvy_id) == ("warming", number.id)
     assert count(clean_db, chips, chips.c.id == lost["id"]) == 0  # dropped, not piled up

@@ -274,10 +274,13 @@ OPERATIONS = Table(
         Column("created_at", "timestamptz", TSTZ, "now()"),
     ),
     checks=(
+        # 0001's orchestrator_operations_operacao_check is left out: 0009 replaces it with this
+        # one (two more codes), and drops any other CHECK on operacao the seed's table had.
         Check(
-            "orchestrator_operations_operacao_check",
+            "orchestrator_operations_operacao_known",
             "operacao IN ('auto_replace', 'auto_provision', 'promotion_warming_ready',"
-            " 'promotion_ready_active', 'demotion', 'migration', 'cancel')",
+            " 'promotion_ready_active', 'demotion', 'migration', 'cancel', 'rehabilitation',"
+            " 'config_change')",
             ("operacao",),
         ),
     ),

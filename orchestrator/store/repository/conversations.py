@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from orchestrator.store.schema import (
+    backstop_cursor,
     chips,
     conversation_chips,
     operations,
@@ -78,6 +80,28 @@ def stranded_in_range_query(limit: int, index: int, slices: int) -> sa.Select:
 def stranded_in_range(conn: sa.Connection, limit: int, index: int, slices: int) -> list[str]:
     """Run stranded_in_range_query: the backstop's finds in one slice."""
     return list(conn.execute(stranded_in_range_query(limit, index, slices)).scalars())
+
+
+def backstop_position(conn: sa.Connection) -> int:
+    """Where the backstop's rotation is: the cycle reads slice `position % slices` (0 if unset)."""
+    position = conn.execute(
+        sa.select(backstop_cursor.c.position).where(backstop_cursor.c.id == 1)
+    ).scalar()
+    return int(position or 0)
+
+
+def advance_backstop(conn: sa.Connection, seen: int) -> bool:
+    """Move the rotation on from `seen` (the position a cycle read); False if another did first.
+
+    Compare-and-set: two cycles that read the same position (a lost cycle guard) move it once.
+    """
+    stmt = pg_insert(backstop_cursor).values(id=1, position=seen + 1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[backstop_cursor.c.id],
+        set_={"position": stmt.excluded.position},
+        where=backstop_cursor.c.position == seen,
+    )
+    return conn.execute(stmt.returning(backstop_cursor.c.position)).first() is not None
 
 
 def _holds_stranded_rows(chip_id: sa.ColumnElement) -> sa.ColumnElement[bool]:

@@ -9,11 +9,13 @@ Every function takes the caller's Connection; the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from orchestrator.domain.pool import Counts, PoolConfig
 from orchestrator.errors import ConfigError
+from orchestrator.store.repository.candidates import fit_ready_clauses
 from orchestrator.store.schema import (
     chip_status_tally,
     chips,
@@ -110,3 +112,25 @@ def count_active_disconnected(conn: sa.Connection) -> tuple[int, int]:
     stmt = sa.select(_active_sum().scalar_subquery(), disconnected.scalar_subquery())
     row = conn.execute(stmt).one()
     return int(row[0]), int(row[1])
+
+
+def count_fit_ready(conn: sa.Connection, config: PoolConfig, at_most: int | None = None) -> int:
+    """Ready chips fit to serve (a range of idx_chips_ready_fit), counted up to at_most: the
+    cycle needs no more than its reserve's target plus what it takes this cycle (a pool with
+    thousands of idle ready chips is not counted one by one every minute)."""
+    fit = sa.select(chips.c.id).where(*fit_ready_clauses(config))
+    if at_most is not None:
+        fit = fit.limit(at_most)
+    stmt = sa.select(sa.func.count()).select_from(fit.subquery())
+    return int(conn.execute(stmt).scalar_one())
+
+
+def purchases_last_day(conn: sa.Connection) -> tuple[int, datetime | None]:
+    """Numbers bought or being bought in the last 24 hours, and when the oldest turns 24 hours
+    old (intents and bought numbers keep their provisioning_name; failed ones leave no row)."""
+    since = sa.func.now() - timedelta(days=1)
+    stmt = sa.select(sa.func.count(), sa.func.min(chips.c.created_at) + timedelta(days=1)).where(
+        chips.c.provisioning_name.is_not(None), chips.c.created_at > since
+    )
+    n, frees_at = conn.execute(stmt).one()
+    return int(n), frees_at

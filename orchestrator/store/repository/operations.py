@@ -14,6 +14,10 @@ from orchestrator.store.schema import (
     operations,
 )
 
+#: metadata.causa of a purchase intent that expired before any run claimed it: nothing was
+#: asked of Salvy (the provisioning queue was not consumed), so it is not a failed purchase.
+NOT_PICKED_UP = "nao_retirada"
+
 
 def record_operation(
     conn: sa.Connection,

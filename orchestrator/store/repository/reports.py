@@ -13,6 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from orchestrator.domain.report import UNSPECIFIED, MonthCounts
+from orchestrator.store.repository.operations import NOT_PICKED_UP
 from orchestrator.store.schema import chips, operations, pool_config
 
 #: Operations the month's report counts.
@@ -37,7 +38,10 @@ _REASON = sa.func.coalesce(
 
 
 def month_counts(conn: sa.Connection, start: datetime, end: datetime) -> MonthCounts:
-    """Purchases, cancellations, replacements by reason, conversations moved in [start, end)."""
+    """Purchases, cancellations, replacements by reason, conversations moved in [start, end).
+
+    An intent no worker took before its deadline (causa NOT_PICKED_UP) is not a failed purchase.
+    """
     ok = operations.c.sucesso.is_not(False)
     reason = sa.case((operations.c.operacao == "auto_replace", _REASON), else_=None)
     stmt = (
@@ -52,6 +56,7 @@ def month_counts(conn: sa.Connection, start: datetime, end: datetime) -> MonthCo
             operations.c.operacao.in_(COUNTED),
             operations.c.created_at >= start,
             operations.c.created_at < end,
+            _meta["causa"].astext.is_distinct_from(NOT_PICKED_UP),  # never reached Salvy
         )
         .group_by(operations.c.operacao, ok, reason)
     )

@@ -1,5 +1,6 @@
-"""What the gateway's and the provider's webhooks touch: chips by instance or Salvy id, the newest
-event applied per chip, the connection flag, and the drops the trigger logs (flapping).
+"""What the gateway's and the provider's webhooks touch: chips by instance or Salvy id, each
+chip's gateway clock (domain/event_clock.py), the connection flag, and the drops the trigger logs
+(flapping).
 
 Every function takes the caller's Connection; the caller owns the transaction.
 """
@@ -12,6 +13,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from orchestrator.domain.event_clock import EventClock
 from orchestrator.store.schema import chip_disconnect_events, chip_webhook_state, chips, pool_config
 
 #: The window flap_max_per_hour counts drops in.
@@ -44,33 +46,37 @@ def chip_by_salvy_id(conn: sa.Connection, salvy_id: str, *, lock: bool = False) 
     return _one_chip(conn, chips.c.salvy_id == salvy_id, lock)
 
 
-def claim_instance_event(
-    conn: sa.Connection, instance: str, at: datetime | None
-) -> tuple[Mapping, bool] | None:
-    """The instance's chip, and whether `at` (None: now) is its newest gateway event, recorded.
+def chip_for_event(
+    conn: sa.Connection, instance: str
+) -> tuple[Mapping, EventClock | None, datetime] | None:
+    """The instance's chip, row-locked, with its gateway clock and the database's now().
 
-    One statement (the receiver's hot path): the lookup and claim_event_time's upsert in a CTE.
-    None for an unknown instance.
+    One statement (the receiver's hot path). The row lock makes one chip's events apply one at a
+    time, so placing an event and keeping its clock cannot interleave. None: unknown instance.
     """
-    chip = _one_chip_query(chips.c.instance_name == instance).cte("chip")
-    when = sa.literal(at, sa.DateTime(timezone=True)) if at is not None else sa.func.now()
-    upsert = insert(chip_webhook_state).from_select(
-        ["chip_id", "last_event_at"], sa.select(chip.c.id, when)
+    state = chip_webhook_state
+    stmt = (
+        _one_chip_query(chips.c.instance_name == instance)
+        .outerjoin(state, state.c.chip_id == chips.c.id)
+        .add_columns(state.c.last_event_at, state.c.clock_offset, sa.func.now().label("db_now"))
+        .with_for_update(of=chips)
     )
-    claim = (
-        upsert.on_conflict_do_update(
-            index_elements=[chip_webhook_state.c.chip_id],
-            set_={"last_event_at": upsert.excluded.last_event_at},
-            where=chip_webhook_state.c.last_event_at <= upsert.excluded.last_event_at,
-        )
-        .returning(chip_webhook_state.c.chip_id)
-        .cte("claim")
-    )
-    fresh = sa.select(claim.c.chip_id).exists().label("fresh")
-    row = conn.execute(sa.select(chip, fresh)).mappings().first()
+    row = conn.execute(stmt).mappings().first()
     if row is None:
         return None
-    return {k: v for k, v in row.items() if k != "fresh"}, bool(row["fresh"])
+    chip = {c.name: row[c] for c in chips.c}
+    applied = row[state.c.last_event_at]
+    clock = None if applied is None else EventClock(applied, row[state.c.clock_offset])
+    return chip, clock, row["db_now"]
+
+
+def save_event_clock(conn: sa.Connection, chip_id: str, clock: EventClock) -> None:
+    """Keep the chip's gateway clock (the caller holds the chip's row lock)."""
+    values = {"last_event_at": clock.applied_at, "clock_offset": clock.offset}
+    stmt = insert(chip_webhook_state).values(chip_id=chip_id, **values)
+    conn.execute(
+        stmt.on_conflict_do_update(index_elements=[chip_webhook_state.c.chip_id], set_=values)
+    )
 
 
 def flap_threshold_and_drops(conn: sa.Connection, chip_id: str) -> tuple[int, int]:
