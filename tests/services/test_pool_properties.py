@@ -79,10 +79,12 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule()
     def router_reads_the_active_chips(self) -> None:
+        RAN["other services"] += 1
         self.routing = world.ids(self.engine, "active")
 
     @rule(pick=PICK)
     def router_routes_a_conversation_from_its_read(self, pick: int) -> None:
+        RAN["other services"] += 1
         if self.routing:
             world.run(
                 self.engine,
@@ -93,12 +95,14 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(pick=PICK, connected=st.booleans())
     def evolution_flips_a_connection(self, pick: int, connected: bool) -> None:
+        RAN["other services"] += 1
         if chip := self._pick(pick):
             sql = "UPDATE chips SET evolution_connected = :v WHERE id = :id"
             world.run(self.engine, sql, v=connected, id=chip)
 
     @rule(pick=PICK, trust=st.sampled_from([10, 59, 70, 85, 99]))
     def warmup_changes_trust(self, pick: int, trust: int) -> None:
+        RAN["other services"] += 1
         if chip := self._pick(pick):
             world.run(
                 self.engine, "UPDATE chips SET trust_score = :t WHERE id = :id", t=trust, id=chip
@@ -106,16 +110,19 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(pick=PICK)
     def gateway_bans_an_active_chip(self, pick: int) -> None:
+        RAN["other services"] += 1
         if chip := self._pick(pick, "active"):
             world.run(self.engine, "UPDATE chips SET status = 'banned' WHERE id = :id", id=chip)
 
     @rule(status=st.sampled_from(["active", "ready", "warming"]), n=st.sampled_from([1, 3, 38]))
     def bulk_load_fires_no_trigger(self, status: str, n: int) -> None:
         world.bulk_load_without_triggers(self.engine, [status] * n)
+        RAN["other services"] += 1
         RAN[f"bulk load {n} {status}"] += 1
 
     @rule(pick=PICK)
     def a_plain_delete(self, pick: int) -> None:
+        RAN["other services"] += 1
         if chip := self._pick(pick):
             world.delete_unreferenced(self.engine, chip)
 

@@ -7,6 +7,7 @@ the cached ones, every chip's status, the operation rows.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from orchestrator.ops import checker
-from tests.factories import add_conversations, make_chip, phone, set_config
+from tests.factories import add_conversations, make_chip, set_config
 
 #: Checker kinds that a use case must never leave behind, whatever other services did.
 #: (active_above_max and the conversation checks are asserted per step, as the use case's own
@@ -29,9 +30,21 @@ CONFIGS = {
 }
 
 
+#: Phone numbers of the chips of one run, in creation order: chips are picked in this order, so a
+#: run replays the same picks (chip ids are random uuids).
+_numbers = itertools.count(1)
+
+
+def number() -> str:
+    """The next phone number of this run."""
+    return f"+5511{next(_numbers):09d}"
+
+
 def seed(engine: sa.Engine, size: str) -> None:
     """A pool to start from: active chips holding conversations, a chip just banned (its
     conversations still on it), ready and warming chips."""
+    global _numbers
+    _numbers = itertools.count(1)
     set_config(
         engine,
         **CONFIGS[size],
@@ -41,12 +54,12 @@ def seed(engine: sa.Engine, size: str) -> None:
         flap_max_per_hour=0,
     )
     for _ in range(3):
-        add_conversations(engine, make_chip(engine, "active", trust=90), 2)
-    add_conversations(engine, make_chip(engine, "banned", trust=90), 1)
+        add_conversations(engine, make_chip(engine, "active", trust=90, telefone=number()), 2)
+    add_conversations(engine, make_chip(engine, "banned", trust=90, telefone=number()), 1)
     for trust in (95, 92):
-        make_chip(engine, "ready", trust=trust)
+        make_chip(engine, "ready", trust=trust, telefone=number())
     for trust in (90, 70):
-        make_chip(engine, "warming", trust=trust)
+        make_chip(engine, "warming", trust=trust, telefone=number())
 
 
 def run(engine: sa.Engine, sql: str, **params: object) -> int:
@@ -56,11 +69,11 @@ def run(engine: sa.Engine, sql: str, **params: object) -> int:
 
 
 def ids(engine: sa.Engine, *statuses: str) -> list[str]:
-    """Chip ids in these statuses (all chips when none given), in a stable order."""
+    """Chip ids in these statuses (all chips when none given), in creation order."""
     where = "WHERE status = ANY(:s)" if statuses else ""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.text(f"SELECT id::text FROM chips {where} ORDER BY id"), {"s": list(statuses)}
+            sa.text(f"SELECT id::text FROM chips {where} ORDER BY telefone"), {"s": list(statuses)}
         )
         return list(rows.scalars())
 
@@ -70,8 +83,9 @@ def holding_conversations(engine: sa.Engine, *statuses: str) -> list[str]:
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT DISTINCT c.id::text FROM chips c JOIN conversation_chips cc"
-                " ON cc.chip_id = c.id AND cc.active WHERE c.status = ANY(:s) ORDER BY 1"
+                "SELECT c.id::text FROM chips c WHERE c.status = ANY(:s) AND EXISTS"
+                " (SELECT 1 FROM conversation_chips WHERE chip_id = c.id AND active)"
+                " ORDER BY c.telefone"
             ),
             {"s": list(statuses)},
         )
@@ -84,7 +98,7 @@ def bulk_load_without_triggers(engine: sa.Engine, statuses: list[str]) -> None:
     rows = [
         {
             "id": str(uuid.uuid4()),
-            "telefone": phone(),
+            "telefone": number(),
             "status": status,
             "trust": 93,
             "started": now - timedelta(days=30),
