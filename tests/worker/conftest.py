@@ -101,27 +101,28 @@ def worker(
         yield proc
 
 
+def is_idle(client: Celery, names: list[str], broker_url: str) -> bool:
+    """Nothing queued, and the named workers hold no task: running, reserved, or waiting for its
+    ETA (a retry). A worker that does not answer in time counts as busy: on a loaded machine a
+    reply can come later than the inspect timeout, and no reply is not "nothing to do"."""
+    if sum(queue_depths(broker_url, QUEUES.split(",")).values()):
+        return False
+    inspect = client.control.inspect(destination=names, timeout=5)
+    for held in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        if held is None or set(held) != set(names) or any(held.values()):
+            return False
+    return True
+
+
 def wait_idle(
     client: Celery,
     worker: WorkerProcess | dict[str, WorkerProcess],
     broker_url: str,
     timeout: float = 120,
 ) -> None:
-    """Until nothing is queued and the worker(s) hold no task: running, reserved, or waiting for
-    its ETA (a retry). A worker that does not answer in time counts as busy: on a loaded machine
-    a reply can take longer than the inspect timeout, and no reply is not "nothing to do"."""
+    """Until is_idle for the worker (or each of a module's workers); fails after timeout."""
     names = [w.name for w in (worker.values() if isinstance(worker, dict) else [worker])]
-
-    def idle() -> bool:
-        if sum(queue_depths(broker_url, QUEUES.split(",")).values()):
-            return False
-        inspect = client.control.inspect(destination=names, timeout=5)
-        for held in (inspect.active(), inspect.reserved(), inspect.scheduled()):
-            if held is None or set(held) != set(names) or any(held.values()):
-                return False
-        return True
-
-    wait_for(idle, timeout, every=0.1)
+    wait_for(lambda: is_idle(client, names, broker_url), timeout, every=0.1)
 
 
 @pytest.fixture(autouse=True)

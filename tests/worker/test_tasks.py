@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,7 +17,7 @@ from orchestrator.adapters import locks
 from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 from tests.support.pg_waits import wait_for
-from tests.worker.conftest import WorkerProcess, wait_idle
+from tests.worker.conftest import WorkerProcess, is_idle, wait_idle
 
 pytestmark = pytest.mark.worker
 
@@ -174,3 +176,17 @@ def test_a_chip_locked_by_another_worker_is_skipped_not_awaited(
     # Once the lock is free, the same task goes through
     result = celery_client.send_task("orchestrator.replace_chip", args=[chip]).get(timeout=20)
     assert result["status"] == "replaced"
+
+
+def test_a_worker_that_does_not_answer_is_busy_not_idle(
+    worker: WorkerProcess, celery_client: Celery, broker_url: str
+) -> None:
+    # Given the module's worker, too slow to answer (stopped, as a starved process is)
+    os.kill(worker.proc.pid, signal.SIGSTOP)
+    try:
+        # Then the tests waiting for it to finish its tasks do not take it for idle
+        assert not is_idle(celery_client, [worker.name], broker_url)
+    finally:
+        os.kill(worker.proc.pid, signal.SIGCONT)
+    # And once it answers, it is idle
+    wait_idle(celery_client, worker, broker_url)
