@@ -32,13 +32,12 @@ from orchestrator.app import bootstrap
 from orchestrator.app.settings import ROOT, WORKER_QUEUES_ARG, Settings, get_settings
 from orchestrator.dev import demo_seed, embedded, simulator
 from orchestrator.dev.supervisor import Supervisor
+from orchestrator.domain.forecast import DEFAULT_WINDOW_DAYS
 from orchestrator.ops import planning_view, render
 from orchestrator.services import forecast
 from orchestrator.services.cycle import pool_status
 from orchestrator.store import migrate, repository
 
-#: The demo's weather: a time-lapse warm-up so promotions show within a minute.
-DEMO_KNOBS = simulator.Knobs(ban_rate=0.012, disconnect_rate=0.02, warmup_days_per_step=2.0)
 #: Seconds between two reads of the forecast shown under the live view.
 FORECAST_SECONDS = 15
 #: Token the stand-in accepts; a salvy_test_ key is Salvy's sandbox convention.
@@ -148,7 +147,7 @@ def _loop(
                 )
                 return 1
             try:
-                events = simulator.step(engine, rng, send, DEMO_KNOBS)
+                events = simulator.step(engine, rng, send, demo_seed.DEMO_KNOBS)
                 if time.monotonic() >= forecast_due:
                     view.forecast = _forecast_line(engine)
                     forecast_due = time.monotonic() + FORECAST_SECONDS
@@ -160,8 +159,8 @@ def _loop(
 
 
 def _forecast_line(engine: sa.Engine) -> str:
-    """The forecast's recommendation against the configured buffer, in one line."""
-    return planning_view.forecast_line(forecast.forecast(engine, window_days=60))
+    """`forecast`'s own measurement and recommendation (its default window), in one line."""
+    return planning_view.forecast_line(forecast.forecast(engine, window_days=DEFAULT_WINDOW_DAYS))
 
 
 def _recent(engine: sa.Engine) -> list:

@@ -33,13 +33,28 @@ def status_table(status: dict) -> Table:
             f"alvo {reserva['alvo']} (ready_min + buffer)",
         )
     table.add_row("degraded", str(status["degraded"]["count"]), "")
-    table.add_row("banned", str(status["totais"]["banned"]), "")
+    table.add_row(
+        "banned (numeros retidos)", str(status["totais"]["banned"]), banned_notice(status)
+    )
     table.caption = f"trust medio (active): {status['totais']['trust_medio']:g}"
     if notice := purchases_notice(status):
         table.caption += f"\n[bold yellow]{notice}[/]"
     if notice := auto_size_notice(status):
         table.caption += f"\n{notice}"
     return table
+
+
+def banned_notice(status: dict) -> str:
+    """What the banned numbers held cost a month, and when the cycle releases them."""
+    held = status["totais"].get("banned_retidos")
+    if not held:
+        return ""
+    cost = held["custo_mensal"]
+    text = "custo desconhecido" if cost is None else f"BRL {cost:,.2f}/mes"
+    if not held["auto_cancel_banned"]:
+        return f"{text}; auto_cancel_banned off: pagos ate cancelar"
+    when = held["liberacao"]
+    return f"{text}; liberados a partir de {when[:16].replace('T', ' ')} UTC" if when else text
 
 
 def auto_size_notice(status: dict) -> str | None:
@@ -81,7 +96,9 @@ def print_plan(plan: Plan, status: dict, console: Console | None = None) -> None
     if notice := purchases_notice(status):
         detail += f"; {notice}"
     table.add_row("comprar na Salvy", str(plan.provision), detail)
-    table.add_row("cancelar", str(len(plan.cancel)), "auto_cancel_banned")
+    table.add_row(
+        "cancelar", str(len(plan.cancel)), "auto_cancel_banned: banidos, no fim do mes de cobranca"
+    )
     table.add_row("migrar conversas", str(len(plan.migrate)), "conversas em chips fora de producao")
     if plan.storm:
         table.add_row(
@@ -127,11 +144,16 @@ def status_line(status: dict) -> str:
     """The pool in one plain line (for logs and --no-live)."""
     p, r, w = status["producao"], status["ready"], status["warming"]
     notice = purchases_notice(status)
+    reserva = status.get("reserva")
+    reserve = f"reserva {reserva['count']}/{reserva['alvo']}, " if reserva else ""
+    banned = banned_notice(status)
     return (
         f"pool {status['saude']}: producao {p['count']} (min {p['min']}, max {p['max']}), "
         f"ready {r['count']} (min {r['min']}), warming {w['count']} + {w['em_compra']} em compra "
-        f"(buffer {w['buffer']}), degraded {status['degraded']['count']}, "
-        f"banned {status['totais']['banned']}, trust medio {status['totais']['trust_medio']:g}"
+        f"(buffer {w['buffer']}), {reserve}degraded {status['degraded']['count']}, "
+        f"banned {status['totais']['banned']}"
+        + (f" ({banned})" if banned else "")
+        + f", trust medio {status['totais']['trust_medio']:g}"
         + (f"; {notice}" if notice else "")
     )
 

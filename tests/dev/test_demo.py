@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +76,13 @@ def test_the_demo_seeds_manages_the_pool_and_leaves_no_process_behind(
     # history: 2 replacements, warmup_days as lead time -> warmup_buffer 5 at least)
     assert "forecast: " in out.stdout and "recommended warmup_buffer" in out.stdout
     assert "(configured 4, 2;" in out.stdout
+    # And the lead time it plans with is a warm-up's (the time-lapse ages each purchase with its
+    # warm-up; the seeded chips were bought when they started warming), never ~0 days
+    leads = [float(x) for x in re.findall(r"lead ([0-9.e+-]+) d ->", out.stdout)]
+    assert leads and min(leads) >= 21, leads
+    # And every pool line shows the reserve against its target (ready_min 2 + warmup_buffer 4)
+    pool_lines = [line for line in out.stdout.splitlines() if " pool " in line]
+    assert pool_lines and all(re.search(r", reserva \d+/6, ", line) for line in pool_lines)
     # And the orchestrator changed the pool (operations beyond the seed's history)
     with clean_db.connect() as conn:
         done = conn.execute(

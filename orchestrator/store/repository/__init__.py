@@ -62,6 +62,7 @@ from orchestrator.store.repository.history import (
 from orchestrator.store.repository.operations import (
     recent_operations,
     record_operation,
+    replaced_for,
 )
 from orchestrator.store.repository.rehab import rehab_candidates
 from orchestrator.store.repository.signals import (
@@ -123,6 +124,7 @@ __all__ = [
     "recent_operations",
     "record_operation",
     "rehab_candidates",
+    "replaced_for",
     "replacement_of",
     "replacements_by_reason",
     "save_event_clock",

@@ -68,3 +68,16 @@ def recent_operations(conn: sa.Connection, limit: int = 10) -> list[Mapping]:
         .limit(limit)
     )
     return list(conn.execute(stmt).mappings())
+
+
+def replaced_for(conn: sa.Connection, chip_id: str, reason: str) -> bool:
+    """Whether the chip was ever taken out of service (auto_replace) for this reason."""
+    stmt = sa.select(
+        sa.exists().where(
+            operations.c.chip_id == chip_id,
+            operations.c.operacao == "auto_replace",
+            operations.c.sucesso.is_not(False),
+            operations.c.metadata["reason"].astext == reason,
+        )
+    )
+    return bool(conn.execute(stmt).scalar_one())
