@@ -5,7 +5,8 @@ Pure: the history comes in as plain numbers (services/forecast.py reads it). The
 worked example, is in docs/capacity.md:
 
 - demand lambda: ready chips consumed per day (a serving chip that had to go and took, or found
-  no, ready chip; a ready chip lost). A number lost while warming is warm-up loss q, never demand;
+  no, ready chip; a ready chip lost), less the chips returned to service (the cycle does not buy
+  those again). A number lost while warming is warm-up loss q, never demand;
 - lead time L: days from the purchase of a number to its chip being ready (measured);
 - the cycle buys on the reserve (ready + warming + provisioning) up to S = ready_min +
   warmup_buffer: a base-stock policy. Every ready chip consumed and every number lost warming is
@@ -46,9 +47,11 @@ class History:
     history_days: int
     #: The same span in fractional days (the rate's denominator).
     span_days: float = 0.0
-    #: Replacements in those days: each a serving chip that needed a ready chip.
+    #: Ready chips consumed in those days (a serving chip that needed one, a ready chip lost).
     replacements: int = 0
     by_reason: Mapping[str, int] = field(default_factory=dict)
+    #: Degraded chips returned to ready in those days (return to service).
+    returned: int = 0
     #: Median days from purchase to ready of the chips that became ready in the window.
     lead_time_days: float | None = None
     lead_time_samples: int = 0
@@ -67,6 +70,16 @@ class History:
         if not self.enough:
             return None
         return self.replacements / max(self.span_days, float(self.history_days))
+
+    @property
+    def demand(self) -> float | None:
+        """Ready chips consumed per day net of the chips returned to service: what the cycle
+        buys again (None with too little history)."""
+        if self.rate is None:
+            return None
+        return max(0, self.replacements - self.returned) / max(
+            self.span_days, float(self.history_days)
+        )
 
     @property
     def loss_rate(self) -> float | None:
@@ -218,10 +231,10 @@ def lead_time_or_assumed(history: History, config: PoolConfig) -> tuple[float, b
 
 def recommend_from(history: History, config: PoolConfig) -> Recommendation | None:
     """The recommendation for config's service level, or None with too little history."""
-    if history.rate is None:
+    if history.demand is None:
         return None
     lead, _ = lead_time_or_assumed(history, config)
-    return recommend(history.rate, lead, history.loss_rate, config.service_level)
+    return recommend(history.demand, lead, history.loss_rate, config.service_level)
 
 
 def auto_size_view(configured: PoolConfig, used: PoolConfig, rec: Recommendation | None) -> dict:

@@ -126,8 +126,8 @@ def _rates(args: argparse.Namespace, history: fc.History | None, config: PoolCon
     active = max(1, min(config.producao_min, config.producao_max))
     if args.ban_rate is not None:
         rates = {"ban_rate": args.ban_rate, "rate_from": "--ban-rate"}
-    elif history is not None and history.rate is not None:
-        rates = {"ban_rate": history.rate / active, "rate_from": "history"}
+    elif history is not None and history.demand is not None:
+        rates = {"ban_rate": history.demand / active, "rate_from": "history"}
     elif args.from_history:
         days = 0 if history is None else history.history_days
         raise Rejected(

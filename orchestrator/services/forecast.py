@@ -34,6 +34,7 @@ def measure(
     first = repo.history_start(conn, since)
     span = 0.0 if first is None else min(window_days, (now - first).total_seconds() / 86400)
     by_reason = repo.replacements_by_reason(conn, since)
+    returned = repo.returns_to_service(conn, since)
     lead, samples = repo.lead_time_days(conn, since)
     mature = now - timedelta(days=lead if lead is not None else warmup_days)
     bought, lost = repo.warmup_losses(conn, since, mature)
@@ -43,6 +44,7 @@ def measure(
         span_days=span,
         replacements=sum(by_reason.values()),
         by_reason=by_reason,
+        returned=returned,
         lead_time_days=lead,
         lead_time_samples=samples,
         bought=bought,
@@ -101,14 +103,14 @@ def pool_now(
 
 def report(history: fc.History, config: PoolConfig, level: float) -> dict:
     """The forecast as JSON-ready data; None wherever the history cannot say."""
-    rate, loss = history.rate, history.loss_rate
+    rate, demand, loss = history.rate, history.demand, history.loss_rate
     lead, assumed = fc.lead_time_or_assumed(history, config)
-    rec = None if rate is None else fc.recommend(rate, lead, loss, level)
+    rec = None if demand is None else fc.recommend(demand, lead, loss, level)
     risk = (
         None
-        if rate is None
+        if demand is None
         else fc.p_no_ready(
-            rate,
+            demand,
             lead,
             loss,
             config.warmup_buffer,
@@ -124,9 +126,11 @@ def report(history: fc.History, config: PoolConfig, level: float) -> dict:
         "by_reason": {}
         if rate is None
         else {k: round(v / per_day, 4) for k, v in sorted(history.by_reason.items())},
+        "returned_per_day": None if rate is None else round(history.returned / per_day, 4),
+        "demand_per_day": None if demand is None else round(demand, 4),
         "warmup_loss_rate": None if loss is None else round(loss, 4),
         "warmup_loss_flagged": fc.loss_flagged(loss),
-        "warmup_loss_planned": None if rec is None else rec.planned_loss,
+        "warmup_loss_planned": None if rec is None else round(rec.planned_loss, 4),
         "lead_time_days": None
         if history.lead_time_days is None
         else round(history.lead_time_days, 2),

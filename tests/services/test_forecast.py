@@ -136,10 +136,29 @@ def _banned_by_evolution(engine: sa.Engine, chip: str) -> None:
     assert result["status"] == "accepted" and result["replace"] is None
 
 
+def _legacy_warming_ban(engine: sa.Engine, chip: str, at) -> None:
+    """A warming chip's ban as the receiver recorded it before its wording changed."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(chips).where(chips.c.id == chip).values(status="banned", degraded_at=at)
+        )
+        conn.execute(
+            sa.insert(operations).values(
+                operacao="demotion",
+                chip_id=chip,
+                motivo="Chip banido (Evolution) em warming",
+                metadata={},
+                sucesso=True,
+                created_at=at,
+            )
+        )
+
+
 def test_a_chip_lost_while_warming_is_warm_up_loss_never_demand(clean_db: sa.Engine) -> None:
     # Given 28 days of history: 10 replacements (every 2.8 days from 28 days ago), and 20
-    # warming chips bought 25 to 27 days ago and banned now through the webhook (each writes a
-    # demotion "Chip banido (Evolution) em warming"), beside 10 bought then that became ready
+    # warming chips bought 25 to 27 days ago and banned: 10 now through the webhook, 10 in the
+    # rows an earlier version wrote ("Chip banido (Evolution) em warming", which the forecast
+    # took for unmet demand), beside 10 chips bought then that became ready 22 days later
     now = db_now(clean_db)
     for i in range(10):
         at = now - timedelta(days=28 - 2.8 * i)
@@ -148,7 +167,10 @@ def test_a_chip_lost_while_warming_is_warm_up_loss_never_demand(clean_db: sa.Eng
         bought = now - timedelta(days=27 - i / 10)
         chip = make_chip(clean_db, "warming", created_at=bought)
         _op(clean_db, "auto_provision", chip, bought)
-        _banned_by_evolution(clean_db, chip)
+        if i % 2:
+            _banned_by_evolution(clean_db, chip)
+        else:
+            _legacy_warming_ban(clean_db, chip, bought + timedelta(days=5))
     for i in range(10):
         bought = now - timedelta(days=26 - i / 10)
         chip = make_chip(clean_db, "active", created_at=bought, ready_at=bought + timedelta(22))
@@ -216,3 +238,22 @@ def test_auto_size_plans_a_flagged_loss_at_its_bound_and_never_raises_the_caps(
     # and the caps stay as configured: 2 bought this cycle, 50 a day at most
     assert (config.max_provisions_per_cycle, config.max_purchases_per_day) == (2, 50)
     assert plan.provision == 2
+
+
+def test_chips_returned_to_service_are_not_bought_again(clean_db: sa.Engine) -> None:
+    # Given 20 days of 2 replacements a day, a quarter of them chips that came back to ready
+    make_history(clean_db, days=20, per_day=2, buy_days=0)
+    now = db_now(clean_db)
+    for i in range(10):
+        _op(clean_db, "rehabilitation", make_chip(clean_db, "ready"), now - timedelta(days=i))
+    data = forecast.forecast(clean_db, window_days=60)
+    # Then 2 consumed a day, 0.5 returned: the cycle buys 1.5 a day again, and the forecast
+    # plans that (no lead time measured: 21 days; no loss measured: 0)
+    assert data["replacements_per_day"] == pytest.approx(2.0, rel=0.03)
+    assert data["returned_per_day"] == pytest.approx(0.5, rel=0.03)
+    assert data["demand_per_day"] == pytest.approx(1.5, rel=0.03)
+    rec = fc.recommend(data["demand_per_day"], 21, None, 0.95)
+    assert data["recommended"] == {"warmup_buffer": rec.warmup_buffer, "ready_min": rec.ready_min}
+    # 30 net over 19.75 days (the first replacement is 6 hours in): ceil(1.52 x 21) = 32; the
+    # gross 2 a day would have asked for 43
+    assert rec.warmup_buffer == 32

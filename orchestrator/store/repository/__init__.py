@@ -57,6 +57,7 @@ from orchestrator.store.repository.history import (
     history_start,
     lead_time_days,
     replacements_by_reason,
+    returns_to_service,
     warmup_losses,
 )
 from orchestrator.store.repository.operations import (
@@ -125,6 +126,7 @@ __all__ = [
     "rehab_candidates",
     "replacement_of",
     "replacements_by_reason",
+    "returns_to_service",
     "save_event_clock",
     "serving_candidates",
     "set_connected",
