@@ -7,7 +7,7 @@ import pytest
 from orchestrator.domain import whatif
 from orchestrator.domain.pool import PoolConfig
 
-#: A small pool worked out by hand in docs/capacity.md: one cycle a day, 3 days of warm-up.
+#: A small pool worked out by hand in the tests below: one cycle a day, 3 days of warm-up.
 SMALL = PoolConfig(
     producao_min=2,
     producao_max=4,
