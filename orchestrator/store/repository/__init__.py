@@ -57,6 +57,7 @@ from orchestrator.store.repository.history import (
     history_start,
     lead_time_days,
     replacements_by_reason,
+    returns_to_service,
     warmup_losses,
 )
 from orchestrator.store.repository.operations import (
@@ -127,6 +128,7 @@ __all__ = [
     "replaced_for",
     "replacement_of",
     "replacements_by_reason",
+    "returns_to_service",
     "save_event_clock",
     "serving_candidates",
     "set_connected",
