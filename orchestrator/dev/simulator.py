@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from orchestrator.domain.messages import phone
 from orchestrator.store.schema import chips, conversation_chips
 
 #: send(task_name, args, kwargs): how a ban-detecting service tells the orchestrator.
@@ -74,7 +75,8 @@ def _set(engine: sa.Engine, chip_id: str, expected: str, **values: object) -> bo
 
 
 def _phone(row: sa.RowMapping) -> str:
-    return row["telefone"] or str(row["id"])[:8]
+    """As every other line of the demo's screen writes a number (+55 11 91234-5678)."""
+    return phone(row["telefone"]) if row["telefone"] else str(row["id"])[:8]
 
 
 def _warm_up(engine: sa.Engine, rng: random.Random, knobs: Knobs) -> list[str]:

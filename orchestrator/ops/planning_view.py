@@ -66,15 +66,15 @@ def print_forecast(data: Mapping, console: Console | None = None) -> None:
 
 
 def forecast_line(data: Mapping) -> str:
-    """The forecast in one line (the demo's live view)."""
+    """The forecast in one pt-BR line (the demo's screen)."""
     rec, cur = data["recommended"], data["current"]
     if rec["warmup_buffer"] is None:
-        return f"forecast: too little history ({data['history_days']} days)"
+        return f"previsao: historico curto demais ({data['history_days']} dias)"
     return (
-        f"forecast: {data['replacements_per_day']:.2f} replacements/day, lead"
-        f" {data['lead_time_used_days']:g} d -> recommended warmup_buffer {rec['warmup_buffer']},"
-        f" ready_min {rec['ready_min']} (configured {cur['warmup_buffer']}, {cur['ready_min']};"
-        f" P(no ready) {_pct(cur['p_no_ready'])})"
+        f"previsao: {data['replacements_per_day']:.2f} substituicoes/dia, prazo"
+        f" {data['lead_time_used_days']:g} d -> recomendado warmup_buffer {rec['warmup_buffer']},"
+        f" ready_min {rec['ready_min']} (configurado {cur['warmup_buffer']}, {cur['ready_min']};"
+        f" P(sem ready) {_pct(cur['p_no_ready'])})"
     )
 
 

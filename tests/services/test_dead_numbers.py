@@ -48,7 +48,7 @@ def test_status_shows_the_banned_numbers_held_and_what_they_cost_a_month(
     }
     # And the table and the one-line view say so
     line = render.status_line(status)
-    assert "banned 3 (BRL 149.70/mes; auto_cancel_banned off: pagos ate cancelar)" in line
+    assert "banned 3 (BRL 149.70/mes; auto_cancel_banned desligado: pagos ate cancelar)" in line
 
 
 def test_with_auto_cancel_banned_on_status_says_when_they_are_released(
