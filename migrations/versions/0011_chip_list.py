@@ -5,9 +5,9 @@ Revises: 0010_webhook_clock
 Create Date: 2027-01-08
 
 `idx_chips_status_ddd_telefone` (status, ddd, telefone): each status's page is an ordered range
-of it, cut at the page size, with or without `--ddd`. Without it a page of a common status, or
-of one DDD, sorted every chip of that status (1M chips: 0.3 to 3.4 s; with it, 1 to 11 ms;
-docs/benchmarks.md). About 47 MB at 1M chips; the columns it holds seldom change (a status
+of it, cut at what the page still needs, with or without `--ddd`. Without it a page of a common
+status, or of one DDD, sorts every chip of that status (1M chips: up to 2.8 s; with it, under
+10 ms; docs/benchmarks.md). About 47 MB at 1M chips; the columns it holds seldom change (a status
 change already updated idx_chips_status). Built CONCURRENTLY, outside a transaction: other
 services' writes never wait for it. Safe to run twice.
 """

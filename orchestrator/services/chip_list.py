@@ -1,7 +1,7 @@
 """`chip-orchestrator chips`: one page of chips, by status in lifecycle order, DDD and phone.
 
-Read-only: the page (store/repository/chip_list.py) and, without --ddd, how many chips match
-(the per-status tally, a few rows), so a page that was cut says of how many.
+Read-only, one snapshot: the page (store/repository/chip_list.py) and, without --ddd, how many
+chips match (the per-status tally, a few rows), so a page that was cut says of how many.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def list_chips(
         raise Rejected(f"--limit must be between 1 and {MAX_LIMIT}", code="malformed")
     statuses = [status] if status else list(STATUSES)
     with transaction(engine) as conn:
+        conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         rows = chip_list.list_chips(conn, statuses, ddd, limit + 1)
         counts = repo.status_counts(conn) if ddd is None else None
     matching = None if counts is None else sum(getattr(counts, s) for s in statuses)
