@@ -1,7 +1,7 @@
 """`chip-orchestrator chips`: an index that lists chips by status, DDD and phone, a page at a time.
 
-Revision ID: 0011_chip_list
-Revises: 0010_webhook_clock
+Revision ID: 0012_chip_list
+Revises: 0011_backstop_cursor
 Create Date: 2027-01-08
 
 `idx_chips_status_ddd_telefone` (status, ddd, telefone): each status's page is an ordered range
@@ -14,8 +14,8 @@ services' writes never wait for it. Safe to run twice.
 
 from alembic import op
 
-revision = "0011_chip_list"
-down_revision = "0010_webhook_clock"
+revision = "0012_chip_list"
+down_revision = "0011_backstop_cursor"
 branch_labels = None
 depends_on = None
 
