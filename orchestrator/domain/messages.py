@@ -188,6 +188,18 @@ def invalid_config(error: str) -> str:
     )
 
 
+def _setting(value: object) -> str:
+    if isinstance(value, bool):
+        return "ligado" if value else "desligado"
+    return "NULL" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_changed(antes: Mapping[str, object], depois: Mapping[str, object]) -> str:
+    """pool_config changed with `config set` (canal operacoes)."""
+    lines = "".join(f"\n- `{k}`: {_setting(antes[k])} -> {_setting(depois[k])}" for k in depois)
+    return f":gear: *Configuracao do pool alterada* (`chip-orchestrator config set`):{lines}"
+
+
 #: How a stranded chip's conversations found their new chip, as ops read it.
 DESTINO_TEXT = {"substituto": "substituto do chip", "menos_carregado": "ativo menos carregado"}
 

@@ -23,8 +23,9 @@ MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
 CURRENCY = "BRL"
 #: Why the cost is unknown when pool_config.number_monthly_cost is NULL.
 COST_UNKNOWN = "pool_config.number_monthly_cost is not set (NULL): cost unknown"
-#: Replacement reason of an auto_replace that recorded none (the seed's, or another service's).
-UNSPECIFIED = "unspecified"
+#: Replacement reason of an auto_replace that recorded none (the seed's, or another service's),
+#: as `report` and `forecast` both name it.
+NO_REASON = "sem_motivo"
 #: Chip timestamps shown as state changes in a history: column -> what happened then.
 STATE_COLUMNS = {
     "created_at": "registered",

@@ -185,22 +185,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(text: str, kind: type, what: str) -> float:
+    """text as int or float; argparse's one-line error names the value, not this function."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text[:32]!r}") from None
+
+
 def _probability(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "a number")
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError("must be between 0 and 1, exclusive")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "a number")
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError("must be a number >= 0")
     return value

@@ -28,7 +28,8 @@ def _num(value: float | int | str | None, fmt: str = "g") -> str:
 def print_forecast(data: Mapping, console: Console | None = None) -> None:
     """The forecast as a table, its notes below."""
     table = Table(
-        title=f"Forecast: last {data['window_days']} days ({data['history_days']} of history)"
+        title=f"Forecast: last {data['window_days']} days"
+        f" ({data['history_days']} day{'s' * (data['history_days'] != 1)} of history)"
     )
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -19,6 +19,13 @@ CONSTRAINT_MESSAGES = {
     "pool_config_trust_in_range": "pool_config: trust thresholds must be between 0 and 100",
     "pool_config_storm_fraction_in_range": "pool_config: replace_storm_fraction must be in (0, 1]",
     "pool_config_ddd_valid": "pool_config: default_ddd must be a Brazilian area code (11..99)",
+    "pool_config_flap_max_not_negative": "pool_config: flap_max_per_hour must not be negative",
+    "pool_config_monthly_cost_not_negative": (
+        "pool_config: number_monthly_cost must not be negative (NULL: unknown)"
+    ),
+    "pool_config_service_level_in_range": (
+        "pool_config: service_level must be between 0 and 1, exclusive"
+    ),
     "pool_config_max_purchases_per_day_not_negative": (
         "pool_config: max_purchases_per_day must not be negative (NULL: no cap)"
     ),

@@ -81,3 +81,13 @@ def test_the_counts_check_benchmark_runs_and_finds_no_drift_in_a_consistent_pool
     assert out["chips"] == 3000
     assert out["corrections"] == 0
     assert out["with"] > 0 and out["without"] > 0 and out["everything"] > 0
+
+
+@pytest.mark.db
+def test_the_chip_list_benchmark_runs_every_page_with_and_without_its_index(
+    tmp_path: Path,
+) -> None:
+    out = _run(["benchmarks.chip_list", "--chips", "3000", "--runs", "2"], tmp_path)
+    assert out["chips"] == 3000
+    assert len(out["pages"]) == 7
+    assert all(f["with"] > 0 and f["without"] > 0 for f in out["pages"].values())

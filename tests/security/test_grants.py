@@ -8,7 +8,16 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from orchestrator.services import cycle, cycle_purchases, delivery, dispatch, promote, replacement
+from orchestrator.services import (
+    chip_list,
+    config,
+    cycle,
+    cycle_purchases,
+    delivery,
+    dispatch,
+    promote,
+    replacement,
+)
 from orchestrator.services.intent import ensure_intent, fail
 from orchestrator.store import outbox
 from orchestrator.store import repository as repo
@@ -138,3 +147,19 @@ def test_the_worker_role_cannot_change_the_schema(worker_role: sa.Engine) -> Non
         conn.execute(sa.text("CREATE TABLE intruder (id int)"))
     with pytest.raises(sa.exc.ProgrammingError, match=denied), worker_role.begin() as conn:
         conn.execute(sa.text("DELETE FROM orchestrator_operations"))
+
+
+def test_the_chips_and_config_verbs_need_no_more_than_the_workers_grants(
+    clean_db: sa.Engine, worker_role: sa.Engine
+) -> None:
+    # Given a chip with conversations, read and changed only through the worker role
+    chip = make_chip(clean_db, "active")
+    add_conversations(clean_db, chip, 2)
+    # When ops list the chips, read the config and change it as that role
+    page = chip_list.list_chips(worker_role)
+    settings, _ = config.current(worker_role)
+    done = config.change(worker_role, ["ready_min=4"])
+    # Then all of it succeeded
+    assert [(c["id"], c["open_conversations"]) for c in page.chips] == [(chip, 2)]
+    assert settings["ready_min"] == 3
+    assert done.depois == {"ready_min": 4} and done.operation_id is not None

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from orchestrator.domain.report import NO_REASON  # by_reason's key for a reason-less one
 from orchestrator.store.schema import chips, operations
 
 #: A banned serving chip that found no ready chip (services/replacement.py `_without_ready`):
@@ -30,8 +31,6 @@ READY_LOST_MOTIVO = "%(Evolution) em ready"
 UNSERVED, READY_LOST = "banned", "banned_while_ready"
 #: Where a chip lost before ever being ready ends up.
 LOST_STATUSES = ("banned", "degraded", "cancelled")
-#: by_reason's key for a replacement asked for with no reason.
-NO_REASON = "sem_motivo"
 
 
 def history_start(conn: sa.Connection, since: datetime) -> datetime | None:

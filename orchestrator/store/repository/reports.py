@@ -12,7 +12,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from orchestrator.domain.report import UNSPECIFIED, MonthCounts
+from orchestrator.domain.report import NO_REASON, MonthCounts
 from orchestrator.store.repository.operations import NOT_PICKED_UP
 from orchestrator.store.schema import chips, operations, pool_config
 
@@ -33,7 +33,7 @@ _MOVED = sa.case(
 #: Why a chip was replaced: the reason the task got, else "banned" for the seed's "Chip banido".
 _REASON = sa.func.coalesce(
     sa.func.nullif(_meta["reason"].astext, ""),
-    sa.case((operations.c.motivo == "Chip banido", "banned"), else_=UNSPECIFIED),
+    sa.case((operations.c.motivo == "Chip banido", "banned"), else_=NO_REASON),
 )
 
 

@@ -55,7 +55,7 @@ def test_report_table_shows_counts_reasons_and_an_unknown_cost(
     for text in (
         month.label,
         "motivo: banned",
-        "motivo: unspecified",
+        "motivo: sem_motivo",
         "desconhecido",
         "dos quais banidos (numeros mortos)",
     ):
