@@ -131,6 +131,14 @@ chip_status_tally = sa.Table(
     sa.Column("n", sa.BigInteger, nullable=False),
 )
 
+operation_tally = sa.Table(
+    "operation_tally",
+    metadata,
+    sa.Column("operacao", sa.Text, nullable=False),
+    sa.Column("sucesso", sa.Boolean, nullable=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
 stranded_chip_events = sa.Table(
     "stranded_chip_events",
     metadata,
