@@ -1,5 +1,5 @@
 """The benchmarks still run against today's code (they print the figures docs/benchmarks.md
-quotes): the scale benchmark at a tiny size, and the quick capacity and reports groups.
+quotes): the scale benchmark at a tiny size, the quick capacity, reports and history-costs groups.
 
 Figures are not asserted (speed is measured, never tested); what they measure is: every burst
 replaced exactly its bans, each with a distinct ready chip, and producao_max held.
@@ -71,3 +71,19 @@ def test_the_scale_benchmark_runs_and_its_bursts_are_exact(tmp_path: Path) -> No
 def test_the_quick_planning_benchmarks_run(tmp_path: Path, group: str) -> None:
     out = _run(["benchmarks.run_all", "--quick", "--only", group], tmp_path)
     assert out[group]
+
+
+@pytest.mark.db
+def test_the_history_costs_benchmark_runs_and_both_ways_export_the_same_counts(
+    tmp_path: Path,
+) -> None:
+    out = _run(["benchmarks.history_costs", "--quick", "--runs", "2"], tmp_path)
+    assert out["sizes"]["chips"] == 5_000
+    assert out["sizes"]["operations"] == 5_000 * 10 + 3_000  # ten each, a cancel per cancelled
+    assert out["same_operation_counts"] is True
+    # one load count per chip of the sample, vs one per healthy active chip (~500) before
+    assert out["pick_probes"]["now"] == 100 < out["pick_probes"]["before"]
+    for variant in ("now", "before"):
+        assert [m["status"] for m in out["moves"][variant]] == ["migrated", "migrated"]
+        assert {m["destino_por"] for m in out["moves"][variant]} == {"menos_carregado"}
+        assert {m["conversas_migradas"] for m in out["moves"][variant]} == {10}
