@@ -177,6 +177,29 @@ def scrape_breakdown(engine: sa.Engine, runs: int) -> dict[str, float]:
     return dict(sorted(((k, median(v)) for k, v in per.items()), key=lambda kv: -kv[1]))
 
 
+def insert_cost(engine: sa.Engine, rounds: int = 5, per_round: int = 200) -> dict[str, float]:
+    """p50 ms of one operation INSERT statement (as a swap writes it, commit excluded: its fsync
+    would hide the difference) with the tally's trigger and without it, alternating rounds."""
+    times: dict[str, list[float]] = {"with trigger": [], "without": []}
+    insert = sa.text(
+        "INSERT INTO orchestrator_operations (operacao, chip_id, motivo, metadata, sucesso)"
+        " VALUES ('auto_replace', NULL, 'bench', '{}', true)"
+    )
+    for _ in range(rounds):
+        for name, action in (("without", "DISABLE"), ("with trigger", "ENABLE")):
+            with engine.connect() as conn:
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE orchestrator_operations {action} TRIGGER operation_tally_insert"
+                    )
+                )
+                for _ in range(per_round):
+                    took, _ = timed(lambda c=conn: c.execute(insert))
+                    times[name].append(took * 1000)
+                conn.rollback()  # the ALTER and the rows: nothing is left behind
+    return {name: median(v) for name, v in times.items()}
+
+
 def unfolded_deltas(engine: sa.Engine, n: int) -> None:
     """n operations inserted one statement each (n tally deltas, as between two cycles)."""
     with engine.begin() as conn:
@@ -206,6 +229,7 @@ def measure(engine: sa.Engine, runs: int, deltas: int) -> dict:
             moves[name].append(result)
     probes = {name: pick_probes(engine, name) for name in ("before", "now")}
     breakdown = scrape_breakdown(engine, runs)
+    inserts = insert_cost(engine)
     unfolded_deltas(engine, deltas)
     unfolded = [scrape(engine, "now")[0] for _ in range(runs)]
     with engine.begin() as conn:
@@ -217,6 +241,7 @@ def measure(engine: sa.Engine, runs: int, deltas: int) -> dict:
         "same_operation_counts": readings["now"] == readings["before"],
         "pick_probes": probes,
         "scrape_statements_ms": breakdown,
+        "insert_ms": inserts,
         "moves": moves,
     }
 
@@ -262,6 +287,12 @@ def print_figures(out: dict, runs: int) -> None:
         f" now {out['pick_probes']['now']:,}, before {out['pick_probes']['before']:,};"
         f" operation_tally_resync():"
         f" {ms(s['resync_seconds'])} ms",
+        flush=True,
+    )
+    cost = out["insert_ms"]
+    print(
+        f"one operation INSERT statement, p50: {cost['with trigger']:.2f} ms with the tally's"
+        f" trigger, {cost['without']:.2f} ms without",
         flush=True,
     )
     slowest = list(out["scrape_statements_ms"].items())[:3]
