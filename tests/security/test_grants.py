@@ -8,6 +8,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from orchestrator.ops import metrics_read
 from orchestrator.services import (
     chip_list,
     config,
@@ -18,8 +19,6 @@ from orchestrator.services import (
     promote,
     replacement,
 )
-from orchestrator.ops import metrics_read
-from orchestrator.services import cycle, cycle_purchases, delivery, promote, replacement
 from orchestrator.services.intent import ensure_intent, fail
 from orchestrator.store import outbox
 from orchestrator.store import repository as repo
