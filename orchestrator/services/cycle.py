@@ -139,9 +139,10 @@ def plan(engine: sa.Engine, *, salvy_configured: bool = True) -> tuple[Plan, dic
 
 
 def tidy(engine: sa.Engine, sweep: Sweep) -> dict:
-    """After a cycle: fold the status tally's deltas, settle notes, note the backstop's finds."""
+    """After a cycle: fold the tallies' deltas, settle notes, note the backstop's finds."""
     with transaction(engine) as conn:
         folded = repo.compact_status_tally(conn)
+        ops_folded = repo.compact_operation_tally(conn)
         settled = repo.settle_stranded_notes(conn, sweep.settle)
         repo.note_stranded(conn, sweep.unnoted)
         if sweep.backstop_at is not None:
@@ -149,6 +150,7 @@ def tidy(engine: sa.Engine, sweep: Sweep) -> dict:
         pruned = repo.prune_disconnect_events(conn)
     return {
         "tally_rows_folded": folded,
+        "operation_tally_rows_folded": ops_folded,
         "notes_settled": settled,
         "noted": len(sweep.unnoted),
         "drops_pruned": pruned,

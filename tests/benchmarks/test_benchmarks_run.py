@@ -1,5 +1,5 @@
 """The benchmarks still run against today's code (they print the figures docs/benchmarks.md
-quotes): the scale benchmark at a tiny size, and the quick capacity and reports groups.
+quotes): the scale benchmark at a tiny size, the quick capacity, reports and history-costs groups.
 
 Figures are not asserted (speed is measured, never tested); what they measure is: every burst
 replaced exactly its bans, each with a distinct ready chip, and producao_max held.
@@ -91,3 +91,19 @@ def test_the_chip_list_benchmark_runs_every_page_with_and_without_its_index(
     assert out["chips"] == 3000
     assert len(out["pages"]) == 7
     assert all(f["with"] > 0 and f["without"] > 0 for f in out["pages"].values())
+
+
+@pytest.mark.db
+def test_the_history_costs_benchmark_runs_and_both_ways_export_the_same_counts(
+    tmp_path: Path,
+) -> None:
+    out = _run(["benchmarks.history_costs", "--quick", "--runs", "2"], tmp_path)
+    assert out["sizes"]["chips"] == 5_000
+    assert out["sizes"]["operations"] == 5_000 * 10 + 3_000  # ten each, a cancel per cancelled
+    assert out["same_operation_counts"] is True
+    # one load count per chip of the sample, vs one per healthy active chip (~500) before
+    assert out["pick_probes"]["now"] == 100 < out["pick_probes"]["before"]
+    for variant in ("now", "before"):
+        assert [m["status"] for m in out["moves"][variant]] == ["migrated", "migrated"]
+        assert {m["destino_por"] for m in out["moves"][variant]} == {"menos_carregado"}
+        assert {m["conversas_migradas"] for m in out["moves"][variant]} == {10}

@@ -8,6 +8,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from orchestrator.ops import metrics_read
 from orchestrator.services import (
     chip_list,
     config,
@@ -38,6 +39,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON alert_state TO {role};
 GRANT SELECT, INSERT, UPDATE ON purchase_backoff TO {role};
 GRANT SELECT ON chip_status_tally TO {role};
 GRANT SELECT ON chip_status_tally_checks TO {role};
+GRANT SELECT ON operation_tally TO {role};
 GRANT SELECT, UPDATE ON pool_growth_slots TO {role};
 GRANT SELECT, INSERT, DELETE ON stranded_chip_events TO {role};
 GRANT SELECT, INSERT, UPDATE ON backstop_cursor TO {role};
@@ -105,8 +107,12 @@ def test_the_documented_grants_are_enough_for_every_use_case(
         assert repo.advance_backstop(conn, repo.backstop_position(conn))
     delivered = delivery.deliver_pending(worker_role, _Log())
     delivery.prune_delivered(worker_role)
-    # Then all of it succeeded
+    with transaction(worker_role) as conn:
+        folded = repo.compact_operation_tally(conn)
+    reading = metrics_read.read_database(worker_role)
+    # Then all of it succeeded, the metrics included
     assert delivered["pending"] == 0
+    assert folded > 0 and reading.operations[("auto_replace", "true")] >= 1
 
 
 def test_the_documented_grants_are_enough_for_a_whole_cycle(

@@ -1,7 +1,8 @@
 """The SQL, by what it reads or writes; `repository.X` reaches every function (one import for use cases).
 
 chips (one row, compare-and-set), counts (config, tally, active count, growth slots), candidates
-(what a decision may pick), conversations (moves, stranded rows), operations (the log), history
+(what a decision may pick), conversations (moves, stranded rows), operations (the log and its
+tally), history
 (what capacity planning measures).
 """
 
@@ -61,6 +62,8 @@ from orchestrator.store.repository.history import (
     warmup_losses,
 )
 from orchestrator.store.repository.operations import (
+    compact_operation_tally,
+    operation_counts,
     recent_operations,
     record_operation,
     replaced_for,
@@ -94,6 +97,7 @@ __all__ = [
     "chip_by_salvy_id",
     "chip_for_event",
     "chip_range",
+    "compact_operation_tally",
     "compact_status_tally",
     "count_active",
     "count_active_disconnected",
@@ -117,6 +121,7 @@ __all__ = [
     "note_stranded",
     "noted_stranded",
     "noted_stranded_query",
+    "operation_counts",
     "parse_chip_id",
     "prune_disconnect_events",
     "purchases_last_day",
