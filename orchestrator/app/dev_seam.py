@@ -2,8 +2,9 @@
 
 bootstrap asks here for an embedded server's URL when DATABASE_URL / REDIS_URL is unset (started
 under ORCHESTRATOR_EMBEDDED=1, else only found if a demo left it running under .data/), settings
-for the Salvy stand-in a running demo published there, and the CLI's `demo` verb runs the demo. Each function imports dev/ when called, so a production process
-with its URLs set never loads the demo machinery at all.
+for the Salvy stand-in a running demo published there, and the CLI's `demo` verb runs the demo.
+Each function imports dev/ when called, so a production process with its URLs set never loads the
+demo machinery at all.
 """
 
 from __future__ import annotations
