@@ -30,9 +30,10 @@ def scalar(engine: sa.Engine, sql: str) -> int:
 def test_two_beats_at_once_change_nothing_twice(
     clean_db: sa.Engine, cluster: Cluster, env: dict
 ) -> None:
-    # Given a pool short of 2 active chips (4 ready) and of 3 warming chips (buffer 3)
+    # Given a pool short of 2 active chips (2 ready: both go to production) and a reserve
+    # short of 3 (buffer 3, nothing warming, no ready chip left once they are promoted)
     set_config(clean_db, producao_min=2, producao_max=4, warmup_buffer=3, ready_min=0)
-    for _ in range(4):
+    for _ in range(2):
         make_chip(clean_db, "ready", trust=95)
     worker = cluster.worker(env, concurrency=2)
     # When two beats tick every second for about 8 seconds
