@@ -13,7 +13,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ from sqlalchemy.engine import make_url
 from orchestrator.adapters import cycle_timing
 from orchestrator.app import bootstrap
 from orchestrator.app.settings import ROOT, WORKER_QUEUES_ARG, Settings, get_settings
-from orchestrator.dev import demo_seed, embedded, simulator
+from orchestrator.dev import demo_seed, embedded, ports, simulator
 from orchestrator.dev.standin_file import published
 from orchestrator.dev.supervisor import Supervisor
 from orchestrator.dev.view import LiveView, PlainView
@@ -107,10 +106,15 @@ def _child_env(cycle_seconds: float) -> dict[str, str]:
 def _start_children(children: Supervisor, settings: Settings, cycle_seconds: float) -> None:
     python = sys.executable
     if not children.env.get("SALVY_API_URL"):
-        port = _free_port()
-        children.start(
-            "salvy", [python, "-m", "orchestrator.dev.salvy_standin", "--port", str(port)]
+        # Port 0: the stand-in takes one when it binds (a port chosen here could be gone by then).
+        salvy = children.start(
+            "salvy", [python, "-m", "orchestrator.dev.salvy_standin", "--port", "0"]
         )
+        try:
+            port = ports.listening_port(salvy.proc.pid)
+        except RuntimeError as error:
+            log = children.log_dir / "salvy.log"
+            raise RuntimeError(f"Salvy stand-in did not start ({error}); see {log}") from None
         children.env["SALVY_API_URL"] = f"http://127.0.0.1:{port}"
         _wait_http(f"http://127.0.0.1:{port}/_standin/state", children)
     celery = [python, "-m", "celery", "-A", "tasks"]
@@ -243,12 +247,6 @@ def _pid_alive(pid_file: Path) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_http(url: str, children: Supervisor, timeout: float = 15) -> None:

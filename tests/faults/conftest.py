@@ -143,33 +143,54 @@ def env(database_url: str, redis_url: str, salvy: SalvyStandin) -> dict[str, str
 
 
 class RedisServer:
-    """A private redis-server on a fixed port (restartable there), with its data in a tmp dir."""
+    """A private redis-server, restartable on its port, with its data in a tmp dir.
+
+    redis-server cannot bind port 0, so a free port is tried and the server that answers there is
+    taken only if it is the one started here; on the first start a taken port means another one.
+    """
 
     def __init__(self, directory: Path, appendonly: bool = True) -> None:
         self.dir, self.port, self.appendonly = directory, free_port(), appendonly
         self.proc: subprocess.Popen | None = None
+        self._started_once = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        cmd += ["--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._answers, 10, 0.05)
-        return self
+        """Start it (again on the same port after a stop: that is what a restart means here)."""
+        for _ in range(5):
+            cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            cmd += ["--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(self._exited_or_serving, 30, 0.05)
+            if self.proc.poll() is None:
+                self._started_once = True
+                return self
+            if self._started_once:
+                raise RuntimeError(f"redis-server could not bind port {self.port} again")
+            self.port = free_port()
+        raise RuntimeError("redis-server found no port to bind")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()  # SIGTERM: redis flushes the AOF and exits
             self.proc.wait(10)
 
-    def _answers(self) -> bool:
+    def _exited_or_serving(self) -> bool:
+        assert self.proc is not None
+        return self.proc.poll() is not None or self._serving_pid() == self.proc.pid
+
+    def _serving_pid(self) -> int | None:
+        """The pid of the Redis answering on self.port (None if nothing does)."""
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=1)
         try:
-            return redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+            return int(client.info("server")["process_id"])
         except redis.RedisError:
-            return False
+            return None
+        finally:
+            client.close()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import re
 import time
 import uuid
@@ -14,10 +15,11 @@ from celery import Celery
 from orchestrator.dev.salvy_standin import SalvyStandin
 from orchestrator.store.schema import chips, outbox
 from tests.factories import add_conversations, make_chip, set_config
-from tests.faults.conftest import Cluster, assert_no_violations
+from tests.faults.conftest import QUEUES, Cluster, assert_no_violations
 from tests.faults.test_worker_loss import count_ops
 from tests.support.fake_slack import FakeSlack
 from tests.support.pg_waits import wait_for
+from tests.support.private_stack import broker_url_for, queue_depths
 
 pytestmark = pytest.mark.faults
 
@@ -27,22 +29,46 @@ def scalar(engine: sa.Engine, sql: str) -> int:
         return conn.execute(sa.text(sql)).scalar_one()
 
 
+#: Worker and beat log lines: a task received or ended (succeeded, raised, retried, or dropped
+#: unrun: a beat tick expires after about one period), a cycle done, a tick sent.
+RECEIVED = re.compile(r"Task \S+\[([^\]]+)\] received")
+ENDED = re.compile(r"Task \S+\[([^\]]+)\] (?:succeeded|raised|retry)")
+DROPPED = re.compile(r"Discarding revoked task: \S+\[([^\]]+)\]")
+CYCLE_DONE = re.compile(r"run_cycle\[[^\]]+\] succeeded")
+TICK = "Sending due task run-cycle (orchestrator.run_cycle)"
+
+
+def settled(worker_log: str, broker_url: str) -> bool:
+    """Nothing queued, and every task the worker received has ended (as often as received)."""
+    if sum(queue_depths(broker_url, QUEUES.split(",")).values()):
+        return False
+    ended = ENDED.findall(worker_log) + DROPPED.findall(worker_log)
+    return collections.Counter(RECEIVED.findall(worker_log)) == collections.Counter(ended)
+
+
 def test_two_beats_at_once_change_nothing_twice(
-    clean_db: sa.Engine, cluster: Cluster, env: dict
+    clean_db: sa.Engine, cluster: Cluster, env: dict, redis_url: str
 ) -> None:
-    # Given a pool short of 2 active chips (2 ready: both go to production) and a reserve
-    # short of 3 (buffer 3, nothing warming, no ready chip left once they are promoted)
-    set_config(clean_db, producao_min=2, producao_max=4, warmup_buffer=3, ready_min=0)
-    for _ in range(2):
+    # Given a pool short of 2 active chips (4 ready), and a reserve 3 short once they are
+    # promoted (2 ready left, 0 warming; ready_min 2 + warmup_buffer 3)
+    set_config(clean_db, producao_min=2, producao_max=4, warmup_buffer=3, ready_min=2)
+    for _ in range(4):
         make_chip(clean_db, "ready", trust=95)
     worker = cluster.worker(env, concurrency=2)
-    # When two beats tick every second for about 8 seconds
+    # When two beats tick every second, until each sent 4 ticks and the worker ran 8 cycles
+    # (real signals, however slowly a busy machine gets there)
     beats = [cluster.beat(env), cluster.beat(env)]
-    wait_for(lambda: all("Starting" in b.log() for b in beats), 30)
-    time.sleep(8)
+    wait_for(
+        lambda: (
+            all(b.log().count(TICK) >= 4 for b in beats)
+            and len(CYCLE_DONE.findall(worker.log())) >= 8
+        ),
+        180,
+    )
     for beat in beats:
         beat.stop()
-    time.sleep(3)
+    # ... and every task sent until then has run (the cycles' promotions and purchases too)
+    wait_for(lambda: settled(worker.log(), broker_url_for(redis_url)), 120)
     # Then every tick either planned or was skipped because a cycle was running at that moment
     log = worker.log()
     planned = len(re.findall(r"run_cycle\[[^\]]+\] succeeded[^\n]*'status': 'planned'", log))
@@ -52,7 +78,7 @@ def test_two_beats_at_once_change_nothing_twice(
     assert re.search(r"run_cycle\[[^\]]+\] raised", log) is None
     # And the changes happened once: exactly 2 promotions, exactly 3 purchases
     assert count_ops(clean_db, "promotion_ready_active") == 2
-    wait_for(lambda: scalar(clean_db, "SELECT count(*) FROM chips WHERE status = 'warming'") == 3)
+    assert scalar(clean_db, "SELECT count(*) FROM chips WHERE status = 'warming'") == 3
     assert scalar(clean_db, "SELECT count(*) FROM chips WHERE provisioning_name IS NOT NULL") == 3
     assert_no_violations(clean_db)
 

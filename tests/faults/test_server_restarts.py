@@ -1,17 +1,20 @@
 """Redis and PostgreSQL restarted under running workers: reconnect, retry, complete, once each.
 
-Both servers are private to the test (a redis-server on a free port, an embedded PostgreSQL in a
-tmp dir): the machine's shared servers, used by other test runs, are never restarted.
+Both servers are private to the test (a redis-server on a port of its own, an embedded PostgreSQL
+under .data/tests/): the machine's shared servers, used by other test runs, are never restarted.
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import sqlalchemy as sa
 from celery import Celery
 
@@ -25,6 +28,7 @@ from tests.faults.conftest import (
     worker_env,
 )
 from tests.faults.test_worker_loss import count_ops, waiting_backends
+from tests.support import servers
 
 pytestmark = pytest.mark.faults
 
@@ -104,15 +108,17 @@ class PrivatePostgres:
 
 
 @pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres(tmp_path / "pg")
-    admin = sa.create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text('CREATE DATABASE "chiporch_fault"'))
-    admin.dispose()
-    migrate.upgrade(server.url("chiporch_fault"))
-    yield server
-    server.stop()
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """An embedded PostgreSQL under .data/tests/ (never pytest's tmp root: see scratch_dir)."""
+    with servers.scratch_dir("fault-pg") as directory:
+        server = PrivatePostgres(directory / "pg")
+        admin = sa.create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text('CREATE DATABASE "chiporch_fault"'))
+        admin.dispose()
+        migrate.upgrade(server.url("chiporch_fault"))
+        yield server
+        server.stop()
 
 
 def test_a_postgres_restart_makes_tasks_retry_and_complete(
@@ -146,3 +152,46 @@ def test_a_postgres_restart_makes_tasks_retry_and_complete(
     app.close()
     worker.stop(signal.SIGTERM)
     engine.dispose()
+
+
+# -- what the two private servers share with other runs: nothing ----------------------------------
+
+
+def test_another_pytest_session_starting_does_not_lock_a_private_postgres_out(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    # Given a private PostgreSQL running (as its own system user when the tests run as root)
+    # When another pytest session of this user starts and takes a tmp dir, as a run beside this
+    # one does (each resets /tmp/pytest-of-<user> to 0700)
+    other = tmp_path / "test_other.py"
+    other.write_text("def test_uses_a_tmp_dir(tmp_path):\n    assert tmp_path.is_dir()\n")
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(other)]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # Then the server can still be stopped and started, and answers
+    private_postgres.stop()
+    private_postgres.start()
+    engine = sa.create_engine(private_postgres.url("chiporch_fault"), poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    engine.dispose()
+
+
+def test_a_private_redis_never_takes_another_runs_redis_for_its_own(tmp_path: Path) -> None:
+    # Given the port picked for a private Redis taken by another run's Redis before it bound it
+    (tmp_path / "other").mkdir()
+    (tmp_path / "ours").mkdir()
+    other = RedisServer(tmp_path / "other").start()
+    ours = RedisServer(tmp_path / "ours")
+    ours.port = other.port
+    try:
+        # When it starts
+        ours.start()
+        # Then it runs on another port, and what answers there is the process it started
+        assert ours.port != other.port
+        client = redis.Redis(port=ours.port)
+        assert ours.proc is not None and client.info("server")["process_id"] == ours.proc.pid
+        client.close()
+    finally:
+        ours.stop()
+        other.stop()

@@ -1,23 +1,16 @@
-"""Helpers for the ops surface: free ports, subprocesses started as ops start them, HTTP polling."""
+"""Helpers for the ops surface: subprocesses started as ops start them (on ports they pick), HTTP polling."""
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
 import requests
 
+from orchestrator.dev.ports import listening_port
 from orchestrator.dev.worker_process import LoggedProcess
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ops_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
@@ -33,6 +26,13 @@ class Service(LoggedProcess):
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         super().__init__([sys.executable, *args], env, log_path)
+
+    def bound_port(self) -> int:
+        """The port it listens on, picked when it bound port 0; RuntimeError with its log if none."""
+        try:
+            return listening_port(self.proc.pid)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}: {self.log()[-3000:]}") from None
 
     def wait_http(self, url: str, timeout: float = 30, **kwargs: object) -> requests.Response:
         """Poll url until it answers (any status); fail with the log if the process died."""

@@ -16,7 +16,7 @@ from celery import Celery
 
 from orchestrator.store.schema import conversation_chips
 from tests.factories import add_conversations, chip_row, make_chip
-from tests.ops.conftest import Service, free_port, ops_env
+from tests.ops.conftest import Service, ops_env
 from tests.support.pg_waits import wait_for
 from tests.support.private_stack import broker_url_for
 from tests.worker.conftest import WorkerProcess, running_worker, worker_env
@@ -27,13 +27,12 @@ AUTH = ("ops", "secret")
 
 
 class FlowerProcess(Service):
-    """`python -m celery -A tasks flower` with basic auth on a free loopback port."""
+    """`python -m celery -A tasks flower` with basic auth, on the loopback port it picks when it binds."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        args = ["-m", "celery", "-A", "tasks", "flower", "--address=127.0.0.1", f"--port={port}"]
+        args = ["-m", "celery", "-A", "tasks", "flower", "--address=127.0.0.1", "--port=0"]
         super().__init__([*args, "--basic-auth=ops:secret"], env, log_dir / "flower.log")
+        self.url = f"http://127.0.0.1:{self.bound_port()}"
         self.wait_http(f"{self.url}/healthcheck")
 
     def dispatch(

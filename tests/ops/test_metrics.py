@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,11 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.adapters import cycle_timing
 from orchestrator.app import bootstrap
+from orchestrator.dev.ports import ClosedPort
 from orchestrator.services import backoff, delivery, dispatch
 from orchestrator.store import outbox
 from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, make_chip, set_config
-from tests.ops.conftest import Service, free_port, ops_env
+from tests.ops.conftest import Service, ops_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.outbox_helpers import TOKEN, make_due, queue, settings_for
 from tests.support.pg_waits import wait_for
@@ -33,13 +35,13 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class MetricsProcess(Service):
-    """`python -m orchestrator metrics` on a free port."""
+    """`python -m orchestrator metrics` on the port it picks when it binds."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, interval: float) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}/metrics"
-        port = self.url.split(":")[2].split("/")[0]
-        args = ["-m", "orchestrator", "metrics", "--host", "127.0.0.1", "--port", port]
-        super().__init__([*args, "--interval", str(interval)], env, log_dir / f"metrics-{port}.log")
+        args = ["-m", "orchestrator", "metrics", "--host", "127.0.0.1", "--port", "0"]
+        log = log_dir / f"metrics-{uuid.uuid4().hex[:6]}.log"
+        super().__init__([*args, "--interval", str(interval)], env, log)
+        self.url = f"http://127.0.0.1:{self.bound_port()}/metrics"
         self.wait_http(self.url)
 
     def scrape(self) -> Samples:
@@ -259,10 +261,14 @@ def test_the_last_cycle_time_and_duration_come_from_the_cycle_itself(
 
 
 def test_a_redis_outage_never_fails_the_cycle_bookkeeping() -> None:
-    # Given a Redis client pointing at a port where nothing listens
-    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    # Given a Redis client pointing at a port where nothing listens (held: nobody can start to)
+    closed = ClosedPort()
+    dead = redis.Redis(host="127.0.0.1", port=closed.port, socket_connect_timeout=0.5)
     # When the cycle records its timing, Then nothing is raised
-    cycle_timing.record(dead, 0.25)
+    try:
+        cycle_timing.record(dead, 0.25)
+    finally:
+        closed.close()
 
 
 def test_an_unreachable_database_is_reported_not_crashed(

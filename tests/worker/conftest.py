@@ -10,7 +10,6 @@ celery.contrib.pytest's; so workers are plain subprocesses started the way ops s
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from orchestrator.dev.salvy_standin import SalvyStandin
 from orchestrator.dev.worker_process import WorkerProcess
 from orchestrator.dev.worker_process import running_worker as start_worker
 from orchestrator.dev.worker_process import worker_env as base_worker_env
+from tests.support.pg_waits import wait_for
 from tests.support.private_stack import broker_url_for, celery_client_for, queue_depths
 
 QUEUES = WORKER_QUEUES_ARG
@@ -101,15 +101,31 @@ def worker(
         yield proc
 
 
+def is_idle(client: Celery, names: list[str], broker_url: str) -> bool:
+    """Nothing queued, and the named workers hold no task: running, reserved, or waiting for its
+    ETA (a retry). A worker that does not answer in time counts as busy: on a loaded machine a
+    reply can come later than the inspect timeout, and no reply is not "nothing to do"."""
+    if sum(queue_depths(broker_url, QUEUES.split(",")).values()):
+        return False
+    inspect = client.control.inspect(destination=names, timeout=5)
+    for held in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        if held is None or set(held) != set(names) or any(held.values()):
+            return False
+    return True
+
+
+def wait_idle(
+    client: Celery,
+    worker: WorkerProcess | dict[str, WorkerProcess],
+    broker_url: str,
+    timeout: float = 120,
+) -> None:
+    """Until is_idle for the worker (or each of a module's workers); fails after timeout."""
+    names = [w.name for w in (worker.values() if isinstance(worker, dict) else [worker])]
+    wait_for(lambda: is_idle(client, names, broker_url), timeout, every=0.1)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_worker(worker: WorkerProcess, celery_client: Celery, broker_url: str) -> None:
     """Wait until the previous test's tasks are done, so they never touch this test's data."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        queued = sum(queue_depths(broker_url, QUEUES.split(",")).values())
-        active = celery_client.control.inspect(timeout=0.5).active() or {}
-        reserved = celery_client.control.inspect(timeout=0.5).reserved() or {}
-        busy = sum(len(v) for v in active.values()) + sum(len(v) for v in reserved.values())
-        if queued == 0 and busy == 0:
-            return
-        time.sleep(0.1)
+    wait_idle(celery_client, worker, broker_url)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 
 import pytest
@@ -16,7 +17,7 @@ from orchestrator.adapters import locks
 from orchestrator.store.schema import chips, conversation_chips, operations
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 from tests.support.pg_waits import wait_for
-from tests.worker.conftest import WorkerProcess
+from tests.worker.conftest import WorkerProcess, is_idle, wait_idle
 
 pytestmark = pytest.mark.worker
 
@@ -125,7 +126,7 @@ def test_a_cycle_sent_while_one_runs_is_skipped_and_one_sent_right_after_plans(
 
 
 def test_a_cycle_converges_a_broken_pool_to_a_healthy_one(
-    clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery
+    clean_db: sa.Engine, worker: WorkerProcess, celery_client: Celery, broker_url: str
 ) -> None:
     # Given a pool with a degraded chip, an eligible warming chip and too few warming chips
     set_config(clean_db, producao_min=3, producao_max=4, ready_min=1, warmup_buffer=2)
@@ -138,8 +139,8 @@ def test_a_cycle_converges_a_broken_pool_to_a_healthy_one(
     # When cycles run until nothing is left to do
     health = None
     for _ in range(8):
-        result = celery_client.send_task("orchestrator.run_cycle").get(timeout=20)
-        time.sleep(1.2)  # let the fanned-out tasks finish and the next period start
+        result = celery_client.send_task("orchestrator.run_cycle").get(timeout=60)
+        wait_idle(celery_client, worker, broker_url)  # the tasks it fanned out have run
         health = result.get("saude")
         if health == "saudavel" and sum(result["dispatched"].values()) == 0:
             break
@@ -175,3 +176,17 @@ def test_a_chip_locked_by_another_worker_is_skipped_not_awaited(
     # Once the lock is free, the same task goes through
     result = celery_client.send_task("orchestrator.replace_chip", args=[chip]).get(timeout=20)
     assert result["status"] == "replaced"
+
+
+def test_a_worker_that_does_not_answer_is_busy_not_idle(
+    worker: WorkerProcess, celery_client: Celery, broker_url: str
+) -> None:
+    # Given the module's worker, too slow to answer (stopped, as a starved process is)
+    os.kill(worker.proc.pid, signal.SIGSTOP)
+    try:
+        # Then the tests waiting for it to finish its tasks do not take it for idle
+        assert not is_idle(celery_client, [worker.name], broker_url)
+    finally:
+        os.kill(worker.proc.pid, signal.SIGCONT)
+    # And once it answers, it is idle
+    wait_idle(celery_client, worker, broker_url)

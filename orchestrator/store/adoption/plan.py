@@ -168,10 +168,12 @@ def _plan_column(out: Plan, cat: Catalog, table: Table, col: baseline.Column) ->
 def _plan_not_null(out: Plan, cat: Catalog, table: Table, column: str) -> None:
     """SET NOT NULL; on a big table through a validated CHECK, so SET NOT NULL scans nothing."""
     name = table.name
-    helper = f"{name}_{column}_not_null"
+    # The rule keeps the name PostgreSQL 18 gives a NOT NULL constraint (a fresh database's). The
+    # helper must not hold it while SET NOT NULL runs, or 18 names the new one <name>1 instead.
+    rule_name, helper = f"{name}_{column}_not_null", f"{name}_{column}_not_null_check"
     rule = f"{column} IS NOT NULL"
     out.checks.append(
-        RowCheck(helper, name, rule, rows_where(table, cat, f"t.{column} IS NULL", ()))
+        RowCheck(rule_name, name, rule, rows_where(table, cat, f"t.{column} IS NULL", ()))
     )
     set_sql = f"ALTER TABLE {name} ALTER COLUMN {column} SET NOT NULL"
     unset = f"ALTER TABLE {name} ALTER COLUMN {column} DROP NOT NULL"
