@@ -154,9 +154,10 @@ def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int | Non
     the database keeps it safe.
     """
     key = f"{PREFIX}:deliveries:{task_id}:{retries}"
-    try:
-        count = client.incr(key)
-        client.expire(key, DELIVERY_COUNT_TTL)
+    try:  # one round trip for both
+        count, _ = (
+            client.pipeline(transaction=False).incr(key).expire(key, DELIVERY_COUNT_TTL).execute()
+        )
     except Exception:  # any failure here must not stop the task
         return None
     return int(count)

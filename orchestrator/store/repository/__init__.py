@@ -2,7 +2,7 @@
 
 chips (one row, compare-and-set), counts (config, tally, active count, growth slots), candidates
 (what a decision may pick), conversations (moves, stranded rows), operations (the log), history
-(what capacity planning measures).
+(what capacity planning measures), swaps (a swap's statements, merged).
 """
 
 from orchestrator.store.repository.candidates import (
@@ -76,6 +76,12 @@ from orchestrator.store.repository.signals import (
     save_event_clock,
     set_connected,
 )
+from orchestrator.store.repository.swaps import (
+    best_ready_and_count,
+    record_swap,
+    status_config_active,
+    swap_chips,
+)
 from orchestrator.store.repository.tally_checks import (
     check_and_correct,
     tally_check_rows,
@@ -89,6 +95,7 @@ __all__ = [
     "advance_backstop",
     "backstop_position",
     "best_ready",
+    "best_ready_and_count",
     "cancellable_banned",
     "check_and_correct",
     "chip_by_salvy_id",
@@ -124,6 +131,7 @@ __all__ = [
     "recent_drops",
     "recent_operations",
     "record_operation",
+    "record_swap",
     "rehab_candidates",
     "replaced_for",
     "replacement_of",
@@ -133,10 +141,12 @@ __all__ = [
     "serving_candidates",
     "set_connected",
     "settle_stranded_notes",
+    "status_config_active",
     "status_counts",
     "stranded_conversations",
     "stranded_in_range",
     "stranded_in_range_query",
+    "swap_chips",
     "take_growth_slot",
     "tally_check_rows",
     "tally_checked_at",
