@@ -179,7 +179,7 @@ def replace_chip(
         new = _take_ready(conn, config, chip_id, claim, growth)
         if new is None:
             return _without_ready(conn, config, old, banned, reason, now)
-        return _swap(conn, config, old, new, "banned" if banned else "degraded", reason, now)
+        return _swap(conn, config, old, new, "banned" if banned else "degraded", reason)
 
 
 def _swap(
@@ -189,11 +189,13 @@ def _swap(
     new: Mapping,
     final: str,
     reason: str | None,
-    now: sa.ColumnElement,
 ) -> dict:
-    """ready -> active, the conversations across, the old chip out; one operation, one message."""
+    """ready -> active, the conversations across, the old chip out; one operation, one message.
+
+    Two statements (repo.swap_chips, repo.record_swap); times are the transaction's now().
+    """
     chip_id = old["id"]
-    moved = repo.swap_chips(conn, old, new["id"], final, now)
+    moved = repo.swap_chips(conn, old, new["id"], final)
     operation = repo.record_swap(
         conn,
         {

@@ -74,15 +74,18 @@ def active_trust_mean(conn: sa.Connection) -> float:
     return float(mean) if mean is not None else 0.0
 
 
+#: One free growth slot, locked (built once: every growing swap runs it).
+_TAKE_SLOT = (
+    sa.select(pool_growth_slots.c.slot)
+    .order_by(pool_growth_slots.c.slot)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+
+
 def take_growth_slot(conn: sa.Connection) -> bool:
     """Lock one free growth slot (SKIP LOCKED: never waits); False when every slot is held."""
-    stmt = (
-        sa.select(pool_growth_slots.c.slot)
-        .order_by(pool_growth_slots.c.slot)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    return conn.execute(stmt).first() is not None
+    return conn.execute(_TAKE_SLOT).first() is not None
 
 
 def lock_growth_slots(conn: sa.Connection) -> None:
