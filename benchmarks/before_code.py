@@ -4,8 +4,10 @@ Two "befores", layered:
 
 - before issue 23 (`apply_previous`, `previous()`): the swap's transaction in 13 statements (two
   reads of the chip, the config and the count apart, each compare-and-set, the move, the
-  operation, the message and the alert reset one statement each), a pre-ping on every checkout,
-  the task's signature rebuilt on every call, two round trips to count a delivery; a worker
+  operation, the message and the alert reset one statement each, each statement built per call),
+  a pre-ping on every checkout, redis-py locks (the queued marker, each lock and each release a
+  round trip of its own), the task's signature rebuilt on every call, two round trips to count a
+  delivery; a worker
   started from `benchmarks.before_app` also sends task events and the STARTED state again.
 - before issue 13 (`apply`, `patched()`), on top of that: a swap that adds an active chip took
   the pool_config row exclusively (no growth slots) and counted the active chips with `count(*)`
@@ -24,19 +26,42 @@ import sqlalchemy as sa
 
 from orchestrator.adapters import locks
 from orchestrator.domain.pool import BANNED, PoolConfig, is_fit_to_serve
+from orchestrator.errors import Rejected
 from orchestrator.services import growth, replacement
 from orchestrator.store import db, outbox
 from orchestrator.store import repository as repo
 from orchestrator.store.db import transaction
-from orchestrator.store.schema import chips
+from orchestrator.store.schema import chips, pool_growth_slots
 
 # -- before issue 23: the swap's statements one by one ----------------------------------------
+
+
+def get_chip_previous(conn: sa.Connection, chip_id: str, *, lock: bool = False) -> Mapping:
+    """One chip row, its statement built on every call."""
+    stmt = sa.select(chips).where(chips.c.id == chip_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        raise Rejected(f"unknown chip {chip_id}", code="unknown_chip")
+    return row
+
+
+def take_growth_slot_previous(conn: sa.Connection) -> bool:
+    """One free growth slot, its statement built on every call."""
+    stmt = (
+        sa.select(pool_growth_slots.c.slot)
+        .order_by(pool_growth_slots.c.slot)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(stmt).first() is not None
 
 
 def growth_locks_previous(conn: sa.Connection) -> tuple[str, PoolConfig]:
     """The config and count read apart from the chip; a slot, else the exact path."""
     config, active = repo.load_config_and_active(conn)
-    if active <= config.producao_max - 2 * growth.GROWTH_SLOTS and repo.take_growth_slot(conn):
+    if active <= config.producao_max - 2 * growth.GROWTH_SLOTS and take_growth_slot_previous(conn):
         return growth.SLOT, config
     return growth.EXACT, growth.lock_for_exact_count(conn)
 
@@ -87,9 +112,9 @@ def replace_chip_previous(
     chip_id, reason = repo.parse_chip_id(chip_id), replacement.clean_reason(reason)
     now = sa.func.now()
     with transaction(engine) as conn:
-        grows = repo.get_chip(conn, chip_id)["status"] == "banned"
+        grows = get_chip_previous(conn, chip_id)["status"] == "banned"
         how, config = GROWTH_LOCKS[0](conn) if grows else (None, repo.load_config(conn))
-        old = repo.get_chip(conn, chip_id, lock=True)
+        old = get_chip_previous(conn, chip_id, lock=True)
         if old["status"] == "banned" and not grows:
             raise growth.busy(f"chip {chip_id} was banned while we read it")
         replacement._check_replaceable(conn, old)
@@ -130,6 +155,35 @@ def replace_chip_previous(
         }
 
 
+class LockSetPrevious(locks.LockSet):
+    """redis-py Lock objects: SET NX (and GET + reacquire to adopt), one release each."""
+
+    def __init__(self, client, ttl: int = locks.CHIP_LOCK_TTL, owner: str | None = None) -> None:
+        self._client, self._ttl, self._owner = client, ttl, owner
+        self._held: list = []
+
+    def acquire(self, chip_id: str, *, clear: str | None = None) -> bool:
+        if clear is not None:  # the marker was its own round trip
+            self._client.delete(clear)
+        lock = self._client.lock(locks.chip_lock_key(chip_id), timeout=self._ttl)
+        if lock.acquire(blocking=False, token=self._owner) or self._adopt(lock):
+            self._held.append(lock)
+            return True
+        return False
+
+    def _adopt(self, lock) -> bool:
+        if self._owner is None or self._client.get(lock.name) != self._owner.encode():
+            return False
+        lock.local.token = self._owner.encode()
+        return bool(lock.reacquire())
+
+    def release_all(self) -> None:
+        while self._held:
+            lock = self._held.pop()
+            with contextlib.suppress(Exception):
+                lock.release()
+
+
 def count_delivery_previous(client, task_id: str, retries: int) -> int | None:
     """Two round trips: INCR, then EXPIRE."""
     key = f"{locks.PREFIX}:deliveries:{task_id}:{retries}"
@@ -159,6 +213,7 @@ def _previous_bindings() -> list[tuple[object, str, object]]:
     return [
         (replacement, "replace_chip", replace_chip_previous),
         (locks, "count_delivery", count_delivery_previous),
+        (locks, "LockSet", LockSetPrevious),
         (db, "create_engine", create_engine_pinging),
         (OrchestratorTask, "_signature", _signature_every_call),
     ]
