@@ -11,6 +11,9 @@ takes minutes); `--url` measures pools built that way. Per pool:
   transaction, no Celery), today's code and before_code.previous(): statements, pings and Redis
   round trips per swap, CPU per swap (thread CPU time), and where that CPU goes (cProfile on
   thread CPU time, by package);
+- with `--profile-worker`, only: one worker with cProfile on (benchmarks.profiled_app) through a
+  burst, its CPU by package (billiard, kombu, celery, SQLAlchemy, psycopg, redis, ours), the
+  main process and the children apart;
 - real workers (`-c 4` prefork), side by side on their own queues, runs alternating: "now"
   (tasks), "watched" (now with task events on, as while Flower watches) and "previous"
   (benchmarks.previous_app): ban -> swap latency (one ban at a time) and a burst of bans sent at
@@ -26,6 +29,7 @@ import cProfile
 import json
 import os
 import pstats
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -229,6 +233,69 @@ def worker_runs(
     return per
 
 
+#: A worker's profile by package (first match wins): Celery's machinery apart from ours.
+WORKER_PACKAGES = (
+    ("billiard (prefork pool, IPC)", "/billiard/"),
+    ("kombu (broker, messages)", "/kombu/"),
+    ("celery", "/celery/"),
+    ("vine, amqp, click (Celery's)", ("/vine/", "/amqp/", "/click/")),
+    *PACKAGES,
+)
+
+
+def _package(path: str) -> str:
+    for label, part in WORKER_PACKAGES:
+        if any(p in path for p in ((part,) if isinstance(part, str) else part)):
+            return label
+    return "other (stdlib: json, socket, pickle, logging, ...)"
+
+
+def profile_worker(url: str, redis_url: str, engine: sa.Engine, burst: int) -> dict:
+    """One profiled worker (benchmarks.profiled_app), one burst: CPU by package, ms per swap."""
+    app = workers.client(redis_url)
+    with tempfile.TemporaryDirectory() as out:
+        os.environ["SWAP_PROFILE_DIR"] = out
+        try:
+            with workers.running_worker(
+                url, redis_url, app, 4, worker_app="benchmarks.profiled_app", queues="bench_prof"
+            ) as worker:
+                scale.latency(engine, app, "bench_prof", ids := scale.victims(engine, 8))
+                scale.restore(engine, ids)
+                main_pid = worker.proc.pid
+                ids = scale.victims(engine, burst)
+                result = scale.burst(engine, redis_url, "bench_prof", ids, worker)
+                scale.restore(engine, ids)
+        finally:
+            os.environ.pop("SWAP_PROFILE_DIR", None)
+            app.close()
+        swaps = max(result["statuses"]["replaced"], 1)
+        split: dict[str, dict[str, float]] = {"main process": {}, "children": {}}
+        for name in os.listdir(out):
+            side = split["main process" if name == f"{main_pid}.prof" else "children"]
+            for (path, _, _), (_, _, own, _, _) in pstats.Stats(
+                os.path.join(out, name)
+            ).stats.items():  # type: ignore[attr-defined]
+                label = _package(path)
+                side[label] = side.get(label, 0.0) + own * 1000 / swaps
+    return split
+
+
+def print_profile(chips: int, split: dict[str, dict[str, float]]) -> None:
+    """The profiled worker's CPU by package."""
+    sides = list(split.values())
+    labels = sorted(
+        {k for side in sides for k in side}, key=lambda k: -sum(s.get(k, 0.0) for s in sides)
+    )
+    rows = [[k, *(side.get(k, 0.0) for side in sides)] for k in labels]
+    rows.append(["total", *(sum(side.values()) for side in sides)])
+    print_table(
+        f"{chips:,} chips: a profiled worker's CPU during a burst, by package (ms/swap, cProfile"
+        " on process CPU; profiling inflates Python-heavy code, read the shares)",
+        ["package", *split, "total"],
+        [[label, *(f"{x:.2f}" for x in values), f"{sum(values):.2f}"] for label, *values in rows],
+    )
+
+
 # -- pools, and the run --------------------------------------------------------------------------
 
 
@@ -277,6 +344,10 @@ def measure(url: str, redis_url: str, args: argparse.Namespace) -> dict:
         with engine.connect() as conn:
             chips = conn.execute(sa.text("SELECT count(*) FROM chips")).scalar_one()
         figures = {"chips": chips, "load_before": load_average()}
+        if args.profile_worker:
+            figures["worker_profile"] = profile_worker(url, redis_url, engine, args.burst)
+            print_profile(chips, figures["worker_profile"])
+            return figures
         figures["in_process"] = in_process(url, redis_url, engine, args.swaps, args.runs)
         figures["workers"] = worker_runs(
             url, redis_url, engine, args.runs, args.latency_bans, args.burst
@@ -355,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swaps", type=int, default=100, help="in-process swaps per run")
     parser.add_argument("--latency-bans", type=int, default=50)
     parser.add_argument("--burst", type=int, default=300)
+    parser.add_argument(
+        "--profile-worker", action="store_true", help="only profile one worker through a burst"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     database_url, redis_base = base_urls()
