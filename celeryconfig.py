@@ -7,6 +7,7 @@ unacknowledged message for different reasons, so the settings that depend on tha
 from kombu import Exchange, Queue
 
 from orchestrator import task_names as names
+from orchestrator.adapters import broker_redis
 from orchestrator.app import bootstrap
 from orchestrator.app.settings import WORKER_QUEUES, broker_kind, get_settings
 
@@ -77,6 +78,10 @@ else:
     # visibility_timeout, and the use cases are compare-and-set, so a redelivery never changes
     # anything twice.
     worker_cancel_long_running_tasks_on_connection_loss = False
+    # kombu's Redis transport, reusing its bookkeeping client instead of building one per
+    # delivery and per ack (orchestrator/adapters/broker_redis.py): the same commands, less CPU.
+    # Installed under the `redis` scheme, so URLs (and Flower's broker page) read as before.
+    broker_redis.install()
 
 # Queues: a slow Salvy or Slack call never delays a replacement. In production two workers split
 # them (settings.SWAP_QUEUES, settings.IO_QUEUES); `make run` and the tests run one for all.
