@@ -9,5 +9,6 @@ from tasks import app
 
 __all__ = ["app"]
 
+app.conf.broker_url  # noqa: B018  (celeryconfig loaded now: what follows overrides it)
 before_code.apply()
 app.conf.update(worker_send_task_events=True, task_track_started=True)

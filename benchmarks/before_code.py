@@ -23,6 +23,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 
 import sqlalchemy as sa
+from kombu.transport import TRANSPORT_ALIASES
 
 from orchestrator.adapters import locks
 from orchestrator.domain.pool import BANNED, PoolConfig, is_fit_to_serve
@@ -220,9 +221,11 @@ def _previous_bindings() -> list[tuple[object, str, object]]:
 
 
 def apply_previous() -> None:
-    """From now on, in this process, swaps run as before issue 23 (engines made from now on)."""
+    """From now on, in this process, swaps run as before issue 23 (engines made from now on),
+    and kombu connections made from now on use kombu's own Redis transport."""
     for owner, name, value in _previous_bindings():
         setattr(owner, name, value)
+    TRANSPORT_ALIASES["redis"] = "kombu.transport.redis:Transport"
 
 
 @contextlib.contextmanager
