@@ -2,7 +2,7 @@
 
 Two "befores", layered:
 
-- before issue 23 (`apply_previous`, `previous()`): the swap's transaction in 13 statements (two
+- before issue 23 (`apply_previous`, `previous()`): the swap's transaction in 12 statements (two
   reads of the chip, the config and the count apart, each compare-and-set, the move, the
   operation, the message and the alert reset one statement each, each statement built per call),
   a pre-ping on every checkout, redis-py locks (the queued marker, each lock and each release a

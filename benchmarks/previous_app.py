@@ -1,7 +1,7 @@
 """The worker as it was before issue 23: `celery -A benchmarks.previous_app worker`.
 
 Only for the side-by-side figures of benchmarks/swap_floor.py (what changed:
-benchmarks/before_code.py, `apply_previous`): the swap's 13 statements, a pre-ping on every
+benchmarks/before_code.py, `apply_previous`): the swap's 12 statements, a pre-ping on every
 checkout, and task events and the STARTED state on, as they were.
 """
 
