@@ -56,7 +56,7 @@ def test_the_scale_benchmark_runs_and_its_bursts_are_exact(tmp_path: Path) -> No
     )
     [size] = out["sizes"]
     assert size["chips"] == 2000
-    for variant in ("now", "before", "lean"):
+    for variant in ("now", "before", "watched"):
         [burst] = size["swap"][variant]["runs"]["bursts"]
         assert burst["statuses"] == {"replaced": 20, "not replaced": 0}
         assert burst["distinct_replacements"] == 20
@@ -64,6 +64,35 @@ def test_the_scale_benchmark_runs_and_its_bursts_are_exact(tmp_path: Path) -> No
         assert [r["replaced"] for r in size["db_burst"][variant]["runs"]] == [20]
     assert size["swap"]["active_above_max"] == 0
     assert size["cycle"]["now"] > 0
+
+
+@pytest.mark.db
+def test_the_swap_floor_benchmark_runs_and_counts_the_statements(tmp_path: Path) -> None:
+    out = _run(
+        [
+            "benchmarks.swap_floor",
+            "--sizes",
+            "2000",
+            "--runs",
+            "1",
+            "--swaps",
+            "5",
+            "--latency-bans",
+            "3",
+            "--burst",
+            "20",
+        ],
+        tmp_path,
+    )
+    [size] = out
+    assert size["chips"] == 2000
+    # A pool this small is near producao_max: its swaps take the exact path (pool_config and
+    # every slot locked, the count checked), a few statements more on both sides.
+    now, previous = (size["in_process"][v]["per_swap"] for v in ("now", "previous"))
+    assert previous["statements"] - now["statements"] == 6
+    assert (now["pings"], previous["pings"]) == (0, 1)
+    for variant in ("now", "watched", "previous"):
+        assert size["workers"][variant]["replaced"] == [20]
 
 
 @pytest.mark.db

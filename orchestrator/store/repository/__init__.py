@@ -2,8 +2,7 @@
 
 chips (one row, compare-and-set), counts (config, tally, active count, growth slots), candidates
 (what a decision may pick), conversations (moves, stranded rows), operations (the log and its
-tally), history
-(what capacity planning measures).
+tally), history (what capacity planning measures), swaps (a swap's statements, merged).
 """
 
 from orchestrator.store.repository.candidates import (
@@ -79,6 +78,12 @@ from orchestrator.store.repository.signals import (
     save_event_clock,
     set_connected,
 )
+from orchestrator.store.repository.swaps import (
+    best_ready_and_count,
+    record_swap,
+    status_config_active,
+    swap_chips,
+)
 from orchestrator.store.repository.tally_checks import (
     check_and_correct,
     tally_check_rows,
@@ -92,6 +97,7 @@ __all__ = [
     "advance_backstop",
     "backstop_position",
     "best_ready",
+    "best_ready_and_count",
     "cancellable_banned",
     "check_and_correct",
     "chip_by_salvy_id",
@@ -129,6 +135,7 @@ __all__ = [
     "recent_drops",
     "recent_operations",
     "record_operation",
+    "record_swap",
     "rehab_candidates",
     "replaced_for",
     "replacement_of",
@@ -138,10 +145,12 @@ __all__ = [
     "serving_candidates",
     "set_connected",
     "settle_stranded_notes",
+    "status_config_active",
     "status_counts",
     "stranded_conversations",
     "stranded_in_range",
     "stranded_in_range_query",
+    "swap_chips",
     "take_growth_slot",
     "tally_check_rows",
     "tally_checked_at",

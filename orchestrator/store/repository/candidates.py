@@ -128,16 +128,20 @@ def least_loaded_healthy_active(
     return conn.execute(stmt).mappings().first()
 
 
-def fit_ready_clauses(config: PoolConfig) -> tuple[sa.ColumnElement[bool], ...]:
+def fit_ready_clauses(config: PoolConfig | None) -> tuple[sa.ColumnElement[bool], ...]:
     """SQL twin of pool.is_fit_to_serve for ready chips (idx_chips_ready_fit serves it).
 
     A chip once degraded is never taken again (degraded_at IS NULL), as replace always did.
+    config None: the trust threshold is the bind parameter `trust_min` (a statement built once).
     """
+    trust_min = (
+        sa.bindparam("trust_min", type_=sa.Float) if config is None else config.trust_min_for_ready
+    )
     return (
         chips.c.status == "ready",
         chips.c.evolution_connected,
         chips.c.degraded_at.is_(None),
-        chips.c.trust_score >= config.trust_min_for_ready,
+        chips.c.trust_score >= trust_min,
     )
 
 
