@@ -106,7 +106,7 @@ def run(engine: sa.Engine, chips: int, years: float, runs: int) -> dict:
             ("cycle read side, auto_size off", ms(plans["off"])),
             ("cycle read side, auto_size on, measurement cached", ms(plans["cached"])),
             ("cycle read side, auto_size on, measuring", ms(plans["measuring"])),
-            ("simulate: 90 days x 24 cycles, current vs recommended", ms(sim)),
+            ("simulate: 90 days x 24 cycles, the four runs", ms(sim)),
         ],
     )
     print(

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from benchmarks import (
     capacity,
+    history_costs,
     memory,
     planning,
     replace,
@@ -116,8 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument(
         "--only",
-        choices=["planning", "workers", "scale", "memory", "webhooks", "capacity", "reports"],
-        help="run one group (scale: 10k/100k/1M chips, now vs before; memory: the 10-minute"
+        choices=[
+            "planning",
+            "workers",
+            "scale",
+            "memory",
+            "webhooks",
+            "capacity",
+            "reports",
+            "costs",
+        ],
+        help="run one group (scale: 10k/100k/1M chips, now vs before; costs: metrics scrape and"
+        " migrate_conversations on a long history, now vs before; memory: the 10-minute"
         " worker memory run, never in the default run)",
     )
     parser.add_argument("--worker-arg", action="append", default=[], help="extra worker option")
@@ -158,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows = [reports.run(engine, n, 10, sizes.planning_runs) for n in report_sizes]
                 reports.print_rows(rows, sizes.planning_runs)
                 results["reports"] = rows
+            if args.only in (None, "costs"):  # 1M chips / 10M operations: history_costs --large
+                chips, runs = (5_000, 3) if args.quick else (100_000, 5)
+                results["costs"] = history_costs.run(engine, chips, 10, runs)
             if args.only == "memory":
                 results["memory"] = memory.run(
                     url, redis_url, engine, memory.MINUTES, memory.RATE, memory.CHIPS

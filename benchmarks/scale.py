@@ -52,12 +52,12 @@ from orchestrator.services import dispatch as runner
 from orchestrator.store import repository as repo
 
 SIZES = (10_000, 100_000, 1_000_000)
-#: Variant -> (worker app, queue). "lean" is today's code without task events and the STARTED
-#: state (benchmarks.lean_app): what Flower's per-task events cost a burst.
+#: Variant -> (worker app, queue). "watched" is today's code with task events on, as while Flower
+#: watches (benchmarks.watched_app): what Flower's per-task events cost a burst.
 VARIANTS = {
     "now": ("tasks", "bench_now"),
     "before": ("benchmarks.before_app", "bench_before"),
-    "lean": ("benchmarks.lean_app", "bench_lean"),
+    "watched": ("benchmarks.watched_app", "bench_watched"),
 }
 STRANDED_CHIPS, STRANDED_ROWS = 5, 2
 #: The cycle's stranded query before 0005: every open row joined with its chip.
@@ -644,7 +644,7 @@ def print_summary(results: list[dict], runs: int, latency_bans: int, burst_bans:
                 f"{ms(now['p50'])} / {ms(before['p50'])}",
                 f"{ms(now['p99'])} / {ms(before['p99'])}",
                 f"{now['rate']:.0f} / {before['rate']:.0f}",
-                f"{f['swap']['lean']['rate']:.0f}",
+                f"{f['swap']['watched']['rate']:.0f}",
                 f"{now['worker_cpu_ms']:.1f} / {before['worker_cpu_ms']:.1f}",
                 f"{d['now']['per_second']:.0f} / {d['before']['per_second']:.0f}",
                 f"{d['now']['postgres_cpu_ms']:.1f} / {d['before']['postgres_cpu_ms']:.1f}",
@@ -662,7 +662,7 @@ def print_summary(results: list[dict], runs: int, latency_bans: int, burst_bans:
             "ban->swap p50 ms",
             "ban->swap p99 ms",
             "burst swaps/s",
-            "burst swaps/s, no task events",
+            "burst swaps/s, task events on",
             "worker CPU ms/swap",
             "DB-side burst swaps/s",
             "PostgreSQL CPU ms/swap",

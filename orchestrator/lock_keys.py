@@ -26,3 +26,5 @@ class AdvisoryLock(enum.IntEnum):
     DELIVERY = 727_004
     #: chip_status_tally compaction, resync, truncation (SQL functions of migration 0005).
     STATUS_TALLY = 727_005
+    #: operation_tally compaction and resync (SQL functions of migration 0013).
+    OPERATION_TALLY = 727_008

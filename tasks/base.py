@@ -41,7 +41,7 @@ class OrchestratorTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            inspect.signature(self.run).bind(*args, **kwargs)
+            self._signature().bind(*args, **kwargs)
         except TypeError as error:
             return {"status": "rejected", "code": "bad_arguments", "reason": str(error)}
         if self._poisoned():
@@ -58,6 +58,13 @@ class OrchestratorTask(Task):
             )
             countdown = min(max(countdown, 0.5), self.max_countdown())
             raise self.retry(exc=error, countdown=countdown) from None
+
+    def _signature(self) -> inspect.Signature:
+        """The task function's signature, built once per task (not on every call)."""
+        signature = self.__dict__.get("_run_signature")
+        if signature is None:
+            signature = self.__dict__["_run_signature"] = inspect.signature(self.run)
+        return signature
 
     def max_countdown(self) -> float:
         """The longest a retry may wait on this app's broker (a Retry-After is capped to it)."""

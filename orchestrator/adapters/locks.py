@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import Iterator
 from types import TracebackType
 
 import redis
 import sqlalchemy as sa
-from redis.exceptions import LockError, LockNotOwnedError
 from redis.exceptions import RedisError as _RedisError
 
 from orchestrator.errors import TransientError
@@ -41,55 +41,81 @@ DELIVERY_COUNT_TTL = 24 * 3600
 def _redis_call(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except (LockError, LockNotOwnedError):
-        raise
     except _RedisError as error:
         raise TransientError(f"redis unavailable: {type(error).__name__}") from None
+
+
+#: Take a chip lock in one round trip: free -> ours (SET NX PX); already ours (the same token,
+#: left by our own earlier delivery) -> ours again with a fresh TTL; else 0. KEYS[2], when
+#: given, is a marker deleted first (the chip's "task queued" marker: no round trip of its own).
+_ACQUIRE = """
+if KEYS[2] then redis.call('del', KEYS[2]) end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"""
+#: Release every lock still holding our token, in one round trip; how many were released.
+_RELEASE = """
+local released = 0
+for _, key in ipairs(KEYS) do
+    if redis.call('get', key) == ARGV[1] then
+        redis.call('del', key)
+        released = released + 1
+    end
+end
+return released
+"""
+
+
+def chip_lock_key(chip_id: str) -> str:
+    """The Redis key of a chip's lock."""
+    return f"{PREFIX}:lock:chip:{chip_id}"
 
 
 class LockSet:
     """Non-blocking chip locks held together and released together (a context manager).
 
-    With an owner (the Celery task id), the lock's token is the owner: a redelivery of the same
-    message after its worker died (acks_late) takes over the lock its dead first run left
-    behind, instead of being skipped until the TTL runs out. Other tasks are still kept out.
+    Each lock is a key holding our token, with a TTL. With an owner (the Celery task id), the
+    token is the owner: a redelivery of the same message after its worker died (acks_late) takes
+    over the lock its dead first run left behind, instead of being skipped until the TTL runs
+    out. Other tasks are still kept out. Taking a lock is one round trip, releasing them all one.
     """
 
     def __init__(
         self, client: redis.Redis, ttl: int = CHIP_LOCK_TTL, owner: str | None = None
     ) -> None:
-        self._client, self._ttl, self._owner = client, ttl, owner
-        self._held: list[redis.lock.Lock] = []
+        self._client, self._ttl = client, ttl
+        self._token = owner or uuid.uuid4().hex
+        self._held: list[str] = []
 
-    def acquire(self, chip_id: str) -> bool:
-        """Take the chip's lock if free (or already ours); False if another task holds it."""
-        lock = self._client.lock(f"{PREFIX}:lock:chip:{chip_id}", timeout=self._ttl)
-        if _redis_call(lock.acquire, blocking=False, token=self._owner) or self._adopt(lock):
-            self._held.append(lock)
+    def acquire(self, chip_id: str, *, clear: str | None = None) -> bool:
+        """Take the chip's lock if free (or already ours); False if another task holds it.
+
+        clear: a key deleted in the same round trip, whatever the answer (a queued marker).
+        """
+        key = chip_lock_key(chip_id)
+        keys = [key] if clear is None else [key, clear]
+        script = self._client.register_script(_ACQUIRE)
+        if _redis_call(script, keys=keys, args=[self._token, self._ttl * 1000]):
+            self._held.append(key)
             return True
         return False
 
-    def _adopt(self, lock: redis.lock.Lock) -> bool:
-        """Take over a lock whose token is our owner id (left by our own earlier delivery)."""
-        if self._owner is None:
-            return False
-        token = self._owner.encode()
-        if _redis_call(self._client.get, lock.name) != token:
-            return False
-        lock.local.token = token
-        try:
-            return bool(_redis_call(lock.reacquire))
-        except LockError:
-            return False
-
     def release_all(self) -> None:
         """Release what we hold; an expired or lost lock is only logged."""
-        while self._held:
-            lock = self._held.pop()
-            try:
-                lock.release()
-            except (LockError, _RedisError) as error:
-                log.warning("lock %s not released: %s", lock.name, type(error).__name__)
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        try:
+            released = self._client.register_script(_RELEASE)(keys=held, args=[self._token])
+        except _RedisError as error:
+            log.warning("locks %s not released: %s", held, type(error).__name__)
+            return
+        if released != len(held):
+            log.warning("%d of locks %s had expired or were taken", len(held) - released, held)
 
     def __enter__(self) -> LockSet:
         return self
@@ -138,12 +164,17 @@ def _release_guard(conn: sa.Connection) -> None:
 
 def mark_queued(client: redis.Redis, task: str, chip_id: str, ttl: int) -> bool:
     """Remember that a task for this chip is queued; False if one already is."""
-    return bool(_redis_call(client.set, f"{PREFIX}:queued:{task}:{chip_id}", "1", nx=True, ex=ttl))
+    return bool(_redis_call(client.set, queued_key(task, chip_id), "1", nx=True, ex=ttl))
+
+
+def queued_key(task: str, chip_id: str) -> str:
+    """The key of the marker saying a task for this chip is queued."""
+    return f"{PREFIX}:queued:{task}:{chip_id}"
 
 
 def clear_queued(client: redis.Redis, task: str, chip_id: str) -> None:
     """The queued task started: the next cycle may queue the chip again if still needed."""
-    _redis_call(client.delete, f"{PREFIX}:queued:{task}:{chip_id}")
+    _redis_call(client.delete, queued_key(task, chip_id))
 
 
 def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int | None:
@@ -154,9 +185,10 @@ def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int | Non
     the database keeps it safe.
     """
     key = f"{PREFIX}:deliveries:{task_id}:{retries}"
-    try:
-        count = client.incr(key)
-        client.expire(key, DELIVERY_COUNT_TTL)
+    try:  # one round trip for both
+        count, _ = (
+            client.pipeline(transaction=False).incr(key).expire(key, DELIVERY_COUNT_TTL).execute()
+        )
     except Exception:  # any failure here must not stop the task
         return None
     return int(count)

@@ -41,6 +41,8 @@ class SalvyNumber:
     status: str
     area_code: int | None = None
     created_at: str | None = None
+    #: When Salvy cancelled it; still set on a line Salvy reactivated since.
+    canceled_at: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SalvyNumber:
@@ -54,6 +56,7 @@ class SalvyNumber:
             status=str(data["status"]),
             area_code=int(area_code) if area_code is not None else area_code_of(phone),
             created_at=data.get("createdAt"),
+            canceled_at=data.get("canceledAt"),
         )
 
 
@@ -132,6 +135,15 @@ class SalvyClient:
         """One number by its Salvy id."""
         body = self._call("GET", f"{ACCOUNTS}/{quote(number_id, safe='')}")
         return self._parse(SalvyNumber.from_json, body)
+
+    def find(self, number_id: str) -> SalvyNumber | None:
+        """One number by its Salvy id, or None when Salvy does not know it (404)."""
+        resp = self._send("GET", f"{ACCOUNTS}/{quote(number_id, safe='')}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 400:
+            raise _error_for(resp)
+        return self._parse(lambda r: SalvyNumber.from_json(r.json()), resp)
 
     def cancel(self, number_id: str, reason: str) -> None:
         """Cancel a number; one already cancelled, or unknown to Salvy, counts as done."""

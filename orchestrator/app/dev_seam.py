@@ -1,9 +1,10 @@
 """The one door from production code into orchestrator.dev; import-linter allows no other.
 
 bootstrap asks here for an embedded server's URL when DATABASE_URL / REDIS_URL is unset (started
-under ORCHESTRATOR_EMBEDDED=1, else only found if a demo left it running under .data/), and the
-CLI's `demo` verb runs the demo. Each function imports dev/ when called, so a production process
-with its URLs set never loads the demo machinery at all.
+under ORCHESTRATOR_EMBEDDED=1, else only found if a demo left it running under .data/), settings
+for the Salvy stand-in a running demo published there, and the CLI's `demo` verb runs the demo.
+Each function imports dev/ when called, so a production process with its URLs set never loads the
+demo machinery at all.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def embedded_running(server: str, data_dir: Path) -> bool:
     if server == "postgres":
         return embedded.postgres_running(data_dir)
     return embedded.running_redis_url(data_dir) is not None
+
+
+def demo_salvy(data_dir: Path) -> tuple[str, str | None] | None:
+    """(URL, token) of the Salvy stand-in a running demo published under data_dir, else None."""
+    from orchestrator.dev import standin_file
+
+    return standin_file.read(data_dir)
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -40,10 +40,9 @@ def _locked(
     owner: str | None = None,
 ) -> dict:
     chip_id = repo.parse_chip_id(chip_id)
-    client = bootstrap.redis_client()
-    locks.clear_queued(client, task, chip_id)
-    with locks.LockSet(client, owner=owner) as held:
-        if not held.acquire(chip_id):
+    with locks.LockSet(bootstrap.redis_client(), owner=owner) as held:
+        # The queued marker goes in the same round trip: the next cycle may queue the chip again.
+        if not held.acquire(chip_id, clear=locks.queued_key(task, chip_id)):
             return {"status": "skipped", "chip_id": chip_id, "reason": "chip busy in another task"}
         return action(held)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
+from orchestrator.app import dev_seam
 from orchestrator.errors import ConfigError
 
 #: The swap worker's queues: replacements, promotions, migrations and the cycle, and Celery's
@@ -127,7 +128,23 @@ def broker_kind(url: str) -> str:
     raise ConfigError(f"CELERY_BROKER_URL must start with one of {known}, not {given}")
 
 
+def with_demo_salvy(settings: Settings) -> Settings:
+    """Beside a running demo, its Salvy stand-in when SALVY_API_URL is unset.
+
+    Only a process on the demo's embedded servers looks (no DATABASE_URL: it reaches its database
+    through the servers the demo left under the data dir, or fails at once). A process given
+    DATABASE_URL, production's, never reads the file, however it got there.
+    """
+    if settings.salvy_api_url or settings.database_url:
+        return settings
+    found = dev_seam.demo_salvy(settings.data_dir)
+    if found is None:
+        return settings
+    url, token = found
+    return replace(settings, salvy_api_url=url, salvy_api_token=token)
+
+
 @cache
 def get_settings() -> Settings:
-    """The process's settings (read once)."""
-    return Settings.from_env()
+    """The process's settings (read once); beside a running demo, with its Salvy stand-in."""
+    return with_demo_salvy(Settings.from_env())

@@ -1,8 +1,10 @@
 """`chip-orchestrator demo` (what `make run` runs): the whole system on this machine.
 
 Migrates, seeds a demo pool into an empty database, starts the Salvy stand-in, a Celery worker and
-beat as child processes, plays the other services with the simulator, and shows the pool live.
-Ctrl-C or SIGTERM stops every child (and the embedded servers if this run started them).
+beat as child processes, plays the other services with the simulator, and shows the pool live (in
+plain lines when output is not a terminal). The stand-in is published under .data/ so a shell
+beside the demo buys from it too. Ctrl-C or SIGTERM stops every child (and the embedded servers if
+this run started them).
 """
 
 from __future__ import annotations
@@ -14,30 +16,30 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
+import redis
 import requests
 import sqlalchemy as sa
 from celery import Celery
 from rich.console import Console
-from rich.live import Live
 from sqlalchemy.engine import make_url
 
+from orchestrator.adapters import cycle_timing
 from orchestrator.app import bootstrap
 from orchestrator.app.settings import ROOT, WORKER_QUEUES_ARG, Settings, get_settings
 from orchestrator.dev import demo_seed, embedded, ports, simulator
+from orchestrator.dev.standin_file import published
 from orchestrator.dev.supervisor import Supervisor
-from orchestrator.ops import planning_view, render
+from orchestrator.dev.view import LiveView, PlainView
+from orchestrator.domain.forecast import DEFAULT_WINDOW_DAYS
+from orchestrator.ops import planning_view
 from orchestrator.services import forecast
 from orchestrator.services.cycle import pool_status
 from orchestrator.store import migrate, repository
 
-#: The demo's weather: a time-lapse warm-up so promotions show within a minute.
-DEMO_KNOBS = simulator.Knobs(ban_rate=0.012, disconnect_rate=0.02, warmup_days_per_step=2.0)
 #: Seconds between two reads of the forecast shown under the live view.
 FORECAST_SECONDS = 15
 #: Token the stand-in accepts; a salvy_test_ key is Salvy's sandbox convention.
@@ -84,7 +86,8 @@ def _run(
         sender = Celery("simulador", broker=bootstrap.broker_url())
         sender.conf.update(task_serializer="json", accept_content=["json"])
         try:
-            code = _loop(args, engine, children, sender, console, stop)
+            with _standin_published(children, settings):
+                code = _loop(args, engine, children, sender, console, stop)
         finally:
             console.print("parando worker, beat e Salvy stand-in...")
             sender.close()
@@ -122,6 +125,17 @@ def _start_children(children: Supervisor, settings: Settings, cycle_seconds: flo
     children.start("beat", [*celery, "beat", "-l", "WARNING", "--schedule", schedule])
 
 
+def _standin_published(children: Supervisor, settings: Settings) -> AbstractContextManager:
+    """The stand-in this run started, published under .data/ for a shell beside the demo."""
+    standin = next((c for c in children.children if c.name == "salvy"), None)
+    if standin is None:  # SALVY_API_URL was given: that shell has it too
+        return nullcontext()
+    env = children.env
+    return published(
+        settings.data_dir, env["SALVY_API_URL"], env.get("SALVY_API_TOKEN"), standin.proc.pid
+    )
+
+
 def _loop(
     args: argparse.Namespace,
     engine: sa.Engine,
@@ -137,7 +151,10 @@ def _loop(
     footer = (
         f"ciclo a cada {args.cycle_seconds:g}s | logs em {children.log_dir} | Ctrl-C para parar"
     )
-    view = _PlainView(console) if args.no_live else _LiveView(console, footer)
+    live = not args.no_live and console.is_terminal
+    if not args.no_live and not live:
+        console.print("saida nao e um terminal: linhas simples, o pool a cada ciclo (--no-live)")
+    view = LiveView(console, footer) if live else PlainView()
 
     def send(name: str, task_args: list, kwargs: dict) -> None:
         sender.send_task(name, args=task_args, kwargs=kwargs)
@@ -152,11 +169,11 @@ def _loop(
                 )
                 return 1
             try:
-                events = simulator.step(engine, rng, send, DEMO_KNOBS)
+                events = simulator.step(engine, rng, send, demo_seed.DEMO_KNOBS)
                 if time.monotonic() >= forecast_due:
                     view.forecast = _forecast_line(engine)
                     forecast_due = time.monotonic() + FORECAST_SECONDS
-                view.show(pool_status(engine), _recent(engine), events)
+                view.show(pool_status(engine), _recent(engine), events, _last_cycle())
             except sa.exc.DBAPIError as error:
                 view.show_error(f"banco indisponivel: {str(error.orig or error).splitlines()[0]}")
             stop.wait(tick)
@@ -164,86 +181,21 @@ def _loop(
 
 
 def _forecast_line(engine: sa.Engine) -> str:
-    """The forecast's recommendation against the configured buffer, in one line."""
-    return planning_view.forecast_line(forecast.forecast(engine, window_days=60))
+    """`forecast`'s own measurement and recommendation (its default window), in one line."""
+    return planning_view.forecast_line(forecast.forecast(engine, window_days=DEFAULT_WINDOW_DAYS))
+
+
+def _last_cycle() -> float | None:
+    """When the last cycle finished (the worker records it in Redis); None if not known."""
+    try:
+        return cycle_timing.read(bootstrap.redis_client())[0]
+    except (redis.RedisError, ValueError):
+        return None
 
 
 def _recent(engine: sa.Engine) -> list:
     with engine.connect() as conn:
         return repository.recent_operations(conn, 8)
-
-
-class _LiveView:
-    """rich.live: pool table, last operations, the simulator's last lines."""
-
-    def __init__(self, console: Console, footer: str) -> None:
-        self.events: deque[str] = deque(maxlen=8)
-        self.footer = footer
-        self.forecast = ""
-        self.live = Live(console=console, refresh_per_second=4, transient=False)
-
-    def __enter__(self) -> _LiveView:
-        self.live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.live.stop()
-
-    def show(self, status: dict, operations: list, events: list[str]) -> None:
-        stamp = f"{datetime.now():%H:%M:%S}"
-        self.events.extendleft(f"{stamp} {e}" for e in events)
-        footer = f"{self.forecast}\n{self.footer}" if self.forecast else self.footer
-        self.live.update(render.live_view(status, operations, list(self.events), footer))
-
-    def show_error(self, line: str) -> None:
-        self.events.appendleft(f"[red]{line}[/]")
-
-
-class _PlainView:
-    """--no-live: one line per simulator event and per new operation, the pool when it changes."""
-
-    def __init__(self, console: Console) -> None:
-        self.seen: set[tuple] | None = None  # the first read marks history as seen
-        self.last_counts = ""
-        self.forecast = self.last_forecast = ""
-
-    def __enter__(self) -> _PlainView:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        return None
-
-    def show(self, status: dict, operations: list, events: list[str]) -> None:
-        for event in events:
-            _say(f"simulador: {event}")
-        keys = [(op["created_at"], op["operacao"], op["telefone"]) for op in operations]
-        if self.seen is None:
-            self.seen = set(keys)
-        for key, op in reversed(list(zip(keys, operations, strict=True))):
-            if key not in self.seen:
-                self.seen.add(key)
-                _say(f"operacao: {render.operation_line(op)}")
-        if self.forecast != self.last_forecast:
-            self.last_forecast = self.forecast
-            _say(self.forecast)
-        line = render.status_line(status)
-        counts = line.rsplit(", trust medio", 1)[0]  # trust wanders every step; counts matter
-        if counts != self.last_counts:
-            self.last_counts = counts
-            _say(line)
-
-    def show_error(self, line: str) -> None:
-        _say(line)
-
-
-def _say(line: str) -> None:
-    print(f"{datetime.now():%H:%M:%S} {line}", flush=True)
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""A small demo pool: every status, open conversations, and something for the first cycles to do."""
+"""A small demo pool: every status, open conversations, something for the first cycles to do,
+and the weather the demo's simulator plays around it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from orchestrator.dev import simulator
 from orchestrator.store.schema import chips, conversation_chips, operations, pool_config
+
+#: The demo's weather: a time-lapse warm-up (promotions within a minute; purchases age with it,
+#: so the lead time measured is a warm-up's), and trust calm enough that ready chips stay fit to
+#: serve (each dip below trust_min_for_ready leaves the reserve short, so a number is bought).
+DEMO_KNOBS = simulator.Knobs(
+    ban_rate=0.012, disconnect_rate=0.02, warmup_days_per_step=2.0, trust_drift=1.0
+)
 
 #: pool_config of the demo: small, so each change shows; a 1-minute disconnection grace.
 DEMO_CONFIG = {
@@ -113,6 +122,8 @@ def _row(
         "trust_score": trust,
         "fase_warmup": phase,
         "warming_started_at": now - timedelta(days=days),
+        # Bought when its warm-up started: the forecast measures lead time from created_at.
+        "created_at": now - timedelta(days=days),
     }
     if status in ("ready", "active"):
         row["ready_at"] = now - timedelta(days=max(0.0, days - 21))

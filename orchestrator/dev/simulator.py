@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from orchestrator.domain.messages import phone
 from orchestrator.store.schema import chips, conversation_chips
 
 #: send(task_name, args, kwargs): how a ban-detecting service tells the orchestrator.
@@ -39,7 +40,9 @@ class Knobs:
     trust_drift: float = 2.0  #: standard deviation of trust noise per step
     arrivals: int = 3  #: at most this many new conversations per step
     close_rate: float = 0.05  #: fraction of open conversations closed per step
-    warmup_days_per_step: float = 0.0  #: demo time-lapse: warm-up days that pass per step
+    #: demo time-lapse: warm-up days that pass per step (warming_started_at and created_at move
+    #: back together)
+    warmup_days_per_step: float = 0.0
     outage: bool = False  #: gateway outage: most active chips disconnect, none come back
     sample: int = 50  #: at most this many chips looked at per kind of change
 
@@ -72,7 +75,8 @@ def _set(engine: sa.Engine, chip_id: str, expected: str, **values: object) -> bo
 
 
 def _phone(row: sa.RowMapping) -> str:
-    return row["telefone"] or str(row["id"])[:8]
+    """As every other line of the demo's screen writes a number (+55 11 91234-5678)."""
+    return phone(row["telefone"]) if row["telefone"] else str(row["id"])[:8]
 
 
 def _warm_up(engine: sa.Engine, rng: random.Random, knobs: Knobs) -> list[str]:
@@ -84,8 +88,12 @@ def _warm_up(engine: sa.Engine, rng: random.Random, knobs: Knobs) -> list[str]:
         started = row["warming_started_at"]
         values: dict[str, object] = {}
         if started is not None and knobs.warmup_days_per_step:
-            started = started - timedelta(days=knobs.warmup_days_per_step)
+            lapse = timedelta(days=knobs.warmup_days_per_step)
+            started = started - lapse
             values["warming_started_at"] = started
+            # The purchase ages with the warm-up, so the lead time measured from created_at to
+            # ready_at is the warm-up's (not the seconds the time-lapse really took).
+            values["created_at"] = chips.c.created_at - lapse
         phase = phase_for(now - started if started else None, days)
         if PHASES.index(phase) > PHASES.index(row["fase_warmup"] or PHASES[0]):
             values["fase_warmup"] = phase

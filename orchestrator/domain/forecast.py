@@ -1,14 +1,23 @@
-"""Capacity planning maths: measured demand, lead time and warm-up loss -> the buffer to hold.
+"""Capacity planning maths for the reserve policy: measured demand, lead time and warm-up loss
+-> the reserve target to hold, and its split into warmup_buffer and ready_min.
 
 Pure: the history comes in as plain numbers (services/forecast.py reads it). The method, with a
 worked example, is in docs/capacity.md:
 
-- demand: replacements per day, lambda (a serving chip that had to go and needed a ready chip);
+- demand lambda: ready chips consumed per day (a serving chip that had to go and took, or found
+  no, ready chip; a ready chip lost), less the chips returned to service (the cycle does not buy
+  those again). A number lost while warming is warm-up loss q, never demand;
 - lead time L: days from the purchase of a number to its chip being ready (measured);
-- base stock S: the smallest S with P(Poisson(lambda * L) <= S - 1) >= service level, the chance
-  that a replacement arriving now finds a ready chip when S chips are held or on their way;
-- split: the pipeline (warmup_buffer) carries the mean demand over L, inflated by the warm-up
-  loss; the ready tier (ready_min) holds the rest of S, the safety stock.
+- the cycle buys on the reserve (ready + warming + provisioning) up to S = ready_min +
+  warmup_buffer: a base-stock policy. Every ready chip consumed and every number lost warming is
+  bought again at once, so the pipeline holds the last L days' purchases, Poisson with mean
+  lambda * L / (1 - q), and ready = S - pipeline. A replacement finds a ready chip when the
+  pipeline holds fewer than S: S is the smallest with P(Poisson(lambda L / (1 - q)) <= S - 1)
+  >= service level;
+- split: warmup_buffer = ceil(lambda L / (1 - q)), the pipeline's mean; ready_min = the rest of
+  S, the safety stock (at least one chip while there is demand);
+- a loss above LOSS_CAP is flagged and planned as LOSS_CAP: buying more numbers does not fix a
+  warm-up that loses most of them (the old 0.99 clamp let the buffer reach 100x the demand).
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ MIN_HISTORY_DAYS = 7
 DEFAULT_WINDOW_DAYS = 60
 #: Upper bound of the base-stock search (a guard against a nonsensical rate, not a real limit).
 MAX_BASE_STOCK = 10_000_000
+#: Warm-up loss above this is flagged, and planned at this: the pipeline is at most doubled.
+LOSS_CAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,9 +47,11 @@ class History:
     history_days: int
     #: The same span in fractional days (the rate's denominator).
     span_days: float = 0.0
-    #: Replacements in those days: each a serving chip that needed a ready chip.
+    #: Ready chips consumed in those days (a serving chip that needed one, a ready chip lost).
     replacements: int = 0
     by_reason: Mapping[str, int] = field(default_factory=dict)
+    #: Degraded chips returned to ready in those days (return to service).
+    returned: int = 0
     #: Median days from purchase to ready of the chips that became ready in the window.
     lead_time_days: float | None = None
     lead_time_samples: int = 0
@@ -59,6 +72,16 @@ class History:
         return self.replacements / max(self.span_days, float(self.history_days))
 
     @property
+    def demand(self) -> float | None:
+        """Ready chips consumed per day net of the chips returned to service: what the cycle
+        buys again (None with too little history)."""
+        if self.rate is None:
+            return None
+        return max(0, self.replacements - self.returned) / max(
+            self.span_days, float(self.history_days)
+        )
+
+    @property
     def loss_rate(self) -> float | None:
         """Share of numbers lost during warm-up, or None when no bought number finished warming."""
         return self.lost_in_warmup / self.bought if self.bought else None
@@ -71,8 +94,17 @@ class Recommendation:
     warmup_buffer: int
     ready_min: int
     base_stock: int
-    mean_demand: float  # lambda * L: replacements expected while one purchase warms
+    mean_demand: float  # lambda * L: ready chips consumed while one purchase warms
     lead_time_days: float
+    #: The warm-up loss the maths used (the measured one, at most LOSS_CAP).
+    planned_loss: float = 0.0
+    #: The measured loss was above LOSS_CAP: flagged, planned at LOSS_CAP.
+    loss_flagged: bool = False
+
+    @property
+    def target(self) -> int:
+        """The reserve target: ready_min + warmup_buffer."""
+        return self.ready_min + self.warmup_buffer
 
 
 def poisson_cdf(k: int, mean: float) -> float:
@@ -120,44 +152,67 @@ def base_stock(mean: float, service_level: float) -> int:
     raise ValueError(f"no base stock below {MAX_BASE_STOCK} for a mean demand of {mean:g}")
 
 
-def pipeline_yield(warmup_buffer: int, loss_rate: float) -> int:
-    """Chips a full pipeline of warmup_buffer delivers ready, after the warm-up loss (whole)."""
-    return math.floor(warmup_buffer * (1 - loss_rate) + 1e-9)
+def planned_loss(loss_rate: float | None) -> float:
+    """The warm-up loss to plan on: the measured share, bounded to [0, LOSS_CAP]."""
+    return min(max(loss_rate or 0.0, 0.0), LOSS_CAP)
+
+
+def loss_flagged(loss_rate: float | None) -> bool:
+    """True when the measured warm-up loss is too high to plan on (above LOSS_CAP)."""
+    return loss_rate is not None and loss_rate > LOSS_CAP
+
+
+def pipeline_mean(rate: float, lead_time_days: float, loss_rate: float | None) -> float:
+    """Numbers on their way under the reserve policy, on average: lambda * L / (1 - q)."""
+    return rate * lead_time_days / (1 - planned_loss(loss_rate))
 
 
 def recommend(
-    rate: float, lead_time_days: float, loss_rate: float, service_level: float
+    rate: float, lead_time_days: float, loss_rate: float | None, service_level: float
 ) -> Recommendation:
-    """Base stock over the lead time, split into the pipeline (mean) and the ready tier (safety)."""
-    mean = rate * lead_time_days
-    stock = base_stock(mean, service_level)
-    loss = min(max(loss_rate, 0.0), 0.99)
-    buffer = math.ceil(mean / (1 - loss) - 1e-9)
-    ready = max(0, stock - pipeline_yield(buffer, loss))
-    return Recommendation(buffer, ready, stock, mean, lead_time_days)
+    """The reserve's base stock over the lead time, split into pipeline (mean) and safety."""
+    pipeline = pipeline_mean(rate, lead_time_days, loss_rate)
+    stock = base_stock(pipeline, service_level)
+    buffer = math.ceil(pipeline - 1e-9)
+    # One ready chip at least while there is demand: the one the next replacement takes.
+    ready = max(stock - buffer, 1 if rate > 0 else 0)
+    return Recommendation(
+        warmup_buffer=buffer,
+        ready_min=ready,
+        base_stock=buffer + ready,
+        mean_demand=rate * lead_time_days,
+        lead_time_days=lead_time_days,
+        planned_loss=planned_loss(loss_rate),
+        loss_flagged=loss_flagged(loss_rate),
+    )
 
 
 def p_no_ready(
-    rate: float, lead_time_days: float, loss_rate: float, warmup_buffer: int, ready_min: int
+    rate: float,
+    lead_time_days: float,
+    loss_rate: float | None,
+    warmup_buffer: int,
+    ready_min: int,
+    max_per_day: int | None = None,
 ) -> float:
-    """Probability that a replacement finds no ready chip with this buffer (long run).
+    """Probability that a replacement finds no ready chip with this config (long run).
 
-    The config holds ready_min ready plus what its pipeline yields after losses; a replacement
-    finds none when the demand over the lead time exceeds that (the base-stock formula), and
-    at least the share of the demand a too-small pipeline can never supply (yield / L per day
-    against lambda) goes unserved whatever the ready tier holds at the start.
+    The cycle holds the reserve at S = ready_min + warmup_buffer: a replacement finds none when
+    the pipeline (Poisson, mean lambda L / (1 - q)) holds S or more. How S is split does not
+    matter. A daily purchase cap below what the demand and the losses need leaves at least that
+    share unserved, whatever S is.
     """
-    mean = rate * lead_time_days
-    loss = min(max(loss_rate, 0.0), 0.99)
-    held = ready_min + pipeline_yield(warmup_buffer, loss)
-    risk = 1 - poisson_cdf(held - 1, mean)
-    if mean > 0:
-        risk = max(risk, 1 - min(1.0, warmup_buffer * (1 - loss) / mean))
+    held = ready_min + warmup_buffer
+    risk = 1 - poisson_cdf(held - 1, pipeline_mean(rate, lead_time_days, loss_rate))
+    if max_per_day is not None and rate > 0:
+        supplied = max_per_day * (1 - planned_loss(loss_rate))
+        risk = max(risk, 1 - min(1.0, supplied / rate))
     return min(1.0, max(0.0, risk))
 
 
 def sized(config: PoolConfig, rec: Recommendation | None) -> PoolConfig:
-    """auto_size: max(configured, recommended) for warmup_buffer and ready_min."""
+    """auto_size: max(configured, recommended) for warmup_buffer and ready_min; the purchase
+    caps (max_provisions_per_cycle, max_purchases_per_day) stay as configured."""
     if rec is None or not config.auto_size:
         return config
     return replace(
@@ -176,10 +231,10 @@ def lead_time_or_assumed(history: History, config: PoolConfig) -> tuple[float, b
 
 def recommend_from(history: History, config: PoolConfig) -> Recommendation | None:
     """The recommendation for config's service level, or None with too little history."""
-    if history.rate is None:
+    if history.demand is None:
         return None
     lead, _ = lead_time_or_assumed(history, config)
-    return recommend(history.rate, lead, history.loss_rate or 0.0, config.service_level)
+    return recommend(history.demand, lead, history.loss_rate, config.service_level)
 
 
 def auto_size_view(configured: PoolConfig, used: PoolConfig, rec: Recommendation | None) -> dict:

@@ -154,6 +154,23 @@ def cancelled(chip: Mapping, salvy_reason: str) -> str:
     return f":wastebasket: Chip `{phone(chip['telefone'])}` cancelado na Salvy (motivo: {salvy_reason})."
 
 
+#: Why a banned number was kept instead of released (domain/release.py kept_at_salvy).
+KEPT_TEXT = {
+    "pending": "a linha esta sendo reativada na Salvy (pending)",
+    "reactivated": "a linha foi reativada na Salvy depois de cancelada",
+    "unblocked": "a linha foi desbloqueada na Salvy depois do bloqueio que a tirou de servico",
+}
+
+
+def release_kept(chip: Mapping, why: str) -> str:
+    """A banned number due for release was kept: Salvy brought it back (canal operacoes)."""
+    return (
+        f":recycle: Chip `{phone(chip['telefone'])}` ({chip['status']}) *nao foi cancelado*:"
+        f" {KEPT_TEXT.get(why, why)}.\nVerifique se o numero voltou ao WhatsApp; para cancelar"
+        " mesmo assim, cancele na Salvy (o chip e marcado cancelado pelo webhook)."
+    )
+
+
 def unknown_salvy_numbers(numbers: list[str]) -> str:
     """Salvy bills numbers we have no chip for (canal alertas)."""
     listed = ", ".join(f"`{phone(n)}`" for n in numbers[:20])
@@ -169,6 +186,18 @@ def invalid_config(error: str) -> str:
     return (
         f":no_entry: *pool_config invalida*: {error}. O ciclo nao vai planejar ate ser corrigida."
     )
+
+
+def _setting(value: object) -> str:
+    if isinstance(value, bool):
+        return "ligado" if value else "desligado"
+    return "NULL" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_changed(antes: Mapping[str, object], depois: Mapping[str, object]) -> str:
+    """pool_config changed with `config set` (canal operacoes)."""
+    lines = "".join(f"\n- `{k}`: {_setting(antes[k])} -> {_setting(depois[k])}" for k in depois)
+    return f":gear: *Configuracao do pool alterada* (`chip-orchestrator config set`):{lines}"
 
 
 #: How a stranded chip's conversations found their new chip, as ops read it.

@@ -158,8 +158,8 @@ def is_storm(config: PoolConfig, active: int, disconnected: int) -> bool:
     return active > 0 and disconnected > config.replace_storm_fraction * active
 
 
-def plan_cycle(snap: Snapshot) -> Plan:
-    """Decide the whole cycle from one snapshot."""
+def plan_cycle(snap: Snapshot, *, rule: str = RESERVE) -> Plan:
+    """Decide the whole cycle from one snapshot; rule: how to buy (SEED only for simulate)."""
     config, counts, now = snap.config, snap.counts, snap.now
     disconnected = sum(
         1 for c in snap.serving if c.status == "active" and not c.evolution_connected
@@ -196,7 +196,13 @@ def plan_cycle(snap: Snapshot) -> Plan:
         promote_ready=tuple(c.id for c in snap.warming if is_ready_eligible(c, config, now)),
         promote_active=tuple(promote_active),
         provision=purchases_to_make(
-            config, counts, snap.purchase_gate, now, ready_fit=snap.ready_fit, ready_used=used
+            config,
+            counts,
+            snap.purchase_gate,
+            now,
+            ready_fit=snap.ready_fit,
+            ready_used=used,
+            rule=rule,
         ),
         cancel=tuple(cancellable) if config.auto_cancel_banned else (),
         migrate=tuple(c for c in snap.stranded if c not in replacing),

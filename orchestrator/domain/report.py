@@ -23,8 +23,9 @@ MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
 CURRENCY = "BRL"
 #: Why the cost is unknown when pool_config.number_monthly_cost is NULL.
 COST_UNKNOWN = "pool_config.number_monthly_cost is not set (NULL): cost unknown"
-#: Replacement reason of an auto_replace that recorded none (the seed's, or another service's).
-UNSPECIFIED = "unspecified"
+#: Replacement reason of an auto_replace that recorded none (the seed's, or another service's),
+#: as `report` and `forecast` both name it.
+NO_REASON = "sem_motivo"
 #: Chip timestamps shown as state changes in a history: column -> what happened then.
 STATE_COLUMNS = {
     "created_at": "registered",
@@ -88,6 +89,8 @@ class MonthCounts:
     replaced_by_reason: Mapping[str, int] = field(default_factory=dict)
     conversations_moved: int = 0
     numbers_billed: int = 0
+    #: Of numbers_billed, those held banned at some instant of the month (dead numbers).
+    banned_billed: int = 0
 
 
 def cost(monthly_cost: float | None, numbers_billed: int) -> dict:
@@ -102,6 +105,16 @@ def cost(monthly_cost: float | None, numbers_billed: int) -> dict:
         out["unknown_reason"] = COST_UNKNOWN
     else:
         out["total"] = round(monthly_cost * numbers_billed, 2)
+    return out
+
+
+def banned_held(monthly_cost: float | None, banned_billed: int) -> dict:
+    """What the month's banned numbers cost: held while dead, billed like any other."""
+    out: dict = {"count": banned_billed, "cost": None, "currency": CURRENCY}
+    if monthly_cost is None:
+        out["unknown_reason"] = COST_UNKNOWN
+    else:
+        out["cost"] = round(monthly_cost * banned_billed, 2)
     return out
 
 
@@ -123,6 +136,7 @@ def month_report(
         "replaced": {"total": sum(by_reason.values()), "by_reason": by_reason},
         "conversations_moved": counts.conversations_moved,
         "cost": cost(monthly_cost, counts.numbers_billed),
+        "banned_held": banned_held(monthly_cost, counts.banned_billed),
     }
 
 

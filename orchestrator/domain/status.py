@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from orchestrator.domain import release
 from orchestrator.domain.pool import (
     Counts,
     PoolConfig,
@@ -56,10 +57,32 @@ def status_from(
             "trust_medio": None if trust_medio is None else round(trust_medio, 2),
             "em_voo": counts.provisioning,
             "banned": counts.banned,
+            "banned_retidos": banned_held(config, counts, now),
             "cancelled": counts.cancelled,
         },
         "deficits": {"producao": need.producao, "ready": need.ready, "warming": need.warming},
         "compras": purchases_status(config, gate or PurchaseGate(), now),
+    }
+
+
+#: Why the banned numbers' monthly cost is null.
+COST_UNKNOWN = "pool_config.number_monthly_cost is not set (NULL): cost unknown"
+
+
+def banned_held(config: PoolConfig, counts: Counts, now: datetime | None) -> dict:
+    """Banned numbers still held (billed every month until cancelled) and what they cost a month.
+
+    `liberacao`: with auto_cancel_banned on, when the cycle next releases them (just before the
+    billing month turns, domain/release.py); None while it is off (held until ops cancel them).
+    """
+    cost = config.number_monthly_cost
+    on = config.auto_cancel_banned
+    return {
+        "count": counts.banned,
+        "custo_mensal": None if cost is None else round(counts.banned * cost, 2),
+        "custo_desconhecido": COST_UNKNOWN if cost is None else None,
+        "auto_cancel_banned": on,
+        "liberacao": release.next_release(now).isoformat() if on and now is not None else None,
     }
 
 

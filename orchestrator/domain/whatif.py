@@ -1,7 +1,8 @@
 """What-if: the pool played forward in simulated time, decided by the cycle's own plan.
 
 Every simulated cycle builds a pool.Snapshot from the simulated chips and calls
-pool.plan_cycle, the function the real cycle calls, then applies the plan as the tasks would:
+pool.plan_cycle, the function the real cycle calls (with the seed's buying rule for the `seed`
+run), then applies the plan as the tasks would:
 replacements take the first ready chip, warmed chips become ready, purchases arrive after
 `purchase_days` and warm for `warmup_days`. Bans are a Poisson process of `ban_rate` per active
 chip per day; a share `warmup_loss` of the numbers is lost while warming. Pure and
@@ -17,6 +18,7 @@ import random
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from orchestrator.domain.buying import RESERVE, SEED
 from orchestrator.domain.forecast import Recommendation, recommend
 from orchestrator.domain.pool import ChipView, Counts, PoolConfig, Snapshot, plan_cycle
 
@@ -81,6 +83,7 @@ class Outcome:
 
     warmup_buffer: int
     ready_min: int
+    rule: str = RESERVE  # the buying rule: ours (the reserve) or the seed's
     days_below_min: int = 0
     lowest_production: int | None = None
     bought: int = 0
@@ -90,6 +93,8 @@ class Outcome:
     lost_in_warmup: int = 0
     number_months: int = 0
     cost: float | None = None
+    #: Ready chip-days above ready_min: sum over days of max(0, ready at end of day - ready_min).
+    idle_ready_days: int = 0
     production: list[int] = field(default_factory=list)
     ready: list[int] = field(default_factory=list)
     warming: list[int] = field(default_factory=list)
@@ -206,7 +211,7 @@ def _snapshot(pool: _Pool, config: PoolConfig, tick: int) -> Snapshot:
 
 def _apply(pool: _Pool, snap: Snapshot, out: Outcome, tick: int, delay: int) -> None:
     """Carry the plan out as the tasks would (each one succeeds)."""
-    plan = plan_cycle(snap)
+    plan = plan_cycle(snap, rule=out.rule)
     for item in plan.replace:
         chip = int(item.chip_id)
         pool.banned.remove(chip)
@@ -230,11 +235,14 @@ def _apply(pool: _Pool, snap: Snapshot, out: Outcome, tick: int, delay: int) -> 
         out.cancelled += len(cancel)
 
 
-def simulate(config: PoolConfig, scenario: Scenario, start: StartPool) -> Outcome:
-    """Play the pool forward scenario.days days under config; deterministic for scenario.seed."""
+def simulate(
+    config: PoolConfig, scenario: Scenario, start: StartPool, rule: str = RESERVE
+) -> Outcome:
+    """Play the pool forward scenario.days days under config, buying by rule (RESERVE, ours, or
+    SEED, the seed's warming deficit); deterministic for scenario.seed."""
     rng, k = random.Random(scenario.seed), scenario.cycles_per_day
     pool = _Pool(start, k, config.warmup_days)
-    out = Outcome(config.warmup_buffer, config.ready_min)
+    out = Outcome(config.warmup_buffer, config.ready_min, rule)
     floor = min(config.producao_min, config.producao_max)
     delay = round(scenario.purchase_days * k)
     for day in range(scenario.days):
@@ -250,6 +258,7 @@ def simulate(config: PoolConfig, scenario: Scenario, start: StartPool) -> Outcom
         )
         out.production.append(len(pool.active))
         out.ready.append(len(pool.ready))
+        out.idle_ready_days += max(0, len(pool.ready) - config.ready_min)
         out.warming.append(len(pool.warming) + len(pool.provisioning))
     end = scenario.days * k
     out.number_months = sum(
@@ -274,11 +283,18 @@ def compare(
     start: StartPool | None = None,
     rec: Recommendation | None = None,
 ) -> dict[str, Outcome]:
-    """The current config against the recommended one, same world, same seed; both from start
-    (today's pool), or each from a pool at its own targets when start is None."""
+    """Same world, same seed: the seed's buying rule on the current config (`seed`), ours on the
+    current config (`current`), on the recommended one (`recommended`), and that with
+    auto_cancel_banned on (`recommended_cancel_banned`). All from start (today's pool), or each
+    from a pool at its own targets when start is None."""
     rec = rec or scenario_recommendation(config, scenario)
     proposed = replace(config, warmup_buffer=rec.warmup_buffer, ready_min=rec.ready_min)
+    runs = (
+        ("seed", config, SEED),
+        ("current", config, RESERVE),
+        ("recommended", proposed, RESERVE),
+        ("recommended_cancel_banned", replace(proposed, auto_cancel_banned=True), RESERVE),
+    )
     return {
-        name: simulate(c, scenario, start or StartPool.at_target(c))
-        for name, c in (("current", config), ("recommended", proposed))
+        name: simulate(c, scenario, start or StartPool.at_target(c), rule) for name, c, rule in runs
     }

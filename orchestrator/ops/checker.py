@@ -142,6 +142,17 @@ SELECT status, coalesce(c.n, 0) AS counted, coalesce(t.n, 0) AS tallied
  WHERE coalesce(c.n, 0) <> coalesce(t.n, 0)
 """
 
+# operation_tally (kept by triggers; the metrics read it) against a count of the history, in the
+# same snapshot. Drift means the triggers were bypassed: run `SELECT operation_tally_resync()`.
+OPERATION_TALLY_DRIFT = """
+SELECT operacao, sucesso, coalesce(c.n, 0) AS counted, coalesce(t.n, 0) AS tallied
+  FROM (SELECT operacao, sucesso IS NOT FALSE AS sucesso, count(*) AS n
+          FROM orchestrator_operations GROUP BY 1, 2) AS c
+  FULL JOIN (SELECT operacao, sucesso, sum(n) AS n FROM operation_tally GROUP BY 1, 2) AS t
+ USING (operacao, sucesso)
+ WHERE coalesce(c.n, 0) <> coalesce(t.n, 0)
+"""
+
 # Every chip holding open conversations while not active must be noted for the cycle (the
 # triggers note it; the cycle's backstop notes what they could not see).
 STRANDED_UNNOTED = """
@@ -214,6 +225,15 @@ def find_violations(
                 None,
             )
             for r in _rows(conn, STATUS_TALLY_DRIFT)
+        ]
+        found += [
+            Violation(
+                "operation_tally_drift",
+                f"{r['operacao']} sucesso={r['sucesso']}: {r['tallied']} tallied,"
+                f" {r['counted']} counted",
+                None,
+            )
+            for r in _rows(conn, OPERATION_TALLY_DRIFT)
         ]
         found += [
             Violation(

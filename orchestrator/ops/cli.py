@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from orchestrator import task_names
 from orchestrator.errors import ConfigError, OrchestratorError, Rejected, TransientError
-from orchestrator.ops import cli_planning, cli_reports
+from orchestrator.ops import cli_planning, cli_pool, cli_reports
 from orchestrator.webhooks.cli import register as register_webhooks
 
 #: Exit codes: 0 ok, 1 a check found problems, 2 bad input / refused, 3 a dependency is down.
@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_demo)
     cli_planning.register(sub)
     cli_reports.register(sub)
+    cli_pool.register(sub)
     register_webhooks(sub)
     return parser
 

@@ -126,8 +126,8 @@ def _rates(args: argparse.Namespace, history: fc.History | None, config: PoolCon
     active = max(1, min(config.producao_min, config.producao_max))
     if args.ban_rate is not None:
         rates = {"ban_rate": args.ban_rate, "rate_from": "--ban-rate"}
-    elif history is not None and history.rate is not None:
-        rates = {"ban_rate": history.rate / active, "rate_from": "history"}
+    elif history is not None and history.demand is not None:
+        rates = {"ban_rate": history.demand / active, "rate_from": "history"}
     elif args.from_history:
         days = 0 if history is None else history.history_days
         raise Rejected(
@@ -162,9 +162,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if problems := scenario.problems():
         raise Rejected("simulate: " + "; ".join(problems))
     runs = whatif.compare(config, scenario, start)
+    if config.number_monthly_cost is None:
+        notes.append("cost unknown: number_monthly_cost is not set (--set number_monthly_cost=20)")
     data = {
         "days": args.days,
-        "seed": args.seed,
+        "random_seed": args.seed,  # `seed` is the seed's-rule run
         "producao_min": config.producao_min,
         "service_level": config.service_level,
         **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in rates.items()},
@@ -183,22 +185,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(text: str, kind: type, what: str) -> float:
+    """text as int or float; argparse's one-line error names the value, not this function."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text[:32]!r}") from None
+
+
 def _probability(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "a number")
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError("must be between 0 and 1, exclusive")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "a number")
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError("must be a number >= 0")
     return value
@@ -216,7 +226,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=cmd_forecast)
 
     p = sub.add_parser(
-        "simulate", help="play the pool forward with the cycle's decisions: current vs recommended"
+        "simulate",
+        help="play the pool forward with the cycle's decisions: the seed's rule, current,"
+        " recommended (and with auto_cancel_banned)",
     )
     p.add_argument("--days", type=_positive_int, default=90, metavar="N")
     rate = p.add_mutually_exclusive_group()

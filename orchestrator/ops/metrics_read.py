@@ -1,6 +1,7 @@
 """What the metrics read: a few aggregate queries on PostgreSQL, and the cycle's Redis hash.
 
-Never one row per chip: the metrics process runs beside the workers against production.
+Never one row per chip, never the operations history: the metrics process runs beside the
+workers against production, and its cost must not grow with the pool's age.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.services import backoff
 from orchestrator.store import outbox
 from orchestrator.store import repository as repo
-from orchestrator.store.schema import chips, operations
+from orchestrator.store.schema import chips
 
 #: pool_config settings exported as targets (chip_orchestrator_pool_target{target}).
 TARGETS = ("producao_min", "producao_max", "ready_min", "warmup_buffer")
@@ -29,6 +30,8 @@ OPERACOES = (
     "demotion",
     "migration",
     "cancel",
+    "rehabilitation",
+    "config_change",
 )
 
 
@@ -71,11 +74,8 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
             targets = {name: getattr(config, name) for name in TARGETS}
         except ConfigError:
             pool_health, targets = None, {}
-        ops = conn.execute(
-            sa.select(operations.c.operacao, operations.c.sucesso, sa.func.count()).group_by(
-                operations.c.operacao, operations.c.sucesso
-            )
-        ).all()
+        # From the tally the triggers keep (0013): a handful of rows, never the whole history.
+        ops = repo.operation_counts(conn)
         overdue = conn.execute(
             sa.select(sa.func.count()).where(
                 chips.c.status == "provisioning", chips.c.provisioning_deadline < sa.func.now()
@@ -89,8 +89,8 @@ def read_database(engine: sa.Engine) -> DatabaseReading:
         }
     box = outbox.read_outbox(engine)
     by_op = {(op, "true"): 0 for op in OPERACOES} | {(op, "false"): 0 for op in OPERACOES}
-    for operacao, sucesso, n in ops:
-        by_op[(operacao, "false" if sucesso is False else "true")] += n
+    for (operacao, sucesso), n in ops.items():
+        by_op[(operacao, "true" if sucesso else "false")] = n
     return DatabaseReading(
         chips={s: getattr(counts, s) for s in STATUSES},
         trust_mean=trust,

@@ -28,7 +28,8 @@ def _num(value: float | int | str | None, fmt: str = "g") -> str:
 def print_forecast(data: Mapping, console: Console | None = None) -> None:
     """The forecast as a table, its notes below."""
     table = Table(
-        title=f"Forecast: last {data['window_days']} days ({data['history_days']} of history)"
+        title=f"Forecast: last {data['window_days']} days"
+        f" ({data['history_days']} day{'s' * (data['history_days'] != 1)} of history)"
     )
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -40,37 +41,51 @@ def print_forecast(data: Mapping, console: Console | None = None) -> None:
         _num(data["lead_time_days"], ".1f"),
         f"days, median of {data['lead_time_samples']} chips",
     )
-    table.add_row("lost while warming", _pct(data["warmup_loss_rate"]), "of numbers bought")
+    flagged = data.get("warmup_loss_flagged")
+    table.add_row(
+        "lost while warming",
+        _pct(data["warmup_loss_rate"]) + (" (!)" if flagged else ""),
+        "of numbers bought"
+        + (f"; too high, planned as {_pct(data['warmup_loss_planned'])}" if flagged else ""),
+    )
     rec, cur = data["recommended"], data["current"]
+    target = data.get("reserve_target") or {}
     level = f"service level {data['service_level']:g}"
     table.add_row(
         "recommended",
         f"{_num(rec['warmup_buffer'])} / {_num(rec['ready_min'])}",
-        f"warmup_buffer / ready_min for {level} (base stock {_num(data['base_stock'])})",
+        f"warmup_buffer / ready_min for {level} (reserve {_num(target.get('recommended'))})",
     )
     table.add_row(
         "configured",
         f"{cur['warmup_buffer']} / {cur['ready_min']}",
-        f"P(a replacement finds no ready chip) {_pct(cur['p_no_ready'])}"
-        + ("; auto_size on" if data.get("auto_size") else ""),
+        f"reserve {_num(target.get('current'))}: P(a replacement finds no ready chip)"
+        f" {_pct(cur['p_no_ready'])}" + ("; auto_size on" if data.get("auto_size") else ""),
     )
     table.caption = "\n".join(data["notes"]) or None
     (console or Console()).print(table)
 
 
 def forecast_line(data: Mapping) -> str:
-    """The forecast in one line (the demo's live view)."""
+    """The forecast in one pt-BR line (the demo's screen)."""
     rec, cur = data["recommended"], data["current"]
     if rec["warmup_buffer"] is None:
-        return f"forecast: too little history ({data['history_days']} days)"
+        return f"previsao: historico curto demais ({data['history_days']} dias)"
     return (
-        f"forecast: {data['replacements_per_day']:.2f} replacements/day, lead"
-        f" {data['lead_time_used_days']:g} d -> recommended warmup_buffer {rec['warmup_buffer']},"
-        f" ready_min {rec['ready_min']} (configured {cur['warmup_buffer']}, {cur['ready_min']};"
-        f" P(no ready) {_pct(cur['p_no_ready'])})"
+        f"previsao: {data['replacements_per_day']:.2f} substituicoes/dia, prazo"
+        f" {data['lead_time_used_days']:g} d -> recomendado warmup_buffer {rec['warmup_buffer']},"
+        f" ready_min {rec['ready_min']} (configurado {cur['warmup_buffer']}, {cur['ready_min']};"
+        f" P(sem ready) {_pct(cur['p_no_ready'])})"
     )
 
 
+#: simulate's runs: JSON key, column title.
+RUNS = (
+    ("seed", "seed's rule"),
+    ("current", "current"),
+    ("recommended", "recommended"),
+    ("recommended_cancel_banned", "+ cancel banned"),
+)
 #: simulate's rows: label, Outcome attribute.
 ROWS = (
     ("warmup_buffer", "warmup_buffer"),
@@ -80,6 +95,7 @@ ROWS = (
     ("replacements", "replacements"),
     ("bans with no ready chip", "no_ready"),
     ("lost while warming", "lost_in_warmup"),
+    ("idle ready chip-days", "idle_ready_days"),
     ("numbers bought", "bought"),
     ("numbers cancelled", "cancelled"),
     ("number-months billed", "number_months"),
@@ -88,20 +104,22 @@ ROWS = (
 
 
 def print_simulation(data: Mapping, console: Console | None = None) -> None:
-    """Current against recommended, one row per measure."""
+    """The seed's rule, ours on the current config, on the recommended one, and that with
+    auto_cancel_banned on: one column each, one row per measure."""
     table = Table(
         title=(
             f"Simulated {data['days']} days: bans {data['ban_rate']:g}/active chip/day"
-            f" ({data['rate_from']}), warm-up loss {_pct(data['warmup_loss'])}, seed {data['seed']}"
+            f" ({data['rate_from']}), warm-up loss {_pct(data['warmup_loss'])}, seed {data['random_seed']}"
         )
     )
-    table.add_column("")
-    table.add_column("current", justify="right")
-    table.add_column("recommended", justify="right")
+    table.add_column("", no_wrap=True)
+    runs = [(run, title) for run, title in RUNS if run in data]
+    for _, title in runs:
+        table.add_column(title, justify="right")
     for label, key in ROWS:
-        values = [data[run][key] for run in ("current", "recommended")]
+        values = [data[run][key] for run, _ in runs]
         if key == "cost" and None in values:
-            values = ["unknown (number_monthly_cost)"] * 2
+            values = ["unknown"] * len(values)
         table.add_row(label, *(_num(v, ",.2f" if key == "cost" else "g") for v in values))
     table.caption = "\n".join(data["notes"]) or None
     (console or Console()).print(table)
@@ -111,7 +129,7 @@ def plot(path: str, runs: Mapping[str, Outcome], producao_min: int, title: str) 
     """Production, ready and warming per day for each run side by side; producao_min marked."""
     from matplotlib.figure import Figure  # only this command pays for matplotlib (Agg canvas)
 
-    figure = Figure(figsize=(12, 4.5))
+    figure = Figure(figsize=(5 * len(runs), 4.5))
     axes = figure.subplots(1, len(runs), sharey=True, squeeze=False)[0]
     for ax, (name, out) in zip(axes, runs.items(), strict=True):
         days = range(1, len(out.production) + 1)

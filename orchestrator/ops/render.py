@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -17,7 +17,16 @@ HEALTH_STYLE = {"saudavel": "bold green", "atencao": "bold yellow", "critico": "
 
 
 def status_table(status: dict) -> Table:
-    """Counts per state against their targets."""
+    """Counts per state against their targets (`status`, `plan`)."""
+    return _pool_table(status, [purchases_notice(status)], auto_size_notice(status))
+
+
+def live_status_table(status: dict) -> Table:
+    """The same table in pt-BR throughout (the demo's screen)."""
+    return _pool_table(status, [aviso_compras(status)], aviso_auto_size(status))
+
+
+def _pool_table(status: dict, warnings: list[str | None], sizing: str | None) -> Table:
     table = Table(title=f"Pool: [{HEALTH_STYLE[status['saude']]}]{status['saude']}[/]")
     for column in ("estado", "chips", "alvo"):
         table.add_column(column, justify="right" if column != "estado" else "left")
@@ -33,13 +42,28 @@ def status_table(status: dict) -> Table:
             f"alvo {reserva['alvo']} (ready_min + buffer)",
         )
     table.add_row("degraded", str(status["degraded"]["count"]), "")
-    table.add_row("banned", str(status["totais"]["banned"]), "")
+    table.add_row(
+        "banned (numeros retidos)", str(status["totais"]["banned"]), banned_notice(status)
+    )
     table.caption = f"trust medio (active): {status['totais']['trust_medio']:g}"
-    if notice := purchases_notice(status):
+    for notice in filter(None, warnings):
         table.caption += f"\n[bold yellow]{notice}[/]"
-    if notice := auto_size_notice(status):
-        table.caption += f"\n{notice}"
+    if sizing:
+        table.caption += f"\n{sizing}"
     return table
+
+
+def banned_notice(status: dict) -> str:
+    """What the banned numbers held cost a month, and when the cycle releases them."""
+    held = status["totais"].get("banned_retidos")
+    if not held or not held["count"]:  # nothing held, nothing to pay
+        return ""
+    cost = held["custo_mensal"]
+    text = "custo desconhecido" if cost is None else f"BRL {cost:,.2f}/mes"
+    if not held["auto_cancel_banned"]:
+        return f"{text}; auto_cancel_banned desligado: pagos ate cancelar"
+    when = held["liberacao"]
+    return f"{text}; liberados a partir de {when[:16].replace('T', ' ')} UTC" if when else text
 
 
 def auto_size_notice(status: dict) -> str | None:
@@ -58,6 +82,45 @@ def auto_size_notice(status: dict) -> str | None:
 def purchases_notice(status: dict) -> str | None:
     """Why purchases are held back ("purchases paused until ... (cause)"), or None."""
     return (status.get("compras") or {}).get("aviso")
+
+
+def aviso_compras(status: dict) -> str | None:
+    """purchases_notice in pt-BR, from the same fields of `compras`."""
+    compras = status.get("compras") or {}
+    estado, causa = compras.get("estado"), compras.get("causa")
+    if estado == "sem_salvy":
+        return "auto_provision ligado mas SALVY_API_URL nao definida: nada e comprado"
+    if estado == "pausadas":
+        return f"compras pausadas ate {_utc(compras['pausadas_ate'])} ({causa})"
+    if estado == "limite_diario":
+        return (
+            f"limite diario de compras atingido ({compras['compradas_24h']} de"
+            f" max_purchases_per_day {compras['limite_diario']} em 24 h): compras voltam"
+            f" {'em ' + _utc(compras['pausadas_ate']) if compras['pausadas_ate'] else 'depois'}"
+        )
+    if compras.get("falhas_seguidas"):
+        return (
+            f"compras retomadas apos {compras['falhas_seguidas']} falha(s) ({causa}):"
+            " uma por vez ate uma dar certo"
+        )
+    return None
+
+
+def aviso_auto_size(status: dict) -> str | None:
+    """auto_size_notice in pt-BR."""
+    sizing = status.get("auto_size") or {}
+    if not sizing.get("on"):
+        return None
+    rec = sizing["recommended"] or {}
+    return "auto_size: " + ", ".join(
+        f"{name} {sizing['used'][name]} (configurado {sizing['configured'][name]},"
+        f" recomendado {rec.get(name, '-')})"
+        for name in ("warmup_buffer", "ready_min")
+    )
+
+
+def _utc(moment: str) -> str:
+    return f"{datetime.fromisoformat(moment).astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def print_status(status: dict, console: Console | None = None) -> None:
@@ -81,7 +144,9 @@ def print_plan(plan: Plan, status: dict, console: Console | None = None) -> None
     if notice := purchases_notice(status):
         detail += f"; {notice}"
     table.add_row("comprar na Salvy", str(plan.provision), detail)
-    table.add_row("cancelar", str(len(plan.cancel)), "auto_cancel_banned")
+    table.add_row(
+        "cancelar", str(len(plan.cancel)), "auto_cancel_banned: banidos, no fim do mes de cobranca"
+    )
     table.add_row("migrar conversas", str(len(plan.migrate)), "conversas em chips fora de producao")
     if plan.storm:
         table.add_row(
@@ -89,6 +154,19 @@ def print_plan(plan: Plan, status: dict, console: Console | None = None) -> None
         )
     console.print(table)
 
+
+#: pt-BR name of each `operacao` code on the demo's screen (unknown codes are shown as they are).
+OPERATION_LABEL = {
+    "auto_replace": "substituicao",
+    "auto_provision": "compra",
+    "promotion_warming_ready": "promocao a ready",
+    "promotion_ready_active": "promocao a producao",
+    "demotion": "rebaixamento",
+    "migration": "migracao de conversas",
+    "cancel": "cancelamento",
+    "rehabilitation": "reabilitacao",
+    "config_change": "configuracao alterada",
+}
 
 #: Colour per operation type in the live view.
 OPERATION_STYLE = {
@@ -107,14 +185,20 @@ def operations_table(operations: Sequence[Mapping]) -> Table:
         table.add_column(column, overflow="fold" if column == "motivo" else "ellipsis")
     for op in operations:
         style = OPERATION_STYLE.get(op["operacao"], "") if op["sucesso"] else "red"
+        label = operation_label(op["operacao"])
         table.add_row(
             _when(op["created_at"]),
-            f"[{style}]{op['operacao']}[/]" if style else op["operacao"],
+            f"[{style}]{label}[/]" if style else label,
             phone(op["telefone"]) if op["telefone"] else "-",
             phone(op["telefone_destino"]) if op["telefone_destino"] else "-",
             op["motivo"] or "",
         )
     return table
+
+
+def operation_label(code: str) -> str:
+    """The operation's pt-BR name on the demo's screen."""
+    return OPERATION_LABEL.get(code, code)
 
 
 def _when(moment: datetime) -> str:
@@ -124,14 +208,19 @@ def _when(moment: datetime) -> str:
 
 
 def status_line(status: dict) -> str:
-    """The pool in one plain line (for logs and --no-live)."""
+    """The pool in one plain pt-BR line (the demo's plain view)."""
     p, r, w = status["producao"], status["ready"], status["warming"]
-    notice = purchases_notice(status)
+    notice = aviso_compras(status)
+    reserva = status.get("reserva")
+    reserve = f"reserva {reserva['count']}/{reserva['alvo']}, " if reserva else ""
+    banned = banned_notice(status)
     return (
         f"pool {status['saude']}: producao {p['count']} (min {p['min']}, max {p['max']}), "
         f"ready {r['count']} (min {r['min']}), warming {w['count']} + {w['em_compra']} em compra "
-        f"(buffer {w['buffer']}), degraded {status['degraded']['count']}, "
-        f"banned {status['totais']['banned']}, trust medio {status['totais']['trust_medio']:g}"
+        f"(buffer {w['buffer']}), {reserve}degraded {status['degraded']['count']}, "
+        f"banned {status['totais']['banned']}"
+        + (f" ({banned})" if banned else "")
+        + f", trust medio {status['totais']['trust_medio']:g}"
         + (f"; {notice}" if notice else "")
     )
 
@@ -141,7 +230,7 @@ def operation_line(op: Mapping) -> str:
     target = f" -> {phone(op['telefone_destino'])}" if op["telefone_destino"] else ""
     outcome = "" if op["sucesso"] else " (falhou)"
     source = phone(op["telefone"]) if op["telefone"] else "-"
-    return f"{op['operacao']}: {source}{target} {op['motivo'] or ''}{outcome}"
+    return f"{operation_label(op['operacao'])}: {source}{target} {op['motivo'] or ''}{outcome}"
 
 
 def live_view(
@@ -152,4 +241,6 @@ def live_view(
     world.add_column("evento")
     for line in events or ["(nada ainda)"]:
         world.add_row(line)
-    return Group(status_table(status), operations_table(operations), world, Text(footer, "dim"))
+    return Group(
+        live_status_table(status), operations_table(operations), world, Text(footer, "dim")
+    )

@@ -48,6 +48,14 @@ def report_table(data: dict) -> Table:
             f"({cost['numbers_billed']} x {cost['monthly_cost']:,.2f})",
         )
         table.caption = "cada numero mantido em algum momento do mes conta um mes inteiro"
+    banned = data.get("banned_held")
+    if banned is not None:
+        spent = (
+            "desconhecido"
+            if banned["cost"] is None
+            else f"{banned['currency']} {banned['cost']:,.2f}"
+        )
+        table.add_row("  dos quais banidos (numeros mortos)", f"{banned['count']} ({spent})")
     return table
 
 

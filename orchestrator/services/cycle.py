@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from orchestrator.domain import messages
+from orchestrator.domain import messages, release
 from orchestrator.domain.forecast import auto_size_view
 from orchestrator.domain.pool import Plan, PoolConfig, Snapshot, plan_cycle, reserve_target
 from orchestrator.domain.status import status_from
@@ -66,10 +66,15 @@ def take_snapshot(
     salvy_configured: bool = True,
     trust: bool = True,
     measure: forecast.Measure | None = None,
+    now: datetime | None = None,
 ) -> tuple[Snapshot, float | None, Sweep, dict]:
     """The pool at one instant from a few indexed queries; the active chips' mean trust (None
     unless asked: it reads every active chip); what to tidy afterwards; what auto_size did
-    (the snapshot's config is the one the cycle plans with: sized when auto_size is on)."""
+    (the snapshot's config is the one the cycle plans with: sized when auto_size is on).
+
+    now: the instant the plan's clock decisions use (None: the database's clock; tests pass
+    one, e.g. a month's last day for the release of banned numbers)."""
+    now = repo.db_now(conn) if now is None else now
     configured = repo.load_config(conn)
     config, rec = forecast.sizing(conn, configured, measure)
     counts = repo.status_counts(conn)
@@ -82,11 +87,14 @@ def take_snapshot(
     snap = Snapshot(
         config=config,
         counts=counts,
-        now=repo.db_now(conn),
+        now=now,
         serving=serving,
         warming=repo.warming_candidates(conn, config),
         ready_ranked=repo.ready_ranked(conn, config, limit=wanted),
-        cancellable=repo.cancellable_banned(conn) if config.auto_cancel_banned else (),
+        # Banned numbers are released just before their billing month turns, not at once.
+        cancellable=repo.cancellable_banned(conn)
+        if config.auto_cancel_banned and release.release_due(now)
+        else (),
         stranded=stranded,
         flapping=repo.flapping_active(conn, config.flap_max_per_hour),
         purchase_gate=backoff.load(conn, salvy_configured=salvy_configured),
@@ -103,13 +111,15 @@ def read_plan(
     salvy_configured: bool = True,
     trust: bool = True,
     measure: forecast.Measure | None = None,
+    now: datetime | None = None,
 ) -> tuple[Plan, dict, PoolConfig, Sweep]:
     """The next cycle's plan (changes nothing), the status it saw, the config it planned with
-    (sized when auto_size is on; status["auto_size"] says so), what to tidy."""
+    (sized when auto_size is on; status["auto_size"] says so), what to tidy (now: as
+    take_snapshot's)."""
     with engine.connect() as conn, conn.begin():
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         snap, mean, sweep, sizing = take_snapshot(
-            conn, salvy_configured=salvy_configured, trust=trust, measure=measure
+            conn, salvy_configured=salvy_configured, trust=trust, measure=measure, now=now
         )
     status = status_from(
         snap.config,
@@ -129,9 +139,10 @@ def plan(engine: sa.Engine, *, salvy_configured: bool = True) -> tuple[Plan, dic
 
 
 def tidy(engine: sa.Engine, sweep: Sweep) -> dict:
-    """After a cycle: fold the status tally's deltas, settle notes, note the backstop's finds."""
+    """After a cycle: fold the tallies' deltas, settle notes, note the backstop's finds."""
     with transaction(engine) as conn:
         folded = repo.compact_status_tally(conn)
+        ops_folded = repo.compact_operation_tally(conn)
         settled = repo.settle_stranded_notes(conn, sweep.settle)
         repo.note_stranded(conn, sweep.unnoted)
         if sweep.backstop_at is not None:
@@ -139,6 +150,7 @@ def tidy(engine: sa.Engine, sweep: Sweep) -> dict:
         pruned = repo.prune_disconnect_events(conn)
     return {
         "tally_rows_folded": folded,
+        "operation_tally_rows_folded": ops_folded,
         "notes_settled": settled,
         "noted": len(sweep.unnoted),
         "drops_pruned": pruned,

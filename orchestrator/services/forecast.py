@@ -34,6 +34,7 @@ def measure(
     first = repo.history_start(conn, since)
     span = 0.0 if first is None else min(window_days, (now - first).total_seconds() / 86400)
     by_reason = repo.replacements_by_reason(conn, since)
+    returned = repo.returns_to_service(conn, since)
     lead, samples = repo.lead_time_days(conn, since)
     mature = now - timedelta(days=lead if lead is not None else warmup_days)
     bought, lost = repo.warmup_losses(conn, since, mature)
@@ -43,6 +44,7 @@ def measure(
         span_days=span,
         replacements=sum(by_reason.values()),
         by_reason=by_reason,
+        returned=returned,
         lead_time_days=lead,
         lead_time_samples=samples,
         bought=bought,
@@ -101,27 +103,22 @@ def pool_now(
 
 def report(history: fc.History, config: PoolConfig, level: float) -> dict:
     """The forecast as JSON-ready data; None wherever the history cannot say."""
-    rate, loss = history.rate, history.loss_rate
+    rate, demand, loss = history.rate, history.demand, history.loss_rate
     lead, assumed = fc.lead_time_or_assumed(history, config)
-    rec = None if rate is None else fc.recommend(rate, lead, loss or 0.0, level)
+    rec = None if demand is None else fc.recommend(demand, lead, loss, level)
     risk = (
         None
-        if rate is None
-        else fc.p_no_ready(rate, lead, loss or 0.0, config.warmup_buffer, config.ready_min)
+        if demand is None
+        else fc.p_no_ready(
+            demand,
+            lead,
+            loss,
+            config.warmup_buffer,
+            config.ready_min,
+            config.max_purchases_per_day,
+        )
     )
     per_day = history.span_days or 1.0
-    notes = []
-    if not history.enough:
-        notes.append(
-            f"too little history: {history.history_days} day(s) of operations in the window,"
-            f" {fc.MIN_HISTORY_DAYS} needed; nothing estimated"
-        )
-    elif assumed:
-        notes.append(
-            f"no chip became ready in the window: lead time assumed warmup_days ({lead:g})"
-        )
-    if rate is not None and loss is None:
-        notes.append("no purchase old enough to have finished warming: warm-up loss taken as 0")
     return {
         "window_days": history.window_days,
         "history_days": history.history_days,
@@ -129,7 +126,11 @@ def report(history: fc.History, config: PoolConfig, level: float) -> dict:
         "by_reason": {}
         if rate is None
         else {k: round(v / per_day, 4) for k, v in sorted(history.by_reason.items())},
+        "returned_per_day": None if rate is None else round(history.returned / per_day, 4),
+        "demand_per_day": None if demand is None else round(demand, 4),
         "warmup_loss_rate": None if loss is None else round(loss, 4),
+        "warmup_loss_flagged": fc.loss_flagged(loss),
+        "warmup_loss_planned": None if rec is None else round(rec.planned_loss, 4),
         "lead_time_days": None
         if history.lead_time_days is None
         else round(history.lead_time_days, 2),
@@ -146,8 +147,37 @@ def report(history: fc.History, config: PoolConfig, level: float) -> dict:
         "replacements": history.replacements,
         "lead_time_samples": history.lead_time_samples,
         "base_stock": None if rec is None else rec.base_stock,
+        "reserve_target": {
+            "current": config.ready_min + config.warmup_buffer,
+            "recommended": None if rec is None else rec.target,
+        },
         "mean_demand_over_lead_time": None if rec is None else round(rec.mean_demand, 3),
         "lead_time_used_days": None if rate is None else round(lead, 2),
         "auto_size": config.auto_size,
-        "notes": notes,
+        "notes": _notes(history, rate, loss, lead, assumed),
     }
+
+
+def _notes(
+    history: fc.History, rate: float | None, loss: float | None, lead: float, assumed: bool
+) -> list[str]:
+    """Why something is None, assumed or bounded."""
+    notes = []
+    if not history.enough:
+        notes.append(
+            f"too little history: {history.history_days} day(s) of operations in the window,"
+            f" {fc.MIN_HISTORY_DAYS} needed; nothing estimated"
+        )
+    elif assumed:
+        notes.append(
+            f"no chip became ready in the window: lead time assumed warmup_days ({lead:g})"
+        )
+    if rate is not None and loss is None:
+        notes.append("no purchase old enough to have finished warming: warm-up loss taken as 0")
+    if fc.loss_flagged(loss):
+        notes.append(
+            f"warm-up loss {loss:.0%} is too high to plan on: planned as {fc.LOSS_CAP:.0%};"
+            f" {history.lost_in_warmup} of {history.bought} numbers lost before ready -"
+            " find out why before buying more"
+        )
+    return notes

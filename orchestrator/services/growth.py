@@ -47,15 +47,15 @@ def cas(conn: sa.Connection, chip_id: str, expected: Sequence[str], **values: ob
     return row
 
 
-def growth_locks(conn: sa.Connection) -> tuple[str, PoolConfig]:
+def growth_locks(conn: sa.Connection, config: PoolConfig, active: int) -> tuple[str, PoolConfig]:
     """SLOT when far below producao_max and a growth slot is free (nothing waited for), else EXACT.
 
-    At most GROWTH_SLOTS swaps hold a slot, and each checks (has_room) that the active count,
-    read after taking its slot, leaves GROWTH_SLOTS of room: together they cannot pass
-    producao_max. EXACT (near the maximum, every slot busy, promotions) locks pool_config, then
-    every slot, so it counts after the slot holders commit and none starts until it does.
+    config and active: an unlocked read made just before (repo.status_config_active). At most
+    GROWTH_SLOTS swaps hold a slot, and each checks (has_room) that the active count, read after
+    taking its slot, leaves GROWTH_SLOTS of room: together they cannot pass producao_max. EXACT
+    (near the maximum, every slot busy, promotions) locks pool_config, then every slot, so it
+    counts after the slot holders commit and none starts until it does.
     """
-    config, active = repo.load_config_and_active(conn)
     if active <= config.producao_max - 2 * GROWTH_SLOTS and repo.take_growth_slot(conn):
         return SLOT, config
     return EXACT, lock_for_exact_count(conn)
@@ -73,11 +73,13 @@ def lock_for_exact_count(conn: sa.Connection) -> PoolConfig:
     return config
 
 
-def has_room(conn: sa.Connection, config: PoolConfig, growth: str | None) -> bool:
-    """Whether this swap may add an active chip (always, when it adds none)."""
+def has_room(config: PoolConfig, growth: str | None, active: int) -> bool:
+    """Whether this swap may add an active chip (always, when it adds none).
+
+    active: the count read after this swap's growth locks (repo.lock_chip_and_count).
+    """
     if growth is None:
         return True
-    active = repo.count_active(conn)
     if growth == EXACT:
         return active < config.producao_max
     if active > config.producao_max - GROWTH_SLOTS:  # others grew it since our first read

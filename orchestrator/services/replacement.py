@@ -83,8 +83,9 @@ def _lock(conn: sa.Connection, chip_id: str) -> tuple[Mapping, PoolConfig, str |
     Replacing an already-banned chip adds an active chip; an unlocked read of the status tells
     which case this is. Lock order: pool_config, pool_growth_slots, chips.
     """
-    grows = repo.get_chip(conn, chip_id)["status"] == "banned"
-    growth, config = pool_growth.growth_locks(conn) if grows else (None, repo.load_config(conn))
+    status, config, active = repo.status_config_active(conn, chip_id)
+    grows = status == "banned"
+    growth, config = pool_growth.growth_locks(conn, config, active) if grows else (None, config)
     old = repo.get_chip(conn, chip_id, lock=True)
     if old["status"] == "banned" and not grows:
         raise pool_growth.busy(
@@ -119,16 +120,24 @@ def _recheck(
 
 
 def _take_ready(
-    conn: sa.Connection, config: PoolConfig, chip_id: str, claim: Callable[[str], bool] | None
+    conn: sa.Connection,
+    config: PoolConfig,
+    chip_id: str,
+    claim: Callable[[str], bool] | None,
+    growth: str | None,
 ) -> Mapping | None:
     """The best fit ready chip whose row lock (and, with claim, Redis lock) we could take.
 
-    None only when no fit ready chip exists. When some exist but other tasks hold them all
-    (row lock or Redis lock), raises TransientError: busy is not empty, retry shortly.
+    None when no fit ready chip exists, or when the swap may not add an active chip
+    (growth.has_room, on the count read with the first candidate). When fit ones exist but
+    other tasks hold them all (row lock or Redis lock), raises TransientError: busy is not
+    empty, retry shortly.
     """
     unfit, vetoed = [chip_id], []
-    for _ in range(MAX_READY_TRIES):
-        candidate = repo.best_ready(conn, config, exclude=unfit + vetoed)
+    for attempt in range(MAX_READY_TRIES):
+        candidate, active = repo.best_ready_and_count(conn, config, exclude=unfit + vetoed)
+        if attempt == 0 and not pool_growth.has_room(config, growth, active):
+            return None
         if candidate is None:
             break
         if not is_fit_to_serve(pool_growth.view(candidate), config):
@@ -167,14 +176,10 @@ def replace_chip(
             if reason in (RECOVERED, STORM):
                 return {"status": "skipped", "chip_id": chip_id, "reason": reason}
         banned = growth is not None or reason == BANNED
-        new = (
-            _take_ready(conn, config, chip_id, claim)
-            if pool_growth.has_room(conn, config, growth)
-            else None
-        )
+        new = _take_ready(conn, config, chip_id, claim, growth)
         if new is None:
             return _without_ready(conn, config, old, banned, reason, now)
-        return _swap(conn, config, old, new, "banned" if banned else "degraded", reason, now)
+        return _swap(conn, config, old, new, "banned" if banned else "degraded", reason)
 
 
 def _swap(
@@ -184,28 +189,32 @@ def _swap(
     new: Mapping,
     final: str,
     reason: str | None,
-    now: sa.ColumnElement,
 ) -> dict:
-    """ready -> active, the conversations across, the old chip out; one operation, one message."""
+    """ready -> active, the conversations across, the old chip out; one operation, one message.
+
+    Two statements (repo.swap_chips, repo.record_swap); times are the transaction's now().
+    """
     chip_id = old["id"]
-    pool_growth.cas(conn, new["id"], ["ready"], status="active", promoted_to_active_at=now)
-    moved = repo.move_conversations(conn, chip_id, new["id"], now)
-    pool_growth.cas(conn, chip_id, [old["status"]], status=final, degraded_at=now)
-    operation = repo.record_operation(
+    moved = repo.swap_chips(conn, old, new["id"], final)
+    operation = repo.record_swap(
         conn,
-        "auto_replace",
-        chip_id,
-        _motivo(old, reason, config),
-        destino=new["id"],
-        metadata={
-            "conversas_migradas": moved,
-            "trust_degradado": old["trust_score"],
-            "trust_novo": new["trust_score"],
-            "reason": reason,
+        {
+            "operacao": "auto_replace",
+            "chip_id": chip_id,
+            "chip_destino_id": new["id"],
+            "motivo": _motivo(old, reason, config),
+            "metadata": {
+                "conversas_migradas": moved,
+                "trust_degradado": old["trust_score"],
+                "trust_novo": new["trust_score"],
+                "reason": reason,
+            },
+            "sucesso": True,
         },
+        "operacoes",
+        messages.replaced(old, new, moved, reason),
+        forget_alert=f"no_ready:{chip_id}",
     )
-    outbox.enqueue(conn, "operacoes", messages.replaced(old, new, moved, reason))
-    outbox.forget_alert(conn, f"no_ready:{chip_id}")
     return {
         "status": "replaced",
         "chip_id": chip_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -19,6 +20,13 @@ CONSTRAINT_MESSAGES = {
     "pool_config_trust_in_range": "pool_config: trust thresholds must be between 0 and 100",
     "pool_config_storm_fraction_in_range": "pool_config: replace_storm_fraction must be in (0, 1]",
     "pool_config_ddd_valid": "pool_config: default_ddd must be a Brazilian area code (11..99)",
+    "pool_config_flap_max_not_negative": "pool_config: flap_max_per_hour must not be negative",
+    "pool_config_monthly_cost_not_negative": (
+        "pool_config: number_monthly_cost must not be negative (NULL: unknown)"
+    ),
+    "pool_config_service_level_in_range": (
+        "pool_config: service_level must be between 0 and 1, exclusive"
+    ),
     "pool_config_max_purchases_per_day_not_negative": (
         "pool_config: max_purchases_per_day must not be negative (NULL: no cap)"
     ),
@@ -41,24 +49,56 @@ LOCK_TIMEOUT_MS = 5_000
 STATEMENT_TIMEOUT_MS = 15_000
 
 
+#: A connection back in the pool longer than this is pinged before use (a PostgreSQL restart in
+#: between is then noticed before the task's statements). One used again sooner is not: under
+#: load that ping was one round trip per transaction for nothing; a connection that died within
+#: this window fails its task's first statement, which is retried (TransientError), and the
+#: pool drops every connection opened before the failure.
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
 def create_engine(
     url: str,
     *,
     lock_timeout_ms: int = LOCK_TIMEOUT_MS,
     statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS,
     **kwargs: object,
 ) -> sa.Engine:
-    """An engine with a small pool, pre-ping (survives a PostgreSQL restart) and lock/statement caps."""
+    """An engine with a small pool, lock/statement caps, and a ping before reusing a connection
+    idle longer than ping_after_idle_seconds (survives a PostgreSQL restart)."""
     timeouts = f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms}"
     options: dict[str, object] = {
         "pool_size": 5,
         "max_overflow": 5,
-        "pool_pre_ping": True,
         "pool_recycle": 1800,
         "connect_args": {"connect_timeout": 5, "options": timeouts},
     }
     options.update(kwargs)
-    return sa.create_engine(url, **options)
+    engine = sa.create_engine(url, **options)
+    if not options.get("pool_pre_ping"):
+        _ping_when_idle(engine, ping_after_idle_seconds)
+    return engine
+
+
+def _ping_when_idle(engine: sa.Engine, idle_seconds: float) -> None:
+    """Pre-ping only connections that sat in the pool longer than idle_seconds."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: object, record: object) -> None:
+        record.info["checked_in_at"] = time.monotonic()  # type: ignore[attr-defined]
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: object, record: object, _proxy: object) -> None:
+        since = record.info.get("checked_in_at")  # type: ignore[attr-defined]
+        if since is None or time.monotonic() - since <= idle_seconds:
+            return  # just opened, or busy: no round trip
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception:
+            alive = False
+        if not alive:  # the pool discards it and checks out (or opens) another
+            raise sa.exc.DisconnectionError("connection idle in the pool did not answer a ping")
 
 
 def describe_integrity_error(error: exc.IntegrityError) -> str:

@@ -151,6 +151,14 @@ backstop_cursor = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False),
 )
 
+operation_tally = sa.Table(
+    "operation_tally",
+    metadata,
+    sa.Column("operacao", sa.Text, nullable=False),
+    sa.Column("sucesso", sa.Boolean, nullable=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
 stranded_chip_events = sa.Table(
     "stranded_chip_events",
     metadata,

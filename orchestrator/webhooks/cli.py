@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "webhooks",
         help="receive Evolution API and Salvy webhooks (needs WEBHOOK_TOKEN; Salvy: SALVY_WEBHOOK_SECRET)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--host", default=DEFAULT_HOST)
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port to listen on")
     p.set_defaults(fn=cmd_webhooks)

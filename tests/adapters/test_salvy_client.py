@@ -204,6 +204,20 @@ def test_an_unknown_number_is_rejected_as_not_found(client):
     assert "404" in str(caught.value)
 
 
+def test_find_reads_a_number_with_its_cancel_date_and_none_for_one_salvy_does_not_know(
+    client, salvy
+):
+    number = client.create(11, unique_name())
+    assert client.find(number.id) == number
+    assert number.canceled_at is None
+    # Cancelled, then reactivated by Salvy: active again, the cancel date still set
+    client.cancel(number.id, "unnecessary")
+    salvy.set_status(number.id, "active")
+    again = client.find(number.id)
+    assert again is not None and again.status == "active" and again.canceled_at
+    assert client.find(str(uuid.uuid4())) is None
+
+
 def test_the_token_never_shows_in_the_client_errors_or_logs(client, salvy, caplog):
     caplog.set_level(logging.DEBUG)
     errors: list[OrchestratorError] = []

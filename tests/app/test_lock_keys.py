@@ -31,6 +31,7 @@ def test_every_guard_has_a_key_of_its_own() -> None:
         "cycle guard": locks.CYCLE_GUARD_KEY,
         "delivery": delivery.DELIVERY_LOCK_KEY,
         "status tally": AdvisoryLock.STATUS_TALLY,
+        "operation tally": AdvisoryLock.OPERATION_TALLY,
     }
     # Then no two share one, and each is the registry's
     assert len(set(keys.values())) == len(keys), keys
@@ -51,9 +52,9 @@ def test_no_module_or_migration_takes_a_key_the_registry_does_not_list() -> None
                 literals.add(int(argument.replace("_", "")))
             elif argument:
                 names.add(argument)
-    # Then a literal key is one of the registry's (the tally's SQL functions take STATUS_TALLY)
+    # Then a literal key is one of the registry's (the tallies' SQL functions take theirs)
     assert literals <= {int(k) for k in AdvisoryLock}, literals
-    assert int(AdvisoryLock.STATUS_TALLY) in literals
+    assert {int(AdvisoryLock.STATUS_TALLY), int(AdvisoryLock.OPERATION_TALLY)} <= literals
     # And a named key is one of the modules' registry constants (or the migration's bind name)
     allowed = {"PURCHASE_LOCK_KEY", "CYCLE_GUARD_KEY", "DELIVERY_LOCK_KEY", ":k", "key"}
     assert names <= allowed, names - allowed

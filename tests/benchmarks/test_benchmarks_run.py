@@ -1,5 +1,5 @@
 """The benchmarks still run against today's code (they print the figures docs/benchmarks.md
-quotes): the scale benchmark at a tiny size, and the quick capacity and reports groups.
+quotes): the scale benchmark at a tiny size, the quick capacity, reports and history-costs groups.
 
 Figures are not asserted (speed is measured, never tested); what they measure is: every burst
 replaced exactly its bans, each with a distinct ready chip, and producao_max held.
@@ -56,7 +56,7 @@ def test_the_scale_benchmark_runs_and_its_bursts_are_exact(tmp_path: Path) -> No
     )
     [size] = out["sizes"]
     assert size["chips"] == 2000
-    for variant in ("now", "before", "lean"):
+    for variant in ("now", "before", "watched"):
         [burst] = size["swap"][variant]["runs"]["bursts"]
         assert burst["statuses"] == {"replaced": 20, "not replaced": 0}
         assert burst["distinct_replacements"] == 20
@@ -64,6 +64,35 @@ def test_the_scale_benchmark_runs_and_its_bursts_are_exact(tmp_path: Path) -> No
         assert [r["replaced"] for r in size["db_burst"][variant]["runs"]] == [20]
     assert size["swap"]["active_above_max"] == 0
     assert size["cycle"]["now"] > 0
+
+
+@pytest.mark.db
+def test_the_swap_floor_benchmark_runs_and_counts_the_statements(tmp_path: Path) -> None:
+    out = _run(
+        [
+            "benchmarks.swap_floor",
+            "--sizes",
+            "2000",
+            "--runs",
+            "1",
+            "--swaps",
+            "5",
+            "--latency-bans",
+            "3",
+            "--burst",
+            "20",
+        ],
+        tmp_path,
+    )
+    [size] = out
+    assert size["chips"] == 2000
+    # A pool this small is near producao_max: its swaps take the exact path (pool_config and
+    # every slot locked, the count checked), a few statements more on both sides.
+    now, previous = (size["in_process"][v]["per_swap"] for v in ("now", "previous"))
+    assert previous["statements"] - now["statements"] == 6
+    assert (now["pings"], previous["pings"]) == (0, 1)
+    for variant in ("now", "watched", "previous"):
+        assert size["workers"][variant]["replaced"] == [20]
 
 
 @pytest.mark.db
@@ -81,3 +110,29 @@ def test_the_counts_check_benchmark_runs_and_finds_no_drift_in_a_consistent_pool
     assert out["chips"] == 3000
     assert out["corrections"] == 0
     assert out["with"] > 0 and out["without"] > 0 and out["everything"] > 0
+
+
+@pytest.mark.db
+def test_the_chip_list_benchmark_runs_every_page_with_and_without_its_index(
+    tmp_path: Path,
+) -> None:
+    out = _run(["benchmarks.chip_list", "--chips", "3000", "--runs", "2"], tmp_path)
+    assert out["chips"] == 3000
+    assert len(out["pages"]) == 7
+    assert all(f["with"] > 0 and f["without"] > 0 for f in out["pages"].values())
+
+
+@pytest.mark.db
+def test_the_history_costs_benchmark_runs_and_both_ways_export_the_same_counts(
+    tmp_path: Path,
+) -> None:
+    out = _run(["benchmarks.history_costs", "--quick", "--runs", "2"], tmp_path)
+    assert out["sizes"]["chips"] == 5_000
+    assert out["sizes"]["operations"] == 5_000 * 10 + 3_000  # ten each, a cancel per cancelled
+    assert out["same_operation_counts"] is True
+    # one load count per chip of the sample, vs one per healthy active chip (~500) before
+    assert out["pick_probes"]["now"] == 100 < out["pick_probes"]["before"]
+    for variant in ("now", "before"):
+        assert [m["status"] for m in out["moves"][variant]] == ["migrated", "migrated"]
+        assert {m["destino_por"] for m in out["moves"][variant]} == {"menos_carregado"}
+        assert {m["conversas_migradas"] for m in out["moves"][variant]} == {10}

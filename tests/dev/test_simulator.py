@@ -10,6 +10,8 @@ import sqlalchemy as sa
 
 from orchestrator.dev import demo_seed, simulator
 from orchestrator.ops import checker
+from orchestrator.services import forecast
+from orchestrator.services.promote import promote_warming_to_ready
 from orchestrator.store.schema import chips, conversation_chips, pool_config
 from tests.factories import add_conversations, chip_row, make_chip, set_config
 
@@ -139,6 +141,47 @@ def test_the_warm_up_time_lapse_brings_a_chip_to_operacao(clean_db: sa.Engine) -
     assert row.fase_warmup == "operacao"
     assert row.status == "warming"  # promotion is the orchestrator's job, not the simulator's
     assert row.trust_score > 40
+
+
+def test_the_time_lapse_ages_the_purchase_with_the_warm_up_so_the_lead_time_is_measured(
+    clean_db: sa.Engine,
+) -> None:
+    # Given a number just bought (created_at and warming_started_at now, as a purchase writes)
+    set_config(clean_db, warmup_days=21)
+    chip = make_chip(clean_db, "warming", trust=95, fase_warmup="setup", warming_started_at=None)
+    with clean_db.begin() as conn:
+        conn.execute(
+            sa.update(chips)
+            .where(chips.c.id == chip)
+            .values(warming_started_at=sa.func.now(), created_at=sa.func.now())
+        )
+    # When the demo's time-lapse passes eleven steps of two warm-up days, and the
+    # orchestrator promotes the chip
+    knobs = simulator.Knobs(warmup_days_per_step=2.0, ban_rate=0, arrivals=0, trust_drift=0)
+    for seed in range(11):
+        simulator.step(clean_db, random.Random(seed), Sent(), knobs)
+    row = chip_row(clean_db, chip)
+    # Then the purchase aged with the warm-up: bought when it started warming, 22 days ago
+    assert row.created_at == row.warming_started_at
+    assert promote_warming_to_ready(clean_db, chip)["status"] == "promoted"
+    # And the forecast measures a warm-up's lead time from purchase to ready, not ~0 days
+    measured = forecast.forecast(clean_db, window_days=60)
+    assert measured["lead_time_samples"] == 1
+    assert 22 <= measured["lead_time_days"] < 22.1
+
+
+def test_the_demo_seeds_chips_bought_when_their_warm_up_started(clean_db: sa.Engine) -> None:
+    # Given the demo pool (its eligible warming chip warmed for 22 days)
+    demo_seed.seed_demo_pool(clean_db, random.Random(1))
+    rows = snapshot(clean_db).values()
+    # Then every chip was bought when its warm-up started, never after
+    assert all(r["created_at"] == r["warming_started_at"] for r in rows)
+    # And promoting the eligible one gives the forecast a lead time of 22 days
+    (eligible,) = [
+        str(r["id"]) for r in rows if r["status"] == "warming" and r["trust_score"] == 90
+    ]
+    assert promote_warming_to_ready(clean_db, eligible)["status"] == "promoted"
+    assert 22 <= forecast.forecast(clean_db, window_days=60)["lead_time_days"] < 22.1
 
 
 def test_the_phase_follows_the_share_of_warm_up_done() -> None:

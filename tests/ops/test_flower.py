@@ -80,8 +80,25 @@ def flower(
     if (broker := broker_url_for(redis_url)) != redis_url:
         env["CELERY_BROKER_URL"] = broker
     proc = FlowerProcess(env, tmp_path_factory.mktemp("flower"))
+    watching(proc)
     yield proc
     proc.stop()
+
+
+def watching(flower: FlowerProcess) -> None:
+    """Wait until Flower has turned the workers' task events on (workers start with them off;
+    Flower sends enable_events a few seconds after it starts, then every few seconds): a
+    harmless task (a malformed chip id, answered rejected) is sent until Flower sees one run."""
+
+    def seen() -> bool:
+        task_id = flower.dispatch("orchestrator.replace_chip", {"args": ["flower-probe"]}).json()[
+            "task-id"
+        ]
+        wait_for(lambda: flower.finished(task_id), timeout=30)
+        response = requests.get(f"{flower.url}/api/task/info/{task_id}", auth=AUTH, timeout=10)
+        return response.status_code == 200 and response.json().get("state") == "SUCCESS"
+
+    wait_for(seen, timeout=120, every=0.5)
 
 
 def test_ops_replace_a_banned_chip_through_flowers_api(

@@ -8,7 +8,17 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from orchestrator.services import cycle, cycle_purchases, delivery, dispatch, promote, replacement
+from orchestrator.ops import metrics_read
+from orchestrator.services import (
+    chip_list,
+    config,
+    cycle,
+    cycle_purchases,
+    delivery,
+    dispatch,
+    promote,
+    replacement,
+)
 from orchestrator.services.intent import ensure_intent, fail
 from orchestrator.store import outbox
 from orchestrator.store import repository as repo
@@ -29,6 +39,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON alert_state TO {role};
 GRANT SELECT, INSERT, UPDATE ON purchase_backoff TO {role};
 GRANT SELECT ON chip_status_tally TO {role};
 GRANT SELECT ON chip_status_tally_checks TO {role};
+GRANT SELECT ON operation_tally TO {role};
 GRANT SELECT, UPDATE ON pool_growth_slots TO {role};
 GRANT SELECT, INSERT, DELETE ON stranded_chip_events TO {role};
 GRANT SELECT, INSERT, UPDATE ON backstop_cursor TO {role};
@@ -96,8 +107,12 @@ def test_the_documented_grants_are_enough_for_every_use_case(
         assert repo.advance_backstop(conn, repo.backstop_position(conn))
     delivered = delivery.deliver_pending(worker_role, _Log())
     delivery.prune_delivered(worker_role)
-    # Then all of it succeeded
+    with transaction(worker_role) as conn:
+        folded = repo.compact_operation_tally(conn)
+    reading = metrics_read.read_database(worker_role)
+    # Then all of it succeeded, the metrics included
     assert delivered["pending"] == 0
+    assert folded > 0 and reading.operations[("auto_replace", "true")] >= 1
 
 
 def test_the_documented_grants_are_enough_for_a_whole_cycle(
@@ -138,3 +153,19 @@ def test_the_worker_role_cannot_change_the_schema(worker_role: sa.Engine) -> Non
         conn.execute(sa.text("CREATE TABLE intruder (id int)"))
     with pytest.raises(sa.exc.ProgrammingError, match=denied), worker_role.begin() as conn:
         conn.execute(sa.text("DELETE FROM orchestrator_operations"))
+
+
+def test_the_chips_and_config_verbs_need_no_more_than_the_workers_grants(
+    clean_db: sa.Engine, worker_role: sa.Engine
+) -> None:
+    # Given a chip with conversations, read and changed only through the worker role
+    chip = make_chip(clean_db, "active")
+    add_conversations(clean_db, chip, 2)
+    # When ops list the chips, read the config and change it as that role
+    page = chip_list.list_chips(worker_role)
+    settings, _ = config.current(worker_role)
+    done = config.change(worker_role, ["ready_min=4"])
+    # Then all of it succeeded
+    assert [(c["id"], c["open_conversations"]) for c in page.chips] == [(chip, 2)]
+    assert settings["ready_min"] == 3
+    assert done.depois == {"ready_min": 4} and done.operation_id is not None

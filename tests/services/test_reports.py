@@ -105,7 +105,7 @@ EXPECTED = {
     "cancelled": 2,
     "replaced": {
         "total": 6,
-        "by_reason": {"banned": 3, "flapping": 1, "low_trust": 1, "unspecified": 1},
+        "by_reason": {"banned": 3, "flapping": 1, "low_trust": 1, "sem_motivo": 1},
     },
     "conversations_moved": 4 + 0 + 3 + 2 + 5 + 7,
 }
@@ -243,8 +243,8 @@ def test_rows_other_services_wrote_in_odd_shapes_are_read_not_crashed_on(
     # When the month's report and the chip's history are read
     data = reports.month_report(clean_db)
     events = reports.chip_history(clean_db, chip)["events"]
-    # Then each row is one unspecified replacement that moved nothing, shown as it was written
-    assert data["replaced"] == {"total": 4, "by_reason": {"unspecified": 4}}
+    # Then each row is one sem_motivo replacement that moved nothing, shown as it was written
+    assert data["replaced"] == {"total": 4, "by_reason": {"sem_motivo": 4}}
     assert data["conversations_moved"] == 0
     shown = [e["metadata"] for e in events if e["kind"] == "operation"]
     assert sorted(map(str, shown)) == sorted(

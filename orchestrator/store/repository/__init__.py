@@ -1,8 +1,8 @@
 """The SQL, by what it reads or writes; `repository.X` reaches every function (one import for use cases).
 
 chips (one row, compare-and-set), counts (config, tally, active count, growth slots), candidates
-(what a decision may pick), conversations (moves, stranded rows), operations (the log), history
-(what capacity planning measures).
+(what a decision may pick), conversations (moves, stranded rows), operations (the log and its
+tally), history (what capacity planning measures), swaps (a swap's statements, merged).
 """
 
 from orchestrator.store.repository.candidates import (
@@ -57,11 +57,15 @@ from orchestrator.store.repository.history import (
     history_start,
     lead_time_days,
     replacements_by_reason,
+    returns_to_service,
     warmup_losses,
 )
 from orchestrator.store.repository.operations import (
+    compact_operation_tally,
+    operation_counts,
     recent_operations,
     record_operation,
+    replaced_for,
 )
 from orchestrator.store.repository.rehab import rehab_candidates
 from orchestrator.store.repository.signals import (
@@ -73,6 +77,12 @@ from orchestrator.store.repository.signals import (
     recent_drops,
     save_event_clock,
     set_connected,
+)
+from orchestrator.store.repository.swaps import (
+    best_ready_and_count,
+    record_swap,
+    status_config_active,
+    swap_chips,
 )
 from orchestrator.store.repository.tally_checks import (
     check_and_correct,
@@ -87,11 +97,13 @@ __all__ = [
     "advance_backstop",
     "backstop_position",
     "best_ready",
+    "best_ready_and_count",
     "cancellable_banned",
     "check_and_correct",
     "chip_by_salvy_id",
     "chip_for_event",
     "chip_range",
+    "compact_operation_tally",
     "compact_status_tally",
     "count_active",
     "count_active_disconnected",
@@ -115,6 +127,7 @@ __all__ = [
     "note_stranded",
     "noted_stranded",
     "noted_stranded_query",
+    "operation_counts",
     "parse_chip_id",
     "prune_disconnect_events",
     "purchases_last_day",
@@ -122,17 +135,22 @@ __all__ = [
     "recent_drops",
     "recent_operations",
     "record_operation",
+    "record_swap",
     "rehab_candidates",
+    "replaced_for",
     "replacement_of",
     "replacements_by_reason",
+    "returns_to_service",
     "save_event_clock",
     "serving_candidates",
     "set_connected",
     "settle_stranded_notes",
+    "status_config_active",
     "status_counts",
     "stranded_conversations",
     "stranded_in_range",
     "stranded_in_range_query",
+    "swap_chips",
     "take_growth_slot",
     "tally_check_rows",
     "tally_checked_at",

@@ -80,40 +80,68 @@ def best_ready(conn: sa.Connection, config: PoolConfig, exclude: Sequence[str]) 
     return conn.execute(stmt).mappings().first()
 
 
+#: Healthy active chips whose load least_loaded_healthy_active compares: the most trusted ones.
+LEAST_LOADED_SAMPLE = 100
+
+
+def _healthy_active(config: PoolConfig) -> tuple[sa.ColumnElement[bool], ...]:
+    """Active, connected, trust at or above the replacement threshold (lock_if_serving's test)."""
+    return (
+        chips.c.status == "active",
+        chips.c.evolution_connected,
+        chips.c.trust_score >= config.trust_degraded_threshold,
+    )
+
+
 def least_loaded_healthy_active(
     conn: sa.Connection, config: PoolConfig, exclude: str
 ) -> Mapping | None:
-    """Lock the connected, trusted active chip with the fewest active conversations."""
+    """Lock the least loaded of the LEAST_LOADED_SAMPLE most trusted healthy active chips.
+
+    Exact while the pool has at most that many healthy active chips. Above it, the cost stays
+    that many index probes however large the pool (idx_chips_active_trust gives the sample,
+    idx_conversation_chips_chip_active each load) instead of counting every active chip's
+    conversations; the conversations still go to a trusted chip that holds few, which is what a
+    fallback needs. Ties: higher trust, then the lower id (the same chip every time).
+    """
+    healthy = _healthy_active(config)
+    sample = (
+        sa.select(chips.c.id)
+        .where(*healthy, chips.c.id != exclude)
+        .order_by(chips.c.trust_score.desc(), chips.c.id)
+        .limit(LEAST_LOADED_SAMPLE)
+        .subquery("sample")
+    )
+    cc = conversation_chips
     load = (
-        sa.select(sa.func.count())
-        .where(conversation_chips.c.chip_id == chips.c.id, conversation_chips.c.active)
-        .scalar_subquery()
+        sa.select(sa.func.count()).where(cc.c.chip_id == sample.c.id, cc.c.active).scalar_subquery()
     )
     stmt = (
         sa.select(chips)
-        .where(
-            chips.c.status == "active",
-            chips.c.evolution_connected,
-            chips.c.trust_score >= config.trust_degraded_threshold,
-            chips.c.id != exclude,
-        )
-        .order_by(load, chips.c.trust_score.desc())
+        .join(sample, sample.c.id == chips.c.id)
+        # Repeated on the locked row: a chip changed since the sample was read is re-checked.
+        .where(*healthy)
+        .order_by(load, chips.c.trust_score.desc(), chips.c.id)
         .limit(1)
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=chips, skip_locked=True)
     )
     return conn.execute(stmt).mappings().first()
 
 
-def fit_ready_clauses(config: PoolConfig) -> tuple[sa.ColumnElement[bool], ...]:
+def fit_ready_clauses(config: PoolConfig | None) -> tuple[sa.ColumnElement[bool], ...]:
     """SQL twin of pool.is_fit_to_serve for ready chips (idx_chips_ready_fit serves it).
 
     A chip once degraded is never taken again (degraded_at IS NULL), as replace always did.
+    config None: the trust threshold is the bind parameter `trust_min` (a statement built once).
     """
+    trust_min = (
+        sa.bindparam("trust_min", type_=sa.Float) if config is None else config.trust_min_for_ready
+    )
     return (
         chips.c.status == "ready",
         chips.c.evolution_connected,
         chips.c.degraded_at.is_(None),
-        chips.c.trust_score >= config.trust_min_for_ready,
+        chips.c.trust_score >= trust_min,
     )
 
 

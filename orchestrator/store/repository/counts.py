@@ -29,17 +29,18 @@ def load_config(conn: sa.Connection, *, lock: bool = False) -> PoolConfig:
     stmt = sa.select(pool_config)
     if lock:
         stmt = stmt.with_for_update()
-    return _config(conn.execute(stmt).mappings().first())
+    return config_from_row(conn.execute(stmt).mappings().first())
 
 
 def load_config_and_active(conn: sa.Connection) -> tuple[PoolConfig, int]:
     """The pool_config row (not locked) and how many chips are active, in one statement."""
-    stmt = sa.select(pool_config, _active_sum().scalar_subquery().label("active_now"))
+    stmt = sa.select(pool_config, active_sum().scalar_subquery().label("active_now"))
     row = conn.execute(stmt).mappings().first()
-    return _config(row), int(row["active_now"])
+    return config_from_row(row), int(row["active_now"])
 
 
-def _config(row: Mapping | None) -> PoolConfig:
+def config_from_row(row: Mapping | None) -> PoolConfig:
+    """A PoolConfig from a pool_config row; ConfigError when there is none or it is invalid."""
     if row is None:
         raise ConfigError("pool_config has no row; run `chip-orchestrator migrate`")
     config = PoolConfig.from_mapping(row)
@@ -55,14 +56,15 @@ def status_counts(conn: sa.Connection) -> Counts:
     return Counts.from_pairs({status: int(n) for status, n in rows})
 
 
-def _active_sum() -> sa.Select:
+def active_sum() -> sa.Select:
+    """How many chips are active: the sum of the tally's rows for `active` (a select to embed)."""
     tally = chip_status_tally
     return sa.select(sa.func.coalesce(sa.func.sum(tally.c.n), 0)).where(tally.c.status == "active")
 
 
 def count_active(conn: sa.Connection) -> int:
     """How many chips are active right now (exact; cost independent of the pool's size)."""
-    return int(conn.execute(_active_sum()).scalar_one())
+    return int(conn.execute(active_sum()).scalar_one())
 
 
 def active_trust_mean(conn: sa.Connection) -> float:
@@ -72,15 +74,18 @@ def active_trust_mean(conn: sa.Connection) -> float:
     return float(mean) if mean is not None else 0.0
 
 
+#: One free growth slot, locked (built once: every growing swap runs it).
+_TAKE_SLOT = (
+    sa.select(pool_growth_slots.c.slot)
+    .order_by(pool_growth_slots.c.slot)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+
+
 def take_growth_slot(conn: sa.Connection) -> bool:
     """Lock one free growth slot (SKIP LOCKED: never waits); False when every slot is held."""
-    stmt = (
-        sa.select(pool_growth_slots.c.slot)
-        .order_by(pool_growth_slots.c.slot)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    return conn.execute(stmt).first() is not None
+    return conn.execute(_TAKE_SLOT).first() is not None
 
 
 def lock_growth_slots(conn: sa.Connection) -> None:
@@ -109,7 +114,7 @@ def count_active_disconnected(conn: sa.Connection) -> tuple[int, int]:
     disconnected = sa.select(sa.func.count()).where(
         chips.c.status == "active", sa.not_(chips.c.evolution_connected)
     )
-    stmt = sa.select(_active_sum().scalar_subquery(), disconnected.scalar_subquery())
+    stmt = sa.select(active_sum().scalar_subquery(), disconnected.scalar_subquery())
     row = conn.execute(stmt).one()
     return int(row[0]), int(row[1])
 

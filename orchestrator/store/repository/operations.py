@@ -1,4 +1,7 @@
-"""The orchestrator_operations log: append in the caller's transaction, read the newest.
+"""The orchestrator_operations log: append in the caller's transaction, read the newest, count it.
+
+The counts per (operacao, sucesso) come from operation_tally, kept exact by triggers under any
+writer (migrations/versions/0013_operation_tally.py), not from a count over the whole history.
 
 Every function takes the caller's Connection; the caller owns the transaction.
 """
@@ -11,6 +14,7 @@ import sqlalchemy as sa
 
 from orchestrator.store.schema import (
     chips,
+    operation_tally,
     operations,
 )
 
@@ -68,3 +72,31 @@ def recent_operations(conn: sa.Connection, limit: int = 10) -> list[Mapping]:
         .limit(limit)
     )
     return list(conn.execute(stmt).mappings())
+
+
+def replaced_for(conn: sa.Connection, chip_id: str, reason: str) -> bool:
+    """Whether the chip was ever taken out of service (auto_replace) for this reason."""
+    stmt = sa.select(
+        sa.exists().where(
+            operations.c.chip_id == chip_id,
+            operations.c.operacao == "auto_replace",
+            operations.c.sucesso.is_not(False),
+            operations.c.metadata["reason"].astext == reason,
+        )
+    )
+    return bool(conn.execute(stmt).scalar_one())
+
+
+def operation_counts(conn: sa.Connection) -> dict[tuple[str, bool], int]:
+    """Rows of orchestrator_operations per (operacao, sucesso is not false), exact at the
+    statement's snapshot, summed from the tally's few rows (never the history itself)."""
+    tally = operation_tally
+    stmt = sa.select(tally.c.operacao, tally.c.sucesso, sa.func.sum(tally.c.n)).group_by(
+        tally.c.operacao, tally.c.sucesso
+    )
+    return {(operacao, sucesso): int(n) for operacao, sucesso, n in conn.execute(stmt) if n}
+
+
+def compact_operation_tally(conn: sa.Connection) -> int:
+    """Fold the operation tally's deltas into one row per pair (sums unchanged); rows folded."""
+    return int(conn.execute(sa.select(sa.func.operation_tally_compact())).scalar_one())

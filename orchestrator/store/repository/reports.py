@@ -12,7 +12,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from orchestrator.domain.report import UNSPECIFIED, MonthCounts
+from orchestrator.domain.report import NO_REASON, MonthCounts
 from orchestrator.store.repository.operations import NOT_PICKED_UP
 from orchestrator.store.schema import chips, operations, pool_config
 
@@ -33,7 +33,7 @@ _MOVED = sa.case(
 #: Why a chip was replaced: the reason the task got, else "banned" for the seed's "Chip banido".
 _REASON = sa.func.coalesce(
     sa.func.nullif(_meta["reason"].astext, ""),
-    sa.case((operations.c.motivo == "Chip banido", "banned"), else_=UNSPECIFIED),
+    sa.case((operations.c.motivo == "Chip banido", "banned"), else_=NO_REASON),
 )
 
 
@@ -79,6 +79,7 @@ def month_counts(conn: sa.Connection, start: datetime, end: datetime) -> MonthCo
         replaced_by_reason=by_reason,
         conversations_moved=moved,
         numbers_billed=numbers_billed(conn, start, end),
+        banned_billed=banned_billed(conn, start, end),
     )
 
 
@@ -110,6 +111,39 @@ def numbers_billed(conn: sa.Connection, start: datetime, end: datetime) -> int:
         + cancelled_by_others.scalar_subquery()
     )
     return conn.execute(stmt).scalar_one()
+
+
+def banned_billed(conn: sa.Connection, start: datetime, end: datetime) -> int:
+    """Of the numbers billed for [start, end), those held banned at some instant of it.
+
+    Banned since degraded_at (when the ban was handled; updated_at for one not handled yet):
+    chips still banned, banned before end; and chips we cancelled at or after start whose
+    cancel says they were banned then (Salvy reason whatsapp-ban, or status_anterior banned
+    when Salvy cancelled it). A chip another service cancelled without an operation is not
+    known to have been banned and is not counted.
+    """
+    since = sa.func.coalesce(chips.c.degraded_at, chips.c.updated_at)
+    held = sa.and_(chips.c.telefone.is_not(None), chips.c.created_at < end, since < end)
+    meta = operations.c.metadata
+    was_banned = sa.or_(
+        meta["salvy_reason"].astext == "whatsapp-ban", meta["status_anterior"].astext == "banned"
+    )
+    still = sa.select(sa.func.count()).where(held, chips.c.status == "banned")
+    released = (
+        sa.select(sa.func.count(sa.distinct(chips.c.id)))
+        .select_from(chips.join(operations, operations.c.chip_id == chips.c.id))
+        .where(
+            held,
+            chips.c.status == "cancelled",
+            operations.c.operacao == "cancel",
+            operations.c.sucesso.is_not(False),
+            operations.c.created_at >= start,
+            was_banned,
+        )
+    )
+    return conn.execute(
+        sa.select(still.scalar_subquery() + released.scalar_subquery())
+    ).scalar_one()
 
 
 def chip_operations(conn: sa.Connection, chip_id: str, limit: int) -> list[Mapping]:

@@ -89,6 +89,7 @@ def test_status_json_has_the_seed_shape_without_chip_lists(clean_db: sa.Engine, 
     assert data["degraded"]["count"] == 0
     assert data["saude"] in ("saudavel", "atencao", "critico")
     assert data["totais"]["total_chips"] == 4
+    assert data["totais"]["banned_retidos"]["count"] == 0
     assert "chips" not in json.dumps(data).replace("total_chips", "")
 
 

@@ -60,6 +60,9 @@ def test_forecast_json_has_the_spec_keys_and_the_measured_numbers(
     assert data["lead_time_days"] == pytest.approx(23, abs=0.1)
     assert data["recommended"]["warmup_buffer"] >= 92 / 0.9
     assert 0.9 < data["current"]["p_no_ready"] <= 1
+    # a 10% loss is planned as measured, not flagged
+    assert data["warmup_loss_flagged"] is False
+    assert data["warmup_loss_planned"] == pytest.approx(data["warmup_loss_rate"], abs=1e-4)
     # and the table says the same
     text = cli("forecast")
     assert text.returncode == 0, text.stderr
@@ -90,8 +93,59 @@ def test_simulate_without_a_database_uses_the_defaults_and_is_deterministic(
     assert first["recommended"]["warmup_buffer"] == 11  # ceil(0.05 * 10 * 21)
     assert len(first["current"]["production"]) == 60
     assert first["current"]["cost"] is None  # number_monthly_cost unknown
+    assert first["random_seed"] == 4
     other = run_json(cli, *args[:-1], "5", **env)
     assert other["current"] != first["current"]
+
+
+#: SPEC "Capacity planning": simulate --json keys per run.
+RUN_KEYS = {
+    "days_below_min",
+    "lowest_production",
+    "bought",
+    "cancelled",
+    "number_months",
+    "cost",
+    "production",
+    "ready",
+    "warming",
+}
+
+
+def test_simulate_compares_the_seed_rule_ours_and_the_recommendation_with_cancel_banned(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # Given 100 active chips banned at 0.01 a day each, a number at 20 BRL a month
+    data = run_json(
+        cli,
+        *("simulate", "--days", "90", "--ban-rate", "0.01", "--seed", "1"),
+        *("--set", "producao_min=100", "--set", "producao_max=120"),
+        *("--set", "ready_min=10", "--set", "warmup_buffer=30"),
+        *("--set", "number_monthly_cost=20"),
+        **no_database(tmp_path),
+    )
+    runs = ("seed", "current", "recommended", "recommended_cancel_banned")
+    # Then each run has the contract's keys and idle ready chip-days
+    for run in runs:
+        assert set(data[run]) >= RUN_KEYS | {"idle_ready_days"}, run
+        assert len(data[run]["ready"]) == 90
+        assert data[run]["cost"] == data[run]["number_months"] * 20
+    assert [data[run]["rule"] for run in runs] == ["seed", "reserve", "reserve", "reserve"]
+    # the seed's rule on 30 warming delivers 30 / 21 = 1.43 chips a day against 1 consumed:
+    # its ready tier climbs, ours holds the same config's reserve at 40
+    assert data["seed"]["ready"][-1] > data["current"]["ready"][-1]
+    assert data["seed"]["idle_ready_days"] > data["current"]["idle_ready_days"]
+    assert data["seed"]["bought"] > data["current"]["bought"]
+    assert max(data["current"]["ready"]) <= 40
+    # the recommendation is 21 / 9 (a reserve of 30 for one ban a day over 21 days)
+    assert (data["recommended"]["warmup_buffer"], data["recommended"]["ready_min"]) == (21, 9)
+    # and cancelling banned numbers bills fewer number-months for the same service
+    cancel, rec = data["recommended_cancel_banned"], data["recommended"]
+    assert cancel["production"] == rec["production"]
+    assert cancel["cancelled"] > 0 and cancel["number_months"] < rec["number_months"]
+    # and the table shows the four runs
+    text = cli(*("simulate", "--days", "30", "--ban-rate", "0.01"), **no_database(tmp_path)).stdout
+    assert "seed's rule" in text and "idle ready chip-days" in text and "+ cancel" in text
 
 
 def test_simulate_starts_from_the_database_pool_and_its_config(
@@ -107,11 +161,16 @@ def test_simulate_starts_from_the_database_pool_and_its_config(
     assert "2 active, 0 ready, 0 warming" in data["notes"][0]
     assert data["current"]["warmup_buffer"] == 4
     assert data["current"]["production"] == [2] * 30
-    # the empty pipeline filled on day 0, refilled when those 4 became ready on day 21
-    assert data["current"]["bought"] == 8
-    assert data["current"]["ready"][-1] == 4
-    # and 10 numbers were each billed one month
-    assert data["current"]["cost"] == pytest.approx(19.9 * 10)
+    # the empty reserve (target ready_min 3 + warmup_buffer 4 = 7) is filled on day 0, three
+    # a cycle (3 + 3 + 1); those 7 are ready on day 21 and the reserve, all ready, holds 7
+    assert data["current"]["bought"] == 7
+    assert data["current"]["ready"][-1] == 7
+    # and 9 numbers (2 active + 7 bought) were each billed one month
+    assert data["current"]["cost"] == pytest.approx(19.9 * 9)
+    # while the seed's rule bought 4 on day 0 and 4 more when those became ready on day 21
+    assert data["seed"]["bought"] == 8
+    assert data["seed"]["ready"][-1] == 4
+    assert data["seed"]["cost"] == pytest.approx(19.9 * 10)
 
 
 def test_simulate_from_history_uses_the_measured_rate(clean_db: sa.Engine, cli: Cli) -> None:

@@ -39,6 +39,7 @@ def test_report_json_gives_the_generated_months_exact_counts(clean_db: sa.Engine
     assert {k: data[k] for k in EXPECTED} == EXPECTED
     assert data["cost"]["total"] == 120.0
     assert data["cost"]["numbers_billed"] == 4
+    assert data["banned_held"] == {"count": 0, "cost": 0.0, "currency": "BRL"}
 
 
 def test_report_table_shows_counts_reasons_and_an_unknown_cost(
@@ -51,7 +52,13 @@ def test_report_table_shows_counts_reasons_and_an_unknown_cost(
     out = cli("report", "--month", month.label, COLUMNS="140")
     # Then the table names the month, each reason, and says the cost is unknown and why
     assert out.returncode == 0, out.stderr
-    for text in (month.label, "motivo: banned", "motivo: unspecified", "desconhecido"):
+    for text in (
+        month.label,
+        "motivo: banned",
+        "motivo: sem_motivo",
+        "desconhecido",
+        "dos quais banidos (numeros mortos)",
+    ):
         assert text in out.stdout
     assert "number_monthly_cost is not set" in out.stdout
 

@@ -1,0 +1,184 @@
+"""A swap's reads and writes, in as few statements as the rules allow (each one a round trip).
+
+The first read (the chip's status, pool_config and the active count) is one statement, and so is
+taking the best ready chip with the active count read after every lock; the writes are two: both chips'
+compare-and-set with the conversations moved, then the operation row, its Slack message and the
+alert reset. Each statement is built once, at import, with bind parameters: built per call, a
+statement costs more Python than its round trip (SQLAlchemy caches the compiled form either way,
+not the construct). Every function takes the caller's Connection; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import sqlalchemy as sa
+
+from orchestrator.domain.pool import PoolConfig
+from orchestrator.errors import Rejected
+from orchestrator.store.repository.candidates import fit_ready_clauses
+from orchestrator.store.repository.counts import active_sum, config_from_row
+from orchestrator.store.schema import (
+    alert_state,
+    chips,
+    conversation_chips,
+    operations,
+    outbox,
+    pool_config,
+)
+
+_CHIP_ID = sa.bindparam("chip_id")
+
+#: The chip's status, pool_config and the active count (nothing locked).
+_FIRST_READ = sa.select(
+    pool_config,
+    active_sum().scalar_subquery().label("active_now"),
+    sa.select(chips.c.status).where(chips.c.id == _CHIP_ID).scalar_subquery().label("chip_status"),
+)
+
+
+def status_config_active(conn: sa.Connection, chip_id: str) -> tuple[str, PoolConfig, int]:
+    """The chip's status (unlocked), the pool_config row (unlocked) and the active count.
+
+    Rejected(unknown_chip) when no chip has that id.
+    """
+    row = conn.execute(_FIRST_READ, {"chip_id": chip_id}).mappings().first()
+    config = config_from_row(row)
+    if row["chip_status"] is None:
+        raise Rejected(f"unknown chip {chip_id}", code="unknown_chip")
+    return row["chip_status"], config, int(row["active_now"])
+
+
+def _best_ready_query() -> sa.Select:
+    best = (
+        sa.select(chips)
+        .where(
+            *fit_ready_clauses(None),
+            chips.c.id.not_in(sa.bindparam("exclude", expanding=True)),
+        )
+        .order_by(chips.c.trust_score.desc(), chips.c.ready_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .subquery("best")
+    )
+    active = active_sum().subquery("active")
+    return sa.select(active.c[0].label("active_now"), best).select_from(
+        active.outerjoin(best, sa.true())
+    )
+
+
+_BEST_READY = _best_ready_query()
+
+
+def best_ready_and_count(
+    conn: sa.Connection, config: PoolConfig, exclude: Sequence[str]
+) -> tuple[Mapping | None, int]:
+    """Lock the best fit ready chip nobody else holds (FOR UPDATE SKIP LOCKED), and the active count.
+
+    The chip as candidates.best_ready picks it (fit_ready_clauses). SKIP LOCKED never waits, so
+    the count's snapshot is taken after every lock the caller holds (its growth slot or
+    pool_config, and the chip's row): what growth.has_room needs. A count read by a statement
+    that waited for a row would be as old as the wait.
+    """
+    params = {"trust_min": config.trust_min_for_ready, "exclude": list(exclude)}
+    row = conn.execute(_BEST_READY, params).mappings().one()
+    candidate = None if row["id"] is None else row
+    return candidate, int(row["active_now"])
+
+
+def _swap_query() -> sa.Select:
+    new_id, old_id = sa.bindparam("new_id", type_=chips.c.id.type), sa.bindparam("old_id")
+    is_new, now = chips.c.id == new_id, sa.func.now()
+    swapped = (
+        sa.update(chips)
+        .where(
+            sa.or_(
+                sa.and_(chips.c.id == new_id, chips.c.status == "ready"),
+                sa.and_(chips.c.id == old_id, chips.c.status == sa.bindparam("old_status")),
+            )
+        )
+        .values(
+            status=sa.case((is_new, "active"), else_=sa.bindparam("final", type_=sa.Text)),
+            promoted_to_active_at=sa.case((is_new, now), else_=chips.c.promoted_to_active_at),
+            degraded_at=sa.case((is_new, chips.c.degraded_at), else_=now),
+            updated_at=now,
+        )
+        .returning(chips.c.id)
+        .cte("swapped")
+    )
+    cc = conversation_chips
+    moved = (
+        sa.update(cc)
+        .where(cc.c.chip_id == old_id, cc.c.active)
+        .values(chip_id=new_id, migrated_at=now, migrated_from=old_id)
+        .returning(cc.c.conversation_id)
+        .cte("moved")
+    )
+    return sa.select(
+        sa.select(sa.func.count()).select_from(swapped).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(moved).scalar_subquery(),
+    )
+
+
+_SWAP = _swap_query()
+
+
+def swap_chips(conn: sa.Connection, old: Mapping, new_id: str, final: str) -> int:
+    """ready -> active for new_id, old -> final, its open conversations to new_id: one statement.
+
+    Both chips' compare-and-set in one UPDATE (both rows are already locked by the caller),
+    times written as now() (the transaction's start); Rejected(conflict), and nothing kept once
+    the caller rolls back, unless both matched. Returns how many conversations moved.
+    """
+    params = {"new_id": new_id, "old_id": old["id"], "old_status": old["status"], "final": final}
+    n_swapped, n_moved = conn.execute(_SWAP, params).one()
+    if n_swapped != 2:
+        raise Rejected(f"chip {old['id']} or {new_id} changed status under us", code="conflict")
+    return int(n_moved)
+
+
+#: What record_swap writes to orchestrator_operations, as bind parameters.
+_OPERATION_COLUMNS = ("operacao", "chip_id", "chip_destino_id", "motivo", "metadata", "sucesso")
+
+
+def _record_query() -> sa.Select:
+    values = {
+        name: sa.bindparam(name, type_=operations.c[name].type) for name in _OPERATION_COLUMNS
+    }
+    op = sa.insert(operations).values(values).returning(operations.c.id).cte("op")
+    msg = (
+        sa.insert(outbox)
+        .values(canal=sa.bindparam("canal"), texto=sa.bindparam("texto"))
+        .returning(outbox.c.id)
+        .cte("msg")
+    )
+    forgot = (
+        sa.delete(alert_state)
+        .where(alert_state.c.key == sa.bindparam("alert_key"))
+        .returning(alert_state.c.key)
+        .cte("forgot")
+    )
+    return sa.select(
+        sa.select(op.c.id).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(msg).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(forgot).scalar_subquery(),
+    )
+
+
+_RECORD = _record_query()
+
+
+def record_swap(
+    conn: sa.Connection,
+    operation: Mapping,
+    canal: str,
+    texto: str,
+    forget_alert: str,
+) -> str:
+    """The operation row, its Slack message (outbox) and the alert key forgotten: one statement.
+
+    operation: the orchestrator_operations columns (_OPERATION_COLUMNS). Returns its id.
+    """
+    params = {name: operation[name] for name in _OPERATION_COLUMNS}
+    params.update(canal=canal, texto=texto, alert_key=forget_alert)
+    return conn.execute(_RECORD, params).one()[0]
