@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 
 from orchestrator.app.settings import ROOT
 from tests.embedded.test_embedded_default import bare_env, cli, processes_under, run, stop_servers
+from tests.support import servers
 
 pytestmark = pytest.mark.embedded
 
@@ -25,11 +24,10 @@ PUBLISHED = "salvy_standin.json"
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
-    """Outside pytest's tmp root: the embedded PostgreSQL's own user must traverse the path."""
-    path = Path(tempfile.mkdtemp(prefix="chiporch-beside-"))
-    yield path
-    stop_servers(path / "data")  # only if a failed test left them: the demo stops its own
-    shutil.rmtree(path, ignore_errors=True)
+    """Under .data/tests/ (servers.scratch_dir), never pytest's tmp root."""
+    with servers.scratch_dir("beside") as path:
+        yield path
+        stop_servers(path / "data")  # only if a failed test left them: the demo stops its own
 
 
 def wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 240) -> None:

@@ -33,7 +33,7 @@ from tests.support import pool_world as world
 pytestmark = pytest.mark.db
 
 SETTINGS = settings(
-    max_examples=40,
+    max_examples=50,
     stateful_step_count=20,
     deadline=None,
     derandomize=True,  # the same examples on every run (CI): no flakiness from the draw
