@@ -1,12 +1,8 @@
 """The schema: migrations apply, re-apply as a no-op, and the database refuses nonsense."""
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from orchestrator.domain.pool import Counts
 from orchestrator.ops import checker
@@ -112,20 +108,6 @@ def test_database_refuses_a_nonsensical_planning_setting(
 def test_database_refuses_a_nonsensical_chip(clean_db: sa.Engine, values: dict) -> None:
     with pytest.raises(sa.exc.IntegrityError):
         make_chip(clean_db, **{"status": "active", **values})
-
-
-@pytest.fixture
-def empty_url(database_url: str) -> Iterator[str]:
-    """A database of its own, not migrated, dropped afterwards."""
-    base = make_url(database_url)
-    name = f"chiporch_mig_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield base.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_0005_counts_the_chips_and_notes_the_stranded_ones_already_there(empty_url: str) -> None:

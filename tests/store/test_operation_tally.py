@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import uuid
-from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from orchestrator.app.settings import ROOT
 from orchestrator.ops import checker
@@ -210,30 +207,16 @@ def test_a_tally_the_triggers_did_not_see_is_reported_and_resynced(clean_db: sa.
     assert assert_exact(clean_db) == {("demotion", False): 1}
 
 
-def revision_0008() -> ModuleType:
+def revision_0013() -> ModuleType:
     """migrations/versions/0013_operation_tally.py as a module (its SQL, run again by hand)."""
     path = ROOT / "migrations" / "versions" / "0013_operation_tally.py"
-    spec = importlib.util.spec_from_file_location("revision_0008", path)
+    spec = importlib.util.spec_from_file_location("revision_0013", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-@pytest.fixture
-def empty_url(database_url: str) -> Iterator[str]:
-    """A database of its own, not migrated, dropped afterwards."""
-    base = make_url(database_url)
-    name = f"chiporch_mig_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield base.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def test_0008_counts_the_history_already_there_and_is_safe_to_run_twice(empty_url: str) -> None:
+def test_0013_counts_the_history_already_there_and_is_safe_to_run_twice(empty_url: str) -> None:
     # Given a database at 0007 holding a history
     command.upgrade(migrate.alembic_config(empty_url), "0007_flaps")
     engine = sa.create_engine(empty_url, poolclass=sa.pool.NullPool)
@@ -245,9 +228,9 @@ def test_0008_counts_the_history_already_there_and_is_safe_to_run_twice(empty_ur
             " FROM generate_series(1, 50) AS g",
         )
         truth = counted(engine)
-        # When it is upgraded to head, and 0008's statements run once more
+        # When it is upgraded to head, and 0013's statements run once more
         migrate.upgrade(empty_url)
-        revision = revision_0008()
+        revision = revision_0013()
         with engine.begin() as conn:
             conn.exec_driver_sql(revision.UPGRADE)
         run(engine, revision.BACKFILL)
