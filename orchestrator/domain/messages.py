@@ -39,8 +39,8 @@ def _trust(score: float) -> str:
     return f"{score:g}"
 
 
-def replaced(old: Mapping, new: Mapping, moved: int, reason: str | None) -> str:
-    """Auto-replace done (canal operacoes)."""
+def replaced(old: Mapping, new: Mapping, moved: int | str, reason: str | None) -> str:
+    """Auto-replace done (canal operacoes); moved may be a placeholder the database fills in."""
     return (
         ":arrows_counterclockwise: *Auto-Replace executado*\n"
         f"- Degradado: `{phone(old['telefone'])}` (Trust: {_trust(old['trust_score'])},"

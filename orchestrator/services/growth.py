@@ -47,18 +47,17 @@ def cas(conn: sa.Connection, chip_id: str, expected: Sequence[str], **values: ob
     return row
 
 
-def growth_locks(conn: sa.Connection, config: PoolConfig, active: int) -> tuple[str, PoolConfig]:
-    """SLOT when far below producao_max and a growth slot is free (nothing waited for), else EXACT.
+def slot_may_do(config: PoolConfig, active: int) -> bool:
+    """Whether a swap adding an active chip may try for a growth slot (SLOT) instead of EXACT.
 
-    config and active: an unlocked read made just before (repo.status_config_active). At most
-    GROWTH_SLOTS swaps hold a slot, and each checks (has_room) that the active count, read after
-    taking its slot, leaves GROWTH_SLOTS of room: together they cannot pass producao_max. EXACT
-    (near the maximum, every slot busy, promotions) locks pool_config, then every slot, so it
-    counts after the slot holders commit and none starts until it does.
+    active: an unlocked read made just before (repo.status_config_active). At most
+    GROWTH_SLOTS swaps hold a slot, and each checks (has_room) that the active count, read
+    after taking its slot, leaves GROWTH_SLOTS of room: together they cannot pass
+    producao_max. EXACT (near the maximum, every slot busy, promotions) locks pool_config,
+    then every slot (lock_for_exact_count), so it counts after the slot holders commit and
+    none starts until it does.
     """
-    if active <= config.producao_max - 2 * GROWTH_SLOTS and repo.take_growth_slot(conn):
-        return SLOT, config
-    return EXACT, lock_for_exact_count(conn)
+    return active <= config.producao_max - 2 * GROWTH_SLOTS
 
 
 def lock_for_exact_count(conn: sa.Connection) -> PoolConfig:

@@ -81,13 +81,22 @@ def _lock(conn: sa.Connection, chip_id: str) -> tuple[Mapping, PoolConfig, str |
     """The chip's row locked, the config, and how its growth is checked (None: it adds nothing).
 
     Replacing an already-banned chip adds an active chip; an unlocked read of the status tells
-    which case this is. Lock order: pool_config, pool_growth_slots, chips.
+    which case this is. Far below producao_max it holds a growth slot, taken in the statement
+    that locks the chip; otherwise (or with every slot held) pool_config and every slot are
+    locked first. Lock order: pool_config, pool_growth_slots, chips.
     """
     status, config, active = repo.status_config_active(conn, chip_id)
-    grows = status == "banned"
-    growth, config = pool_growth.growth_locks(conn, config, active) if grows else (None, config)
-    old = repo.get_chip(conn, chip_id, lock=True)
-    if old["status"] == "banned" and not grows:
+    growth, old = None, None
+    if status == "banned":
+        if pool_growth.slot_may_do(config, active):
+            old = repo.lock_chip_taking_slot(conn, chip_id)
+        if old is not None:
+            growth = pool_growth.SLOT
+        else:
+            growth, config = pool_growth.EXACT, pool_growth.lock_for_exact_count(conn)
+    if old is None:
+        old = repo.get_chip(conn, chip_id, lock=True)
+    if old["status"] == "banned" and growth is None:
         raise pool_growth.busy(
             f"chip {chip_id} was banned while we read it"
         )  # the retry locks for growth
@@ -192,27 +201,27 @@ def _swap(
 ) -> dict:
     """ready -> active, the conversations across, the old chip out; one operation, one message.
 
-    Two statements (repo.swap_chips, repo.record_swap); times are the transaction's now().
+    One statement with the COMMIT (repo.swap_and_record); times are the transaction's now().
     """
     chip_id = old["id"]
-    moved = repo.swap_chips(conn, old, new["id"], final)
-    operation = repo.record_swap(
+    moved, operation = repo.swap_and_record(
         conn,
+        old,
+        new["id"],
+        final,
         {
             "operacao": "auto_replace",
             "chip_id": chip_id,
             "chip_destino_id": new["id"],
             "motivo": _motivo(old, reason, config),
             "metadata": {
-                "conversas_migradas": moved,
                 "trust_degradado": old["trust_score"],
                 "trust_novo": new["trust_score"],
                 "reason": reason,
             },
             "sucesso": True,
         },
-        "operacoes",
-        messages.replaced(old, new, moved, reason),
+        ("operacoes", messages.replaced(old, new, repo.MOVED, reason)),
         forget_alert=f"no_ready:{chip_id}",
     )
     return {

@@ -51,7 +51,6 @@ from orchestrator.store.repository.counts import (
     lock_growth_slots,
     purchases_last_day,
     status_counts,
-    take_growth_slot,
 )
 from orchestrator.store.repository.history import (
     history_start,
@@ -79,10 +78,11 @@ from orchestrator.store.repository.signals import (
     set_connected,
 )
 from orchestrator.store.repository.swaps import (
+    MOVED,
     best_ready_and_count,
-    record_swap,
+    lock_chip_taking_slot,
     status_config_active,
-    swap_chips,
+    swap_and_record,
 )
 from orchestrator.store.repository.tally_checks import (
     check_and_correct,
@@ -91,6 +91,7 @@ from orchestrator.store.repository.tally_checks import (
 )
 
 __all__ = [
+    "MOVED",
     "VIEW_COLUMNS",
     "active_conversations",
     "active_trust_mean",
@@ -121,6 +122,7 @@ __all__ = [
     "least_loaded_healthy_active",
     "load_config",
     "load_config_and_active",
+    "lock_chip_taking_slot",
     "lock_growth_slots",
     "lock_if_serving",
     "move_conversations",
@@ -135,7 +137,6 @@ __all__ = [
     "recent_drops",
     "recent_operations",
     "record_operation",
-    "record_swap",
     "rehab_candidates",
     "replaced_for",
     "replacement_of",
@@ -150,8 +151,7 @@ __all__ = [
     "stranded_conversations",
     "stranded_in_range",
     "stranded_in_range_query",
-    "swap_chips",
-    "take_growth_slot",
+    "swap_and_record",
     "tally_check_rows",
     "tally_checked_at",
     "transition",

@@ -75,19 +75,6 @@ def active_trust_mean(conn: sa.Connection) -> float:
 
 
 #: One free growth slot, locked (built once: every growing swap runs it).
-_TAKE_SLOT = (
-    sa.select(pool_growth_slots.c.slot)
-    .order_by(pool_growth_slots.c.slot)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-)
-
-
-def take_growth_slot(conn: sa.Connection) -> bool:
-    """Lock one free growth slot (SKIP LOCKED: never waits); False when every slot is held."""
-    return conn.execute(_TAKE_SLOT).first() is not None
-
-
 def lock_growth_slots(conn: sa.Connection) -> None:
     """Lock every growth slot: waits for the swaps holding one, keeps new ones out until commit."""
     conn.execute(

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
+from psycopg.errors import DivisionByZero
+from psycopg.types.json import Jsonb
 
 from orchestrator.domain.pool import PoolConfig
 from orchestrator.errors import Rejected
+from orchestrator.store import pipelined
 from orchestrator.store.repository.candidates import fit_ready_clauses
 from orchestrator.store.repository.counts import active_sum, config_from_row
 from orchestrator.store.schema import (
@@ -25,6 +28,7 @@ from orchestrator.store.schema import (
     operations,
     outbox,
     pool_config,
+    pool_growth_slots,
 )
 
 _CHIP_ID = sa.bindparam("chip_id")
@@ -47,6 +51,29 @@ def status_config_active(conn: sa.Connection, chip_id: str) -> tuple[str, PoolCo
     if row["chip_status"] is None:
         raise Rejected(f"unknown chip {chip_id}", code="unknown_chip")
     return row["chip_status"], config, int(row["active_now"])
+
+
+_SLOT = (
+    sa.select(pool_growth_slots.c.slot)
+    .order_by(pool_growth_slots.c.slot)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+    .cte("slot")
+)
+#: The chip's row locked, only once a free growth slot is locked (the slot first: lock order).
+_LOCK_WITH_SLOT = (
+    sa.select(chips)
+    .where(chips.c.id == _CHIP_ID, sa.exists(sa.select(_SLOT.c.slot)))
+    .with_for_update(of=chips)
+)
+
+
+def lock_chip_taking_slot(conn: sa.Connection, chip_id: str) -> Mapping | None:
+    """Take a free growth slot (SKIP LOCKED: never waits), then lock the chip's row: one statement.
+
+    None, with nothing locked, when every slot is held (or the chip is gone).
+    """
+    return conn.execute(_LOCK_WITH_SLOT, {"chip_id": chip_id}).mappings().first()
 
 
 def _best_ready_query() -> sa.Select:
@@ -86,17 +113,22 @@ def best_ready_and_count(
     return candidate, int(row["active_now"])
 
 
-def _swap_query() -> sa.Select:
+#: In the message texto given to swap_and_record, replaced by how many conversations moved.
+MOVED = "{conversas_migradas}"
+#: What swap_and_record writes to orchestrator_operations, as bind parameters.
+_OPERATION_COLUMNS = ("operacao", "chip_id", "chip_destino_id", "motivo", "metadata", "sucesso")
+
+
+def _swap_and_record_query() -> sa.Select:
     new_id, old_id = sa.bindparam("new_id", type_=chips.c.id.type), sa.bindparam("old_id")
     is_new, now = chips.c.id == new_id, sa.func.now()
+    both_match = sa.or_(
+        sa.and_(chips.c.id == new_id, chips.c.status == "ready"),
+        sa.and_(chips.c.id == old_id, chips.c.status == sa.bindparam("old_status")),
+    )
     swapped = (
         sa.update(chips)
-        .where(
-            sa.or_(
-                sa.and_(chips.c.id == new_id, chips.c.status == "ready"),
-                sa.and_(chips.c.id == old_id, chips.c.status == sa.bindparam("old_status")),
-            )
-        )
+        .where(both_match)
         .values(
             status=sa.case((is_new, "active"), else_=sa.bindparam("final", type_=sa.Text)),
             promoted_to_active_at=sa.case((is_new, now), else_=chips.c.promoted_to_active_at),
@@ -114,41 +146,23 @@ def _swap_query() -> sa.Select:
         .returning(cc.c.conversation_id)
         .cte("moved")
     )
-    return sa.select(
-        sa.select(sa.func.count()).select_from(swapped).scalar_subquery(),
-        sa.select(sa.func.count()).select_from(moved).scalar_subquery(),
-    )
-
-
-_SWAP = _swap_query()
-
-
-def swap_chips(conn: sa.Connection, old: Mapping, new_id: str, final: str) -> int:
-    """ready -> active for new_id, old -> final, its open conversations to new_id: one statement.
-
-    Both chips' compare-and-set in one UPDATE (both rows are already locked by the caller),
-    times written as now() (the transaction's start); Rejected(conflict), and nothing kept once
-    the caller rolls back, unless both matched. Returns how many conversations moved.
-    """
-    params = {"new_id": new_id, "old_id": old["id"], "old_status": old["status"], "final": final}
-    n_swapped, n_moved = conn.execute(_SWAP, params).one()
-    if n_swapped != 2:
-        raise Rejected(f"chip {old['id']} or {new_id} changed status under us", code="conflict")
-    return int(n_moved)
-
-
-#: What record_swap writes to orchestrator_operations, as bind parameters.
-_OPERATION_COLUMNS = ("operacao", "chip_id", "chip_destino_id", "motivo", "metadata", "sucesso")
-
-
-def _record_query() -> sa.Select:
+    n_moved = sa.select(sa.func.count()).select_from(moved).scalar_subquery()
     values = {
         name: sa.bindparam(name, type_=operations.c[name].type) for name in _OPERATION_COLUMNS
     }
-    op = sa.insert(operations).values(values).returning(operations.c.id).cte("op")
+    values["metadata"] = values["metadata"].op("||")(
+        sa.func.jsonb_build_object("conversas_migradas", n_moved)
+    )
+    op = (
+        sa.insert(operations)
+        .from_select(list(values), sa.select(*values.values()))
+        .returning(operations.c.id)
+        .cte("op")
+    )
+    texto = sa.func.replace(sa.bindparam("texto", type_=sa.Text), MOVED, sa.cast(n_moved, sa.Text))
     msg = (
         sa.insert(outbox)
-        .values(canal=sa.bindparam("canal"), texto=sa.bindparam("texto"))
+        .from_select(["canal", "texto"], sa.select(sa.bindparam("canal", type_=sa.Text), texto))
         .returning(outbox.c.id)
         .cte("msg")
     )
@@ -158,27 +172,58 @@ def _record_query() -> sa.Select:
         .returning(alert_state.c.key)
         .cte("forgot")
     )
+    n_swapped = sa.select(sa.func.count()).select_from(swapped).scalar_subquery()
     return sa.select(
-        sa.select(op.c.id).scalar_subquery(),
-        sa.select(sa.func.count()).select_from(msg).scalar_subquery(),
-        sa.select(sa.func.count()).select_from(forgot).scalar_subquery(),
+        # Unless both compare-and-sets matched, a division by zero aborts the transaction, so
+        # the COMMIT sent with this statement commits nothing (SQL has no RAISE of its own).
+        (sa.literal(1) / sa.case((n_swapped == 2, 1), else_=0)).label("both_swapped"),
+        n_moved.label("moved"),
+        sa.select(sa.cast(op.c.id, sa.Text)).scalar_subquery().label("operation_id"),
+        sa.select(sa.func.count()).select_from(msg).scalar_subquery().label("messages"),
+        sa.select(sa.func.count()).select_from(forgot).scalar_subquery().label("forgotten"),
     )
 
 
-_RECORD = _record_query()
+_SWAP_AND_RECORD = pipelined.Statement(_swap_and_record_query())
 
 
-def record_swap(
+def swap_and_record(
     conn: sa.Connection,
+    old: Mapping,
+    new_id: str,
+    final: str,
     operation: Mapping,
-    canal: str,
-    texto: str,
+    message: tuple[str, str],
     forget_alert: str,
-) -> str:
-    """The operation row, its Slack message (outbox) and the alert key forgotten: one statement.
+) -> tuple[int, str]:
+    """The whole swap's writes and the COMMIT, in one round trip; (conversations moved, op id).
 
-    operation: the orchestrator_operations columns (_OPERATION_COLUMNS). Returns its id.
+    ready -> active for new_id, old -> final (a compare-and-set on both rows, which the caller
+    has locked), old's open conversations to new_id, the operation row (operation: the
+    orchestrator_operations columns; its metadata gets `conversas_migradas`), the message
+    (canal, texto: MOVED in texto becomes the number moved) and the alert key forgotten. Times
+    are now() (the transaction's start). Either all of it is written and committed, or, when
+    either compare-and-set finds its chip changed, nothing is (the transaction is rolled back)
+    and Rejected(conflict) is raised.
     """
+    canal, texto = message
     params = {name: operation[name] for name in _OPERATION_COLUMNS}
-    params.update(canal=canal, texto=texto, alert_key=forget_alert)
-    return conn.execute(_RECORD, params).one()[0]
+    params.update(
+        metadata=Jsonb(operation["metadata"]),
+        new_id=new_id,
+        old_id=old["id"],
+        old_status=old["status"],
+        final=final,
+        canal=canal,
+        texto=texto,
+        alert_key=forget_alert,
+    )
+    try:
+        row = pipelined.last_and_commit(conn, _SWAP_AND_RECORD, params)
+    except sa.exc.DataError as error:
+        if not isinstance(error.orig, DivisionByZero):
+            raise
+        raise Rejected(
+            f"chip {old['id']} or {new_id} changed status under us", code="conflict"
+        ) from None
+    return int(row["moved"]), row["operation_id"]
