@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 from psycopg.errors import DivisionByZero
 from psycopg.types.json import Jsonb
+from sqlalchemy.dialects import postgresql
 
 from orchestrator.domain.pool import PoolConfig
 from orchestrator.errors import Rejected
@@ -32,12 +33,18 @@ from orchestrator.store.schema import (
 )
 
 _CHIP_ID = sa.bindparam("chip_id")
+UUID_TEXT = postgresql.UUID(as_uuid=False)
 
 #: The chip's status, pool_config and the active count (nothing locked).
-_FIRST_READ = sa.select(
-    pool_config,
-    active_sum().scalar_subquery().label("active_now"),
-    sa.select(chips.c.status).where(chips.c.id == _CHIP_ID).scalar_subquery().label("chip_status"),
+_FIRST_READ = pipelined.Statement(
+    sa.select(
+        pool_config,
+        active_sum().scalar_subquery().label("active_now"),
+        sa.select(chips.c.status)
+        .where(chips.c.id == _CHIP_ID)
+        .scalar_subquery()
+        .label("chip_status"),
+    )
 )
 
 
@@ -46,7 +53,7 @@ def status_config_active(conn: sa.Connection, chip_id: str) -> tuple[str, PoolCo
 
     Rejected(unknown_chip) when no chip has that id.
     """
-    row = conn.execute(_FIRST_READ, {"chip_id": chip_id}).mappings().first()
+    row = pipelined.one(conn, _FIRST_READ, {"chip_id": chip_id})
     config = config_from_row(row)
     if row["chip_status"] is None:
         raise Rejected(f"unknown chip {chip_id}", code="unknown_chip")
@@ -61,7 +68,7 @@ _SLOT = (
     .cte("slot")
 )
 #: The chip's row locked, only once a free growth slot is locked (the slot first: lock order).
-_LOCK_WITH_SLOT = (
+_LOCK_WITH_SLOT = pipelined.Statement(
     sa.select(chips)
     .where(chips.c.id == _CHIP_ID, sa.exists(sa.select(_SLOT.c.slot)))
     .with_for_update(of=chips)
@@ -73,7 +80,7 @@ def lock_chip_taking_slot(conn: sa.Connection, chip_id: str) -> Mapping | None:
 
     None, with nothing locked, when every slot is held (or the chip is gone).
     """
-    return conn.execute(_LOCK_WITH_SLOT, {"chip_id": chip_id}).mappings().first()
+    return pipelined.one(conn, _LOCK_WITH_SLOT, {"chip_id": chip_id})
 
 
 def _best_ready_query() -> sa.Select:
@@ -81,7 +88,7 @@ def _best_ready_query() -> sa.Select:
         sa.select(chips)
         .where(
             *fit_ready_clauses(None),
-            chips.c.id.not_in(sa.bindparam("exclude", expanding=True)),
+            chips.c.id != sa.all_(sa.bindparam("exclude", type_=postgresql.ARRAY(UUID_TEXT))),
         )
         .order_by(chips.c.trust_score.desc(), chips.c.ready_at)
         .limit(1)
@@ -94,7 +101,7 @@ def _best_ready_query() -> sa.Select:
     )
 
 
-_BEST_READY = _best_ready_query()
+_BEST_READY = pipelined.Statement(_best_ready_query())
 
 
 def best_ready_and_count(
@@ -108,7 +115,7 @@ def best_ready_and_count(
     that waited for a row would be as old as the wait.
     """
     params = {"trust_min": config.trust_min_for_ready, "exclude": list(exclude)}
-    row = conn.execute(_BEST_READY, params).mappings().one()
+    row = pipelined.one(conn, _BEST_READY, params)
     candidate = None if row["id"] is None else row
     return candidate, int(row["active_now"])
 
