@@ -8,8 +8,8 @@ Pools are the `scale` pools of benchmarks/datagen.py (as benchmarks/scale.py bui
 takes minutes); `--url` measures pools built that way. Per pool:
 
 - in this process, one swap at a time through `handlers.replace_chip` (Redis locks and the
-  transaction, no Celery), today's code and before_code.previous(): statements, pings and Redis
-  round trips per swap, CPU per swap (thread CPU time), and where that CPU goes (cProfile on
+  transaction, no Celery), today's code and before_code.previous(): round trips to PostgreSQL
+  (counted on the wire by a proxy), pings and Redis commands per swap, CPU per swap (thread CPU time), and where that CPU goes (cProfile on
   thread CPU time, by package);
 - with `--profile-worker`, only: one worker with cProfile on (benchmarks.profiled_app) through a
   burst, its CPU by package (billiard, kombu, celery, SQLAlchemy, psycopg, redis, ours), the
@@ -51,6 +51,7 @@ from benchmarks.common import (
 from benchmarks.datagen import generate_pool, vacuum_analyze
 from orchestrator.app import bootstrap, handlers
 from orchestrator.app.settings import get_settings
+from orchestrator.dev.round_trips import round_trip_proxy
 
 SIZES = (10_000, 100_000, 1_000_000)
 VARIANTS = {
@@ -84,16 +85,13 @@ def redis_cpu(client: redis.Redis) -> float:
 
 
 class Counters:
-    """Statements, pings and Redis commands sent while attached."""
+    """Pings and Redis commands sent while attached."""
 
     def __init__(self) -> None:
-        self.statements = self.pings = self.redis = 0
+        self.pings = self.redis = 0
 
     @contextlib.contextmanager
     def attached(self, engine: sa.Engine) -> Iterator[None]:
-        def count(*_: object) -> None:
-            self.statements += 1
-
         ping = engine.dialect.do_ping
 
         def counted_ping(dbapi_connection: object) -> bool:
@@ -106,13 +104,11 @@ class Counters:
             self.redis += 1
             return send(conn, command, check_health)
 
-        sa.event.listen(engine, "before_cursor_execute", count)
         engine.dialect.do_ping = counted_ping  # type: ignore[method-assign]
         redis.connection.Connection.send_packed_command = counted_send  # type: ignore[method-assign]
         try:
             yield
         finally:
-            sa.event.remove(engine, "before_cursor_execute", count)
             engine.dialect.do_ping = ping  # type: ignore[method-assign]
             redis.connection.Connection.send_packed_command = send  # type: ignore[method-assign]
 
@@ -151,28 +147,43 @@ def by_package(profile: cProfile.Profile, swaps: int) -> dict[str, float]:
 
 
 def in_process(url: str, redis_url: str, engine: sa.Engine, n: int, runs: int) -> dict:
-    """Today's handlers vs before_code.previous(), alternating: counts and CPU per swap."""
+    """Today's handlers vs before_code.previous(), alternating: counts and CPU per swap.
+
+    Counts first, through a proxy that counts round trips to PostgreSQL on the wire
+    (orchestrator/dev/round_trips.py); CPU then on a direct connection.
+    """
     out: dict[str, dict] = {}
-    for run in range(runs):
-        for variant in ("now", "previous") if run % 2 == 0 else ("previous", "now"):
-            context = before_code.previous() if variant == "previous" else contextlib.nullcontext()
-            with context:
-                _bind_process(url, redis_url)
-                _swaps(engine, 5)  # connections open, statements compiled
-                counters = Counters()
-                with counters.attached(bootstrap.engine()):
+    db_url = sa.make_url(url)
+    with round_trip_proxy(db_url.host or "127.0.0.1", db_url.port or 5432) as wire:
+        via_proxy = db_url.set(host="127.0.0.1", port=wire.port)
+        via_proxy = via_proxy.render_as_string(hide_password=False)
+        for run in range(runs):
+            for variant in ("now", "previous") if run % 2 == 0 else ("previous", "now"):
+                context = (
+                    before_code.previous() if variant == "previous" else contextlib.nullcontext()
+                )
+                with context:
+                    _bind_process(via_proxy, redis_url)
+                    _swaps(engine, 5)  # connections open, statements compiled
+                    counters = Counters()
+                    wire.reset()
+                    with counters.attached(bootstrap.engine()):
+                        _, counted = _swaps(engine, n)
+                    round_trips = wire.reset()
+                    _bind_process(url, redis_url)
+                    _swaps(engine, 5)
                     cpu, done = _swaps(engine, n)
-                profile = cProfile.Profile(time.thread_time)
-                _, profiled = _swaps(engine, n, profile)
-                bootstrap.reset_after_fork()
-            f = out.setdefault(variant, {"cpu_ms": [], "split": []})
-            f["cpu_ms"].append(cpu * 1000 / max(done, 1))
-            f["split"].append(by_package(profile, max(profiled, 1)))
-            f["per_swap"] = {
-                "statements": counters.statements / max(done, 1),
-                "pings": counters.pings / max(done, 1),
-                "redis commands": counters.redis / max(done, 1),
-            }
+                    profile = cProfile.Profile(time.thread_time)
+                    _, profiled = _swaps(engine, n, profile)
+                    bootstrap.reset_after_fork()
+                f = out.setdefault(variant, {"cpu_ms": [], "split": []})
+                f["cpu_ms"].append(cpu * 1000 / max(done, 1))
+                f["split"].append(by_package(profile, max(profiled, 1)))
+                f["per_swap"] = {
+                    "round trips": round_trips / max(counted, 1),
+                    "pings": counters.pings / max(counted, 1),
+                    "redis commands": counters.redis / max(counted, 1),
+                }
     return out
 
 
@@ -363,11 +374,11 @@ def print_pool(f: dict) -> None:
     inproc = f["in_process"]
     print_table(
         f"{f['chips']:,} chips: one swap in-process through handlers.replace_chip (no Celery)",
-        ["variant", "statements", "pings", "Redis commands", "CPU ms/swap (runs)"],
+        ["variant", "PostgreSQL round trips", "pings", "Redis commands", "CPU ms/swap (runs)"],
         [
             [
                 v,
-                f"{d['per_swap']['statements']:.1f}",
+                f"{d['per_swap']['round trips']:.1f}",
                 f"{d['per_swap']['pings']:.2f}",
                 f"{d['per_swap']['redis commands']:.1f}",
                 ", ".join(f"{x:.2f}" for x in d["cpu_ms"]),

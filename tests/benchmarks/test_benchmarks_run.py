@@ -67,7 +67,7 @@ def test_the_scale_benchmark_runs_and_its_bursts_are_exact(tmp_path: Path) -> No
 
 
 @pytest.mark.db
-def test_the_swap_floor_benchmark_runs_and_counts_the_statements(tmp_path: Path) -> None:
+def test_the_swap_floor_benchmark_runs_and_counts_the_round_trips(tmp_path: Path) -> None:
     out = _run(
         [
             "benchmarks.swap_floor",
@@ -87,9 +87,10 @@ def test_the_swap_floor_benchmark_runs_and_counts_the_statements(tmp_path: Path)
     [size] = out
     assert size["chips"] == 2000
     # A pool this small is near producao_max: its swaps take the exact path (pool_config and
-    # every slot locked, the count checked), a few statements more on both sides.
+    # every slot locked, the count checked), a few round trips more on both sides (how many
+    # the counts' check takes varies; tests/services/test_swap_round_trips.py pins the swap's).
     now, previous = (size["in_process"][v]["per_swap"] for v in ("now", "previous"))
-    assert previous["statements"] - now["statements"] == 6
+    assert previous["round trips"] - now["round trips"] >= 10
     assert (now["pings"], previous["pings"]) == (0, 1)
     for variant in ("now", "watched", "previous"):
         assert size["workers"][variant]["replaced"] == [20]

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from orchestrator.dev.round_trips import RoundTripProxy, round_trip_proxy
 from orchestrator.services import replacement
 from orchestrator.store import db
 from orchestrator.store.schema import operations, outbox
 from tests.factories import add_conversations, chip_row, conversations_on, make_chip, set_config
-from tests.support.round_trips import RoundTripProxy, round_trip_proxy
 
 pytestmark = pytest.mark.db
 
