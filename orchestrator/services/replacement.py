@@ -27,9 +27,8 @@ from orchestrator.domain.pool import (
 from orchestrator.domain.signals import is_flapping
 from orchestrator.errors import Rejected
 from orchestrator.services import growth as pool_growth
-from orchestrator.store import outbox
+from orchestrator.store import outbox, pipelined
 from orchestrator.store import repository as repo
-from orchestrator.store.db import transaction
 
 #: Longest `reason` accepted from callers; it is stored as data, never interpreted.
 MAX_REASON_LENGTH = 200
@@ -177,7 +176,7 @@ def replace_chip(
     chip_id, reason = repo.parse_chip_id(chip_id), clean_reason(reason)
     # Written as now(), the transaction's start (what repo.db_now reads): no round trip for it.
     now = sa.func.now()
-    with transaction(engine) as conn:
+    with pipelined.transaction(engine) as conn:  # BEGIN with the first read, COMMIT with the swap
         old, config, growth = _lock(conn, chip_id)
         _check_replaceable(conn, old)
         if reason in PLANNED and old["status"] == "active":

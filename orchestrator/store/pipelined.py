@@ -1,28 +1,33 @@
-"""The swap's statements on the driver connection: less client work, and COMMIT sent with the last.
+"""The swap's transaction on the driver connection: fewer round trips, less client work.
 
 A swap is a handful of statements built once (store/repository/swaps.py). Through
 SQLAlchemy's execution path each one costs more Python than its round trip (execution
 context, result metadata and row processing); here each is compiled once from its Core
-construct and run by psycopg directly, under the caller's SQLAlchemy Connection and
-transaction. psycopg sends COMMIT as a round trip of its own after a transaction's last
-statement; in pipeline mode the statement and the COMMIT go in one flush and the client
-waits once (SQLAlchemy cannot execute in pipeline mode: it reads a result's columns before
-the server has answered). Errors come out as
-SQLAlchemy's would (store/db.py translated_errors reads them), and a lost connection is
-invalidated in the pool as SQLAlchemy does it. (BEGIN cannot be saved the same way: psycopg
-waits for it even in pipeline mode.)
+construct and run by psycopg directly. psycopg also sends BEGIN and COMMIT as round trips of
+their own; in pipeline mode BEGIN goes with the transaction's first statement (first()) and
+COMMIT with its last (last_and_commit()), and the client waits once for each pair
+(SQLAlchemy cannot execute in pipeline mode: it reads a result's columns before the server
+has answered). transaction() is the block that allows it: the connection in autocommit, so
+psycopg adds no BEGIN of its own, and the server's transaction opened by first(). Statements
+through SQLAlchemy run inside that transaction as usual. Errors come out as SQLAlchemy's
+would (store/db.py translated_errors reads them), and a lost connection is invalidated in
+the pool as SQLAlchemy does it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+
+from orchestrator.store.db import translated_errors
 
 
 class _LiteralValuesCompiler(psycopg_dialect.dialect.statement_compiler):  # type: ignore[name-defined]
@@ -60,6 +65,42 @@ class Statement:
         self.names = frozenset(compiled.params)
 
 
+@contextlib.contextmanager
+def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One transaction, begun by first() with its first statement; errors translated.
+
+    Committed by last_and_commit(), or on leaving the block; rolled back on an error. Its
+    first statement must be first()'s: a statement run before it would run on its own,
+    committed at once (the connection is in autocommit until first() sends BEGIN).
+    """
+    with translated_errors(), engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")  # no BEGIN of psycopg's own
+        try:
+            yield conn
+        except BaseException:
+            _end(conn, "ROLLBACK")
+            raise
+        _end(conn, "COMMIT")
+
+
+def first(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any]) -> dict | None:
+    """BEGIN and a transaction's first statement in one round trip (inside transaction()).
+
+    Its first row. Outside transaction() (psycopg not in autocommit) it runs as one().
+    """
+    raw = _driver(conn)
+    if not raw.autocommit:
+        return one(conn, stmt, params)
+    try:
+        with raw.cursor() as begin, _cursor(raw) as cur:
+            with raw.pipeline():
+                begin.execute("BEGIN")
+                cur.execute(stmt.sql, params)
+            return cur.fetchone()
+    except psycopg.Error as error:
+        conn._handle_dbapi_exception(error, stmt.sql, params, None, None)  # raises
+
+
 def one(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any]) -> dict | None:
     """Run a statement on the driver connection (the caller's transaction); its first row.
 
@@ -78,8 +119,8 @@ def one(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any]) -> dict
 def last_and_commit(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any]) -> dict | None:
     """Run a transaction's last statement and COMMIT in one round trip; the statement's first row.
 
-    The transaction is committed when this returns (the caller's engine.begin() then commits
-    nothing more). The statement must leave the data right whatever it returns: what is read
+    The transaction is committed when this returns (leaving the transaction block then
+    commits nothing more). The statement must leave the data right whatever it returns: what is read
     from its row can no longer roll anything back. An error rolls everything back.
     """
     raw, sql = _driver(conn), stmt.sql
@@ -93,6 +134,22 @@ def last_and_commit(conn: sa.Connection, stmt: Statement, params: Mapping[str, A
             return cur.fetchone()
     except psycopg.Error as error:
         conn._handle_dbapi_exception(error, sql, params, None, None)  # raises SQLAlchemy's error
+
+
+def _end(conn: sa.Connection, command: str) -> None:
+    """COMMIT or ROLLBACK the server's transaction, if one is open."""
+    if conn.invalidated:  # the connection was lost, and its transaction with it
+        return
+    raw = _driver(conn)
+    if raw.closed or raw.pgconn.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        raw.execute(command)
+    except psycopg.Error as error:
+        if command == "ROLLBACK":  # already failing: drop the connection, keep the first error
+            conn.invalidate()
+            return
+        conn._handle_dbapi_exception(error, command, None, None, None)  # raises
 
 
 def _driver(conn: sa.Connection) -> psycopg.Connection:

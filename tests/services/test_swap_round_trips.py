@@ -60,7 +60,7 @@ def test_replacing_a_banned_chip_takes_four_round_trips(
     # Then: BEGIN + status, config and count; a growth slot + the chip's row; the ready chip +
     # count; both chips, the conversations, the operation, message, alert reset + COMMIT
     assert result["status"] == "replaced"
-    assert wire.reset() == 5
+    assert wire.reset() == 4
     # And every write landed, as before
     assert chip_row(engine, ready).status == "active"
     assert chip_row(engine, old).status == "banned"
@@ -90,6 +90,6 @@ def test_replacing_an_active_chip_takes_four_round_trips(
     # Then four round trips did it: the first read with BEGIN, the chip's row, the ready chip,
     # the writes with COMMIT
     assert result["status"] == "replaced"
-    assert wire.reset() == 5
+    assert wire.reset() == 4
     assert chip_row(engine, old).status == "degraded"
     assert conversations_on(engine, ready) == 2

@@ -51,9 +51,10 @@ _FIRST_READ = pipelined.Statement(
 def status_config_active(conn: sa.Connection, chip_id: str) -> tuple[str, PoolConfig, int]:
     """The chip's status (unlocked), the pool_config row (unlocked) and the active count.
 
-    Rejected(unknown_chip) when no chip has that id.
+    Rejected(unknown_chip) when no chip has that id. The transaction's first statement: its
+    BEGIN goes with it (pipelined.first).
     """
-    row = pipelined.one(conn, _FIRST_READ, {"chip_id": chip_id})
+    row = pipelined.first(conn, _FIRST_READ, {"chip_id": chip_id})
     config = config_from_row(row)
     if row["chip_status"] is None:
         raise Rejected(f"unknown chip {chip_id}", code="unknown_chip")
