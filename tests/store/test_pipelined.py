@@ -20,7 +20,9 @@ _INSERT = pipelined.Statement(
     .values(key=sa.bindparam("key"), last_sent_at=sa.func.now(), times_sent=1)
     .returning(alert_state.c.key)
 )
-_BREAK = pipelined.Statement(sa.select(sa.literal_column("1") / sa.bindparam("zero", type_=sa.Integer)))
+_BREAK = pipelined.Statement(
+    sa.select(sa.literal_column("1") / sa.bindparam("zero", type_=sa.Integer))
+)
 
 
 @pytest.fixture
