@@ -37,3 +37,11 @@ class PurchaseInDoubt(TransientError):
     A timeout or a 5xx after the POST was sent: the number may show up in Salvy's list later,
     so the retry waits before it looks the name up, and nobody else buys meanwhile.
     """
+
+
+class Poisoned(OrchestratorError):
+    """Raised when a message came back more times than a task may run it (its worker died on it)."""
+
+    def __init__(self, deliveries: int) -> None:
+        super().__init__(f"delivered {deliveries} times")
+        self.deliveries = deliveries

@@ -10,12 +10,12 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
 from orchestrator.app import handlers
-from orchestrator.errors import ConfigError, Rejected, TransientError
+from orchestrator.errors import ConfigError, Poisoned, Rejected, TransientError
 
 log = logging.getLogger(__name__)
 
 #: Deliveries of one message before it is declared poison (a crash each time is not retried).
-MAX_DELIVERIES = 5
+MAX_DELIVERIES = handlers.MAX_DELIVERIES
 #: A retry is due at least this long before the broker's visibility timeout: past it, Redis
 #: hands the (unacked, waiting) message to a second worker and the task runs twice.
 RETRY_MARGIN_SECONDS = 60
@@ -38,16 +38,23 @@ class OrchestratorTask(Task):
     #: Backoff: factor * 2**retries seconds, capped, with full jitter (Celery's own helper).
     backoff_factor = 2
     backoff_max = 120
+    #: Per-chip tasks count their deliveries in the Redis call that takes the chip's lock
+    #: (handlers.with_chip_lock, given delivery_retries()); the others count them here first.
+    counts_in_lock = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             self._signature().bind(*args, **kwargs)
         except TypeError as error:
             return {"status": "rejected", "code": "bad_arguments", "reason": str(error)}
-        if self._poisoned():
-            return {"status": "failed", "code": "poison", "reason": "worker died on every attempt"}
+        if not self.counts_in_lock:
+            deliveries = self._count_delivery()
+            if deliveries is not None and deliveries > MAX_DELIVERIES:
+                return self._poison(deliveries)
         try:
             return self.run(*args, **kwargs)
+        except Poisoned as error:
+            return self._poison(error.deliveries)
         except Rejected as error:
             return {"status": "rejected", "code": error.code, "reason": error.reason}
         except ConfigError as error:
@@ -75,16 +82,23 @@ class OrchestratorTask(Task):
         visibility = float(options.get("visibility_timeout") or REDIS_DEFAULT_VISIBILITY)
         return max(1.0, visibility - RETRY_MARGIN_SECONDS)
 
-    def _poisoned(self) -> bool:
-        """Count deliveries of this task id in Redis; past MAX_DELIVERIES, stop and alert."""
-        task_id = self.request.id
-        if not task_id or self.request.is_eager:
-            return False
-        count = handlers.count_delivery(task_id, self.request.retries)
-        if count is None or count <= MAX_DELIVERIES:
-            return False
-        self._alert(f"Tarefa `{self.name}` ({task_id}) derrubou o worker {count - 1} vezes")
-        return True
+    def delivery_retries(self) -> int | None:
+        """The retry number to count this delivery under (None when run eagerly: no message)."""
+        if not self.request.id or self.request.is_eager:
+            return None
+        return self.request.retries
+
+    def _count_delivery(self) -> int | None:
+        """Count this delivery in Redis; how many so far (None: run eagerly, or Redis down)."""
+        retries = self.delivery_retries()
+        return None if retries is None else handlers.count_delivery(self.request.id, retries)
+
+    def _poison(self, deliveries: int) -> dict:
+        """Stop a message its worker died on every time, and tell ops."""
+        self._alert(
+            f"Tarefa `{self.name}` ({self.request.id}) derrubou o worker {deliveries - 1} vezes"
+        )
+        return {"status": "failed", "code": "poison", "reason": "worker died on every attempt"}
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Retries exhausted or an unexpected error: tell ops (once per task name per cooldown)."""

@@ -12,10 +12,13 @@ from tasks.base import OrchestratorTask
     bind=True,
     soft_time_limit=20,
     time_limit=30,
+    counts_in_lock=True,
 )
 def replace_chip(self: OrchestratorTask, chip_id: str, reason: str | None = None) -> dict:
     """Swap a degraded or banned chip for the best ready one, moving its conversations."""
-    return handlers.replace_chip(chip_id, reason, owner=self.request.id)
+    return handlers.replace_chip(
+        chip_id, reason, owner=self.request.id, retries=self.delivery_retries()
+    )
 
 
 @app.task(
@@ -24,10 +27,13 @@ def replace_chip(self: OrchestratorTask, chip_id: str, reason: str | None = None
     bind=True,
     soft_time_limit=20,
     time_limit=30,
+    counts_in_lock=True,
 )
 def promote_warming_to_ready(self: OrchestratorTask, chip_id: str) -> dict:
     """warming -> ready when trust, phase and warm-up days allow."""
-    return handlers.promote_warming_to_ready(chip_id, owner=self.request.id)
+    return handlers.promote_warming_to_ready(
+        chip_id, owner=self.request.id, retries=self.delivery_retries()
+    )
 
 
 @app.task(
@@ -36,10 +42,13 @@ def promote_warming_to_ready(self: OrchestratorTask, chip_id: str) -> dict:
     bind=True,
     soft_time_limit=20,
     time_limit=30,
+    counts_in_lock=True,
 )
 def promote_ready_to_active(self: OrchestratorTask, chip_id: str) -> dict:
     """ready -> active while production is below producao_min."""
-    return handlers.promote_ready_to_active(chip_id, owner=self.request.id)
+    return handlers.promote_ready_to_active(
+        chip_id, owner=self.request.id, retries=self.delivery_retries()
+    )
 
 
 @app.task(
@@ -60,10 +69,11 @@ def provision_chip(self: OrchestratorTask, ddd: int | None = None) -> dict:
     bind=True,
     soft_time_limit=60,
     time_limit=90,
+    counts_in_lock=True,
 )
 def cancel_chip(self: OrchestratorTask, chip_id: str) -> dict:
     """Release a degraded or banned number at Salvy and mark it cancelled."""
-    return handlers.cancel_chip(chip_id, owner=self.request.id)
+    return handlers.cancel_chip(chip_id, owner=self.request.id, retries=self.delivery_retries())
 
 
 @app.task(
@@ -72,7 +82,10 @@ def cancel_chip(self: OrchestratorTask, chip_id: str) -> dict:
     bind=True,
     soft_time_limit=20,
     time_limit=30,
+    counts_in_lock=True,
 )
 def migrate_conversations(self: OrchestratorTask, chip_id: str) -> dict:
     """Move the open conversations left on a chip that no longer serves."""
-    return handlers.migrate_conversations(chip_id, owner=self.request.id)
+    return handlers.migrate_conversations(
+        chip_id, owner=self.request.id, retries=self.delivery_retries()
+    )

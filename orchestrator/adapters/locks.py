@@ -46,16 +46,22 @@ def _redis_call(fn, *args, **kwargs):
 
 
 #: Take a chip lock in one round trip: free -> ours (SET NX PX); already ours (the same token,
-#: left by our own earlier delivery) -> ours again with a fresh TTL; else 0. KEYS[2], when
-#: given, is a marker deleted first (the chip's "task queued" marker: no round trip of its own).
+#: left by our own earlier delivery) -> ours again with a fresh TTL; else 0. KEYS[2], when not
+#: empty, is a marker deleted first (the chip's "task queued" marker); KEYS[3], when not empty,
+#: a delivery counter incremented (kept ARGV[3] seconds). Returns {taken, deliveries or 0}.
 _ACQUIRE = """
-if KEYS[2] then redis.call('del', KEYS[2]) end
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+local deliveries = 0
+if KEYS[3] ~= '' then
+    deliveries = redis.call('incr', KEYS[3])
+    redis.call('expire', KEYS[3], ARGV[3])
+end
+if KEYS[2] ~= '' then redis.call('del', KEYS[2]) end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, deliveries} end
 if redis.call('get', KEYS[1]) == ARGV[1] then
     redis.call('pexpire', KEYS[1], ARGV[2])
-    return 1
+    return {1, deliveries}
 end
-return 0
+return {0, deliveries}
 """
 #: Release every lock still holding our token, in one round trip; how many were released.
 _RELEASE = """
@@ -90,16 +96,26 @@ class LockSet:
         self._client, self._ttl = client, ttl
         self._token = owner or uuid.uuid4().hex
         self._held: list[str] = []
+        #: Deliveries of the message counted by acquire(delivery=...), else None.
+        self.deliveries: int | None = None
 
-    def acquire(self, chip_id: str, *, clear: str | None = None) -> bool:
+    def acquire(
+        self, chip_id: str, *, clear: str | None = None, delivery: tuple[str, int] | None = None
+    ) -> bool:
         """Take the chip's lock if free (or already ours); False if another task holds it.
 
         clear: a key deleted in the same round trip, whatever the answer (a queued marker).
+        delivery: (task id, retries) of the message being run, counted in the same round trip
+        (count_delivery's counter); the count is then in self.deliveries.
         """
         key = chip_lock_key(chip_id)
-        keys = [key] if clear is None else [key, clear]
+        counter = "" if delivery is None else delivery_key(*delivery)
         script = self._client.register_script(_ACQUIRE)
-        if _redis_call(script, keys=keys, args=[self._token, self._ttl * 1000]):
+        args = [self._token, self._ttl * 1000, DELIVERY_COUNT_TTL]
+        taken, deliveries = _redis_call(script, keys=[key, clear or "", counter], args=args)
+        if delivery is not None:
+            self.deliveries = int(deliveries)
+        if taken:
             self._held.append(key)
             return True
         return False
@@ -177,6 +193,11 @@ def clear_queued(client: redis.Redis, task: str, chip_id: str) -> None:
     _redis_call(client.delete, queued_key(task, chip_id))
 
 
+def delivery_key(task_id: str, retries: int) -> str:
+    """The Redis key counting deliveries of one message (task id, retry number)."""
+    return f"{PREFIX}:deliveries:{task_id}:{retries}"
+
+
 def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int | None:
     """Count one more delivery of this message (task id, retry); None if Redis does not answer.
 
@@ -184,7 +205,7 @@ def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int | Non
     deliveries the task base class stops it. Redis down only means the task runs uncounted;
     the database keeps it safe.
     """
-    key = f"{PREFIX}:deliveries:{task_id}:{retries}"
+    key = delivery_key(task_id, retries)
     try:  # one round trip for both
         count, _ = (
             client.pipeline(transaction=False).incr(key).expire(key, DELIVERY_COUNT_TTL).execute()

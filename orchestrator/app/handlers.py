@@ -14,7 +14,7 @@ from orchestrator import task_names as names
 from orchestrator.adapters import locks
 from orchestrator.app import bootstrap
 from orchestrator.app.settings import get_settings
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, Poisoned
 from orchestrator.services import (
     cancel,
     conversations,
@@ -29,73 +29,99 @@ from orchestrator.store import outbox
 from orchestrator.store import repository as repo
 from orchestrator.store.db import transaction
 
+#: Deliveries of one message before it is declared poison (a crash each time is not retried).
+MAX_DELIVERIES = 5
 #: One failure alert per task name per cool-down.
 FAILURE_ALERT_COOLDOWN = timedelta(minutes=30)
 
 
-def _locked(
+def with_chip_lock(
     task: str,
     chip_id: object,
     action: Callable[[locks.LockSet], dict],
     owner: str | None = None,
+    retries: int | None = None,
 ) -> dict:
+    """Run action holding the chip's Redis lock; "skipped" when another task holds it.
+
+    owner: the task id (a redelivery takes over the lock its dead run left). With retries
+    too, this delivery is counted in the call that takes the lock (one round trip for both),
+    and past MAX_DELIVERIES it raises Poisoned instead of running.
+    """
     chip_id = repo.parse_chip_id(chip_id)
+    delivery = None if owner is None or retries is None else (owner, retries)
     with locks.LockSet(bootstrap.redis_client(), owner=owner) as held:
         # The queued marker goes in the same round trip: the next cycle may queue the chip again.
-        if not held.acquire(chip_id, clear=locks.queued_key(task, chip_id)):
+        taken = held.acquire(chip_id, clear=locks.queued_key(task, chip_id), delivery=delivery)
+        if held.deliveries is not None and held.deliveries > MAX_DELIVERIES:
+            raise Poisoned(held.deliveries)
+        if not taken:
             return {"status": "skipped", "chip_id": chip_id, "reason": "chip busy in another task"}
         return action(held)
 
 
-def replace_chip(chip_id: object, reason: object = None, owner: str | None = None) -> dict:
+def replace_chip(
+    chip_id: object, reason: object = None, owner: str | None = None, retries: int | None = None
+) -> dict:
     """orchestrator.replace_chip: lock the chip, and the ready chip it takes (owner: task id)."""
-    return _locked(
+    return with_chip_lock(
         names.REPLACE,
         chip_id,
         lambda held: replacement.replace_chip(
             bootstrap.engine(), chip_id, reason, claim=held.acquire
         ),
         owner,
+        retries,
     )
 
 
-def promote_warming_to_ready(chip_id: object, owner: str | None = None) -> dict:
+def promote_warming_to_ready(
+    chip_id: object, owner: str | None = None, retries: int | None = None
+) -> dict:
     """orchestrator.promote_warming_to_ready."""
-    return _locked(
+    return with_chip_lock(
         names.PROMOTE_READY,
         chip_id,
         lambda _: promote.promote_warming_to_ready(bootstrap.engine(), chip_id),
         owner,
+        retries,
     )
 
 
-def promote_ready_to_active(chip_id: object, owner: str | None = None) -> dict:
+def promote_ready_to_active(
+    chip_id: object, owner: str | None = None, retries: int | None = None
+) -> dict:
     """orchestrator.promote_ready_to_active."""
-    return _locked(
+    return with_chip_lock(
         names.PROMOTE_ACTIVE,
         chip_id,
         lambda _: promote.promote_ready_to_active(bootstrap.engine(), chip_id),
         owner,
+        retries,
     )
 
 
-def cancel_chip(chip_id: object, owner: str | None = None) -> dict:
+def cancel_chip(chip_id: object, owner: str | None = None, retries: int | None = None) -> dict:
     """orchestrator.cancel_chip: release the number at Salvy, then mark it cancelled."""
-    return _locked(
+    return with_chip_lock(
         names.CANCEL,
         chip_id,
         lambda _: cancel.cancel(bootstrap.engine(), bootstrap.salvy_client(), chip_id),
         owner,
+        retries,
     )
 
 
-def migrate_conversations(chip_id: object, owner: str | None = None) -> dict:
+def migrate_conversations(
+    chip_id: object, owner: str | None = None, retries: int | None = None
+) -> dict:
     """orchestrator.migrate_conversations: move what is left on a chip that no longer serves."""
-    return _locked(
+    return with_chip_lock(
         names.MIGRATE,
         chip_id,
         lambda _: conversations.migrate_conversations(bootstrap.engine(), chip_id),
         owner,
+        retries,
     )
 
 

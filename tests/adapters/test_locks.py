@@ -58,6 +58,30 @@ def test_a_swap_takes_two_locks_and_clears_its_marker_in_three_round_trips(
     assert counting_client.exists(marker, *map(locks.chip_lock_key, (old, new))) == 0
 
 
+def test_the_delivery_is_counted_in_the_call_that_takes_the_lock(
+    counting_client: redis.Redis,
+) -> None:
+    # Given a warm server and a chip another task holds
+    busy, free = chip(), chip()
+    counting_client.script_load(locks._ACQUIRE)
+    counting_client.set(locks.chip_lock_key(busy), "task-2")
+    counter = locks.delivery_key("task-1", 0)
+    with LockSet(counting_client, owner="task-1") as held:
+        assert held.deliveries is None  # nothing counted yet
+        CountingConnection.sent = 0
+        # When task-1 (its first delivery) tries the busy chip, then (redelivered) a free one
+        assert not held.acquire(busy, delivery=("task-1", 0))
+        assert held.deliveries == 1
+        assert held.acquire(free, delivery=("task-1", 0))
+        # Then each call counted the delivery in its own single round trip, lock or no lock
+        assert CountingConnection.sent == 2
+        assert held.deliveries == 2
+    assert int(counting_client.get(counter)) == 2
+    assert 0 < counting_client.ttl(counter) <= locks.DELIVERY_COUNT_TTL
+    # And the count is the one count_delivery keeps for the same message
+    assert locks.count_delivery(counting_client, "task-1", 0) == 3
+
+
 def test_another_task_is_kept_out_and_the_marker_is_cleared_anyway(redis_client) -> None:
     # Given a chip locked by task 1
     target = chip()

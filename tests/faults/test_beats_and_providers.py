@@ -143,26 +143,38 @@ def test_a_slack_outage_loses_no_alert_and_sends_none_twice(
     assert_no_violations(clean_db)
 
 
+@pytest.mark.parametrize("task", ["faults.crash_every_time", "faults.crash_holding_a_chip"])
 def test_a_task_that_kills_its_worker_every_time_stops_and_alerts(
-    clean_db: sa.Engine, cluster: Cluster, env: dict, celery_client: Celery, redis_url: str
+    clean_db: sa.Engine,
+    cluster: Cluster,
+    env: dict,
+    celery_client: Celery,
+    redis_url: str,
+    task: str,
 ) -> None:
-    # Given a worker that also runs a task which kills its own process on every delivery
+    # Given a worker that also runs a task which kills its own process on every delivery: one
+    # counted by the task base, one by the call that takes its chip's lock (as per-chip tasks)
     worker = cluster.worker(env, 1, "--include", "tests.faults.poison_tasks")
     counter = f"chiporch:poison-runs:{uuid.uuid4().hex}"
+    chip = make_chip(clean_db, "active")
+    args = [counter] if task == "faults.crash_every_time" else [chip, counter]
     # When that task is sent once
-    result = celery_client.send_task("faults.crash_every_time", args=[counter])
+    result = celery_client.send_task(task, args=args)
     outcome = result.get(timeout=120)
     # Then it ran a bounded number of times (MAX_DELIVERIES), and came back failed as poison
     from tasks.base import MAX_DELIVERIES
 
-    runs = int(redis.Redis.from_url(redis_url).get(counter))
+    client = redis.Redis.from_url(redis_url)
+    runs = int(client.get(counter))
     assert runs == MAX_DELIVERIES
     assert outcome["status"] == "failed" and outcome["code"] == "poison"
     assert worker.log().count("WorkerLostError") >= MAX_DELIVERIES
+    # And the chip's lock, left by each crash and taken over by the next delivery, is released
+    assert client.exists(f"chiporch:lock:chip:{chip}") == 0
     # And ops are alerted through the outbox
     with clean_db.connect() as conn:
         alerts = list(
             conn.execute(sa.select(outbox.c.texto).where(outbox.c.canal == "alertas")).scalars()
         )
-    assert any("faults.crash_every_time" in a and "derrubou" in a for a in alerts)
+    assert any(task in a and "derrubou" in a for a in alerts)
     assert_no_violations(clean_db)
