@@ -51,7 +51,10 @@ if BROKER == "amqp":
     # A task left running on the lost connection would run beside its redelivery, with the same
     # task id, and the chip lock (owned by the task id, locks.py) would let both in. So the worker
     # kills its running acks_late tasks when the connection drops; the redelivery is the one run,
-    # and the killed run's transaction was never committed (tests/worker/test_amqp_connection_loss.py).
+    # and the killed run's transaction was never committed (tests/worker/test_amqp_connection_loss.py)
+    # unless a swap's last statement and its COMMIT, sent together, had already reached PostgreSQL:
+    # the redelivery then waits for the chip's row, finds the swap its own task id did and
+    # answers with it (tests/faults/test_worker_loss.py).
     worker_cancel_long_running_tasks_on_connection_loss = True
     # Publisher confirms: send_task returns once RabbitMQ has taken the message, so a cycle's
     # fan-out is never lost in a socket buffer when the broker goes away.

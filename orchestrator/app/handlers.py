@@ -68,7 +68,7 @@ def replace_chip(
         names.REPLACE,
         chip_id,
         lambda held: replacement.replace_chip(
-            bootstrap.engine(), chip_id, reason, claim=held.acquire
+            bootstrap.engine(), chip_id, reason, claim=held.acquire, task_id=owner
         ),
         owner,
         retries,

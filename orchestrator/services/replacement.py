@@ -165,20 +165,30 @@ def replace_chip(
     reason: object = None,
     *,
     claim: Callable[[str], bool] | None = None,
+    task_id: str | None = None,
 ) -> dict:
     """Swap an active (or banned) chip for the best fit ready one, moving its conversations.
 
     A planned reason (low_trust, disconnected) is re-checked under the row lock: a chip that
     recovered is left alone ("recovered"), a disconnection during a storm is held ("storm").
     claim(ready_id) may veto a ready chip (the worker's Redis lock); the row lock and the
-    compare-and-set keep the data right without it.
+    compare-and-set keep the data right without it. task_id (the Celery task's) is written in
+    the operation's metadata: a redelivery of a message whose first run committed the swap
+    before its worker died answers with that swap ("replaced", redelivered) instead of
+    wrong_state.
     """
     chip_id, reason = repo.parse_chip_id(chip_id), clean_reason(reason)
     # Written as now(), the transaction's start (what repo.db_now reads): no round trip for it.
     now = sa.func.now()
     with pipelined.transaction(engine) as conn:  # BEGIN with the first read, COMMIT with the swap
         old, config, growth = _lock(conn, chip_id)
-        _check_replaceable(conn, old)
+        try:
+            _check_replaceable(conn, old)
+        except Rejected:
+            done = task_id and repo.swap_by_task(conn, chip_id, task_id)
+            if not done:
+                raise
+            return _done(done, old)
         if reason in PLANNED and old["status"] == "active":
             reason = _recheck(conn, old, config, repo.db_now(conn), reason)
             if reason in (RECOVERED, STORM):
@@ -187,7 +197,20 @@ def replace_chip(
         new = _take_ready(conn, config, chip_id, claim, growth)
         if new is None:
             return _without_ready(conn, config, old, banned, reason, now)
-        return _swap(conn, config, old, new, "banned" if banned else "degraded", reason)
+        return _swap(conn, config, old, new, "banned" if banned else "degraded", reason, task_id)
+
+
+def _done(operation: Mapping, old: Mapping) -> dict:
+    """The swap an earlier delivery of the same task committed, as its result."""
+    return {
+        "status": "replaced",
+        "chip_id": old["id"],
+        "replacement_id": operation["chip_destino_id"],
+        "chip_status": old["status"],
+        "conversas_migradas": (operation["metadata"] or {}).get("conversas_migradas", 0),
+        "operation_id": str(operation["id"]),
+        "redelivered": True,
+    }
 
 
 def _swap(
@@ -197,6 +220,7 @@ def _swap(
     new: Mapping,
     final: str,
     reason: str | None,
+    task_id: str | None,
 ) -> dict:
     """ready -> active, the conversations across, the old chip out; one operation, one message.
 
@@ -217,6 +241,7 @@ def _swap(
                 "trust_degradado": old["trust_score"],
                 "trust_novo": new["trust_score"],
                 "reason": reason,
+                **({"task_id": task_id} if task_id else {}),
             },
             "sucesso": True,
         },

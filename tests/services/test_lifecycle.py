@@ -295,3 +295,28 @@ def test_a_rolled_back_change_leaves_no_message(clean_db: sa.Engine) -> None:
     assert messages(clean_db) == []
     assert chip_row(clean_db, old).status == "active"
     assert ops(clean_db, old) == []
+
+
+@pytest.mark.parametrize("status", ["active", "banned"])
+def test_a_redelivered_replace_whose_first_run_committed_answers_with_that_swap(
+    clean_db: sa.Engine, status: str
+) -> None:
+    # Given a chip with 3 conversations and two ready chips, replaced by task t-1 (whose worker
+    # then died before acknowledging the message)
+    old = make_chip(clean_db, status, trust=20)
+    add_conversations(clean_db, old, 3)
+    for trust in (95, 90):
+        make_chip(clean_db, "ready", trust=trust)
+    first = replacement.replace_chip(clean_db, old, "banned", task_id="t-1")
+    assert first["status"] == "replaced"
+    # When the same message (task t-1) is delivered again
+    again = replacement.replace_chip(clean_db, old, "banned", task_id="t-1")
+    # Then it answers with the swap already done, and does nothing more
+    assert again == {**first, "redelivered": True}
+    with clean_db.connect() as conn:
+        ops = conn.execute(sa.select(operations.c.id).where(operations.c.chip_id == old)).all()
+    assert len(ops) == 1
+    # And another task on the same chip is still told it is no longer replaceable
+    with pytest.raises(Rejected) as info:
+        replacement.replace_chip(clean_db, old, "banned", task_id="t-2")
+    assert info.value.code == "wrong_state"

@@ -65,6 +65,7 @@ from orchestrator.store.repository.operations import (
     recent_operations,
     record_operation,
     replaced_for,
+    swap_by_task,
 )
 from orchestrator.store.repository.rehab import rehab_candidates
 from orchestrator.store.repository.signals import (
@@ -152,6 +153,7 @@ __all__ = [
     "stranded_in_range",
     "stranded_in_range_query",
     "swap_and_record",
+    "swap_by_task",
     "tally_check_rows",
     "tally_checked_at",
     "transition",

@@ -87,6 +87,16 @@ def replaced_for(conn: sa.Connection, chip_id: str, reason: str) -> bool:
     return bool(conn.execute(stmt).scalar_one())
 
 
+def swap_by_task(conn: sa.Connection, chip_id: str, task_id: str) -> Mapping | None:
+    """The auto_replace this task (its task id in the metadata) did on this chip, if any."""
+    stmt = sa.select(operations).where(
+        operations.c.chip_id == chip_id,
+        operations.c.operacao == "auto_replace",
+        operations.c.metadata["task_id"].astext == task_id,
+    )
+    return conn.execute(stmt).mappings().first()
+
+
 def operation_counts(conn: sa.Connection) -> dict[tuple[str, bool], int]:
     """Rows of orchestrator_operations per (operacao, sucesso is not false), exact at the
     statement's snapshot, summed from the tally's few rows (never the history itself)."""
