@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Iterator
 
 import redis
+from kombu import transport as kombu_transport
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
@@ -42,5 +43,10 @@ class Transport(kombu_redis.Transport):
 
 
 def install() -> None:
-    """kombu connections of this process with a redis:// URL use Transport above."""
+    """kombu connections of this process with a redis:// URL use Transport above.
+
+    kombu remembers the class a name resolved to: a `redis` connection made earlier in this
+    process (another client's) would keep kombu's own, so that memory is dropped too.
+    """
     TRANSPORT_ALIASES["redis"] = f"{__name__}:Transport"
+    getattr(kombu_transport, "_transport_cache", {}).pop("redis", None)
