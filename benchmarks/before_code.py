@@ -23,6 +23,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 
 import sqlalchemy as sa
+from kombu import transport as kombu_transport
 from kombu.transport import TRANSPORT_ALIASES
 
 from orchestrator.adapters import locks
@@ -108,8 +109,12 @@ def replace_chip_previous(
     reason: object = None,
     *,
     claim: Callable[[str], bool] | None = None,
+    task_id: str | None = None,
 ) -> dict:
-    """replacement.replace_chip before issue 23 (a banned or low-trust chip; no planned recheck)."""
+    """replacement.replace_chip before issue 23 (a banned or low-trust chip; no planned recheck).
+
+    task_id: accepted and ignored (the previous swap did not record it).
+    """
     chip_id, reason = repo.parse_chip_id(chip_id), replacement.clean_reason(reason)
     now = sa.func.now()
     with transaction(engine) as conn:
@@ -162,8 +167,13 @@ class LockSetPrevious(locks.LockSet):
     def __init__(self, client, ttl: int = locks.CHIP_LOCK_TTL, owner: str | None = None) -> None:
         self._client, self._ttl, self._owner = client, ttl, owner
         self._held: list = []
+        self.deliveries: int | None = None
 
-    def acquire(self, chip_id: str, *, clear: str | None = None) -> bool:
+    def acquire(
+        self, chip_id: str, *, clear: str | None = None, delivery: tuple[str, int] | None = None
+    ) -> bool:
+        if delivery is not None:  # counted by the task base, two round trips of its own
+            self.deliveries = count_delivery_previous(self._client, *delivery)
         if clear is not None:  # the marker was its own round trip
             self._client.delete(clear)
         lock = self._client.lock(locks.chip_lock_key(chip_id), timeout=self._ttl)
@@ -226,6 +236,7 @@ def apply_previous() -> None:
     for owner, name, value in _previous_bindings():
         setattr(owner, name, value)
     TRANSPORT_ALIASES["redis"] = "kombu.transport.redis:Transport"
+    getattr(kombu_transport, "_transport_cache", {}).pop("redis", None)
 
 
 @contextlib.contextmanager
