@@ -5,8 +5,9 @@
 One `celery -A tasks worker` (prefork, -c 4, the production settings) on a scratch database and
 a free Redis DB number. Each run sends a burst of `orchestrator.replace_chip` tasks whose chip
 id is malformed: the worker takes each message from Redis, hands it to a child, runs our task
-base class (signature check, delivery count in Redis), answers `rejected` before any lock or
-statement, stores the result and acknowledges the message. Worker CPU per task (main process
+base class (the signature check; a per-chip task counts its delivery with its lock, which it
+never reaches here), answers `rejected` before any lock or statement, stores the result and
+acknowledges the message. Worker CPU per task (main process
 and children, from /proc) and Redis server CPU per task are that floor; the same burst with
 `-P solo` (no child, no pipes) and `-P threads -c 4` say what the prefork pool's processes cost.
 """
