@@ -153,10 +153,7 @@ def in_process(url: str, redis_url: str, engine: sa.Engine, n: int, runs: int) -
     (orchestrator/dev/round_trips.py); CPU then on a direct connection.
     """
     out: dict[str, dict] = {}
-    db_url = sa.make_url(url)
-    with round_trip_proxy(db_url.host or "127.0.0.1", db_url.port or 5432) as wire:
-        via_proxy = db_url.set(host="127.0.0.1", port=wire.port)
-        via_proxy = via_proxy.render_as_string(hide_password=False)
+    with round_trip_proxy(url) as (wire, via_proxy):
         for run in range(runs):
             for variant in ("now", "previous") if run % 2 == 0 else ("previous", "now"):
                 context = (

@@ -15,6 +15,8 @@ import struct
 import threading
 from collections.abc import Iterator
 
+import sqlalchemy as sa
+
 #: Client messages the server answers with ReadyForQuery: Sync and a simple Query.
 WAITS = (b"S", b"Q")
 #: The untyped first messages of a connection: SSLRequest / GSSENCRequest, then the startup.
@@ -52,7 +54,8 @@ class _ClientStream:
 
 
 class RoundTripProxy:
-    """Listens on 127.0.0.1 (a free port) and relays each connection to (host, port)."""
+    """Listens on 127.0.0.1 (a free port) and relays each connection to PostgreSQL at (host,
+    port): a TCP address, or a Unix socket's directory (a host starting with "/") and port."""
 
     def __init__(self, host: str, port: int) -> None:
         self._upstream = (host, port)
@@ -80,9 +83,10 @@ class RoundTripProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self._upstream)
+            upstream = _connect(*self._upstream)
             for sock in (client, upstream):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if sock.family != socket.AF_UNIX:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             stream = _ClientStream()
             threading.Thread(
                 target=self._pump, args=(client, upstream, stream), daemon=True
@@ -103,11 +107,31 @@ class RoundTripProxy:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+def _connect(host: str, port: int) -> socket.socket:
+    if not host.startswith("/"):
+        return socket.create_connection((host, port))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(f"{host}/.s.PGSQL.{port}")
+    return sock
+
+
 @contextlib.contextmanager
-def round_trip_proxy(host: str, port: int) -> Iterator[RoundTripProxy]:
-    """A RoundTripProxy for the block."""
+def round_trip_proxy(url: str | sa.URL) -> Iterator[tuple[RoundTripProxy, str]]:
+    """A RoundTripProxy in front of the server a SQLAlchemy URL reaches, and the URL through it.
+
+    Where the server is comes from a connection made with the URL (a TCP address, or the
+    Unix socket an embedded server listens on, given as `?host=/dir`).
+    """
+    url = sa.make_url(url)
+    probe = sa.create_engine(url, poolclass=sa.NullPool)
+    with probe.connect() as conn:
+        info = conn.connection.driver_connection.info
+        host, port = info.host, info.port
+    probe.dispose()
     proxy = RoundTripProxy(host, port)
+    query = {k: v for k, v in url.query.items() if k not in ("host", "port")}
+    through = url.set(host="127.0.0.1", port=proxy.port, query=query)
     try:
-        yield proxy
+        yield proxy, through.render_as_string(hide_password=False)
     finally:
         proxy.close()

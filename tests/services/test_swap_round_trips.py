@@ -24,22 +24,25 @@ pytestmark = pytest.mark.db
 
 
 @pytest.fixture
-def wire(clean_db: sa.Engine) -> Iterator[RoundTripProxy]:
-    """The proxy in front of the test database's server."""
-    url = clean_db.url
-    with round_trip_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        yield proxy
+def proxied(clean_db: sa.Engine) -> Iterator[tuple[RoundTripProxy, str]]:
+    """The proxy in front of the test database's server, and the URL through it."""
+    with round_trip_proxy(clean_db.url) as proxied:
+        yield proxied
 
 
 @pytest.fixture
-def engine(clean_db: sa.Engine, wire: RoundTripProxy) -> Iterator[sa.Engine]:
+def wire(proxied: tuple[RoundTripProxy, str]) -> RoundTripProxy:
+    return proxied[0]
+
+
+@pytest.fixture
+def engine(proxied: tuple[RoundTripProxy, str]) -> Iterator[sa.Engine]:
     """The workers' engine (db.create_engine) through the proxy, its connection used once.
 
     Pings after an idle hour only: how long the machine takes between two statements of this
     test never matters (tests/store/test_engine_ping.py tests the ping).
     """
-    url = clean_db.url.set(host="127.0.0.1", port=wire.port)
-    eng = db.create_engine(url.render_as_string(hide_password=False), ping_after_idle_seconds=3600)
+    eng = db.create_engine(proxied[1], ping_after_idle_seconds=3600)
     with eng.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
     yield eng
