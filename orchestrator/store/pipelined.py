@@ -62,7 +62,6 @@ class Statement:
         if "POSTCOMPILE" in str(compiled):
             raise ValueError("expanding parameters cannot be compiled once")
         self.sql = str(compiled)
-        self.names = frozenset(compiled.params)
 
 
 @contextlib.contextmanager
@@ -88,17 +87,9 @@ def first(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any]) -> di
 
     Its first row. Outside transaction() (psycopg not in autocommit) it runs as one().
     """
-    raw = _driver(conn)
-    if not raw.autocommit:
+    if not _driver(conn).autocommit:
         return one(conn, stmt, params)
-    try:
-        with raw.cursor() as begin, _cursor(raw) as cur:
-            with raw.pipeline():
-                begin.execute("BEGIN")
-                cur.execute(stmt.sql, params)
-            return cur.fetchone()
-    except psycopg.Error as error:
-        conn._handle_dbapi_exception(error, stmt.sql, params, None, None)  # raises
+    return _run(conn, stmt, params, before="BEGIN")
 
 
 def one(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any]) -> dict | None:
@@ -107,33 +98,48 @@ def one(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any]) -> dict
     Columns of type uuid come back as str, as the schema's UUID(as_uuid=False) columns do
     through SQLAlchemy.
     """
-    raw = _driver(conn)
-    try:
-        with _cursor(raw) as cur:
-            cur.execute(stmt.sql, params)
-            return cur.fetchone()
-    except psycopg.Error as error:
-        conn._handle_dbapi_exception(error, stmt.sql, params, None, None)  # raises
+    return _run(conn, stmt, params)
 
 
 def last_and_commit(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any]) -> dict | None:
     """Run a transaction's last statement and COMMIT in one round trip; the statement's first row.
 
     The transaction is committed when this returns (leaving the transaction block then
-    commits nothing more). The statement must leave the data right whatever it returns: what is read
-    from its row can no longer roll anything back. An error rolls everything back.
+    commits nothing more). The statement must leave the data right whatever it returns:
+    what is read from its row can no longer roll anything back. An error rolls everything
+    back.
     """
-    raw, sql = _driver(conn), stmt.sql
+    return _run(conn, stmt, params, after="COMMIT")
+
+
+def _run(
+    conn: sa.Connection,
+    stmt: Statement,
+    params: Mapping[str, Any],
+    *,
+    before: str | None = None,
+    after: str | None = None,
+) -> dict | None:
+    """The statement, with a command sent before or after it in the same pipeline; its row.
+
+    In a pipeline, everything is sent, then one Sync on leaving the block: one wait
+    (Connection.commit() would sync on its own, and leaving the block would sync again).
+    """
+    raw = _driver(conn)
     try:
-        # Both sent, then the pipeline's one Sync on leaving the block: one wait. (Connection
-        # .commit() would sync on its own, and leaving the block would sync again.)
-        with _cursor(raw) as cur, raw.cursor() as end:
-            with raw.pipeline():
-                cur.execute(sql, params)
-                end.execute("COMMIT")
+        with _cursor(raw) as cur, raw.cursor() as command:
+            if before is None and after is None:
+                cur.execute(stmt.sql, params)
+            else:
+                with raw.pipeline():
+                    if before is not None:
+                        command.execute(before)
+                    cur.execute(stmt.sql, params)
+                    if after is not None:
+                        command.execute(after)
             return cur.fetchone()
     except psycopg.Error as error:
-        conn._handle_dbapi_exception(error, sql, params, None, None)  # raises SQLAlchemy's error
+        conn._handle_dbapi_exception(error, stmt.sql, params, None, None)  # raises
 
 
 def _end(conn: sa.Connection, command: str) -> None:
