@@ -47,17 +47,14 @@ def cas(conn: sa.Connection, chip_id: str, expected: Sequence[str], **values: ob
     return row
 
 
-def slot_may_do(config: PoolConfig, active: int) -> bool:
-    """Whether a swap adding an active chip may try for a growth slot (SLOT) instead of EXACT.
-
-    active: an unlocked read made just before (repo.status_config_active). At most
-    GROWTH_SLOTS swaps hold a slot, and each checks (has_room) that the active count, read
-    after taking its slot, leaves GROWTH_SLOTS of room: together they cannot pass
-    producao_max. EXACT (near the maximum, every slot busy, promotions) locks pool_config,
-    then every slot (lock_for_exact_count), so it counts after the slot holders commit and
-    none starts until it does.
-    """
-    return active <= config.producao_max - 2 * GROWTH_SLOTS
+#: A swap adding an active chip tries for a growth slot (SLOT) instead of EXACT only while the
+#: active count, read unlocked just before (repo.lock_first, in the statement that takes the
+#: slot), is at most producao_max - SLOT_MARGIN. At most GROWTH_SLOTS swaps hold a slot, and
+#: each checks (has_room) that the active count, read after taking its slot, leaves
+#: GROWTH_SLOTS of room: together they cannot pass producao_max. EXACT (near the maximum,
+#: every slot busy, promotions) locks pool_config, then every slot (lock_for_exact_count), so
+#: it counts after the slot holders commit and none starts until it does.
+SLOT_MARGIN = 2 * GROWTH_SLOTS
 
 
 def lock_for_exact_count(conn: sa.Connection) -> PoolConfig:

@@ -79,16 +79,15 @@ def _check_replaceable(conn: sa.Connection, old: Mapping) -> None:
 def _lock(conn: sa.Connection, chip_id: str) -> tuple[Mapping, PoolConfig, str | None]:
     """The chip's row locked, the config, and how its growth is checked (None: it adds nothing).
 
-    Replacing an already-banned chip adds an active chip; an unlocked read of the status tells
-    which case this is. Far below producao_max it holds a growth slot, taken in the statement
-    that locks the chip; otherwise (or with every slot held) pool_config and every slot are
-    locked first. Lock order: pool_config, pool_growth_slots, chips.
+    Replacing an already-banned chip adds an active chip; the status read in the first
+    statement tells which case this is. Far below producao_max it holds a growth slot, taken
+    in that statement before the chip's row lock; otherwise (or with every slot held)
+    pool_config and every slot are locked first. Lock order: pool_config, pool_growth_slots,
+    chips.
     """
-    status, config, active = repo.status_config_active(conn, chip_id)
-    growth, old = None, None
+    status, config, old = repo.lock_first(conn, chip_id, pool_growth.SLOT_MARGIN)
+    growth = None
     if status == "banned":
-        if pool_growth.slot_may_do(config, active):
-            old = repo.lock_chip_taking_slot(conn, chip_id)
         if old is not None:
             growth = pool_growth.SLOT
         else:

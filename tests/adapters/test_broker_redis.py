@@ -8,6 +8,7 @@ import uuid
 import pytest
 import redis
 from kombu import Connection
+from redis._parsers import _HiredisParser
 
 from orchestrator.adapters import broker_redis
 
@@ -54,3 +55,19 @@ def test_messages_are_delivered_and_acked_without_a_client_per_message(
             assert redis_client.hlen("unacked") == 0
             # And no Redis client was built for them
             assert clients_built[0] == before
+
+
+def test_the_workers_redis_replies_are_parsed_in_c(redis_url: str) -> None:
+    # Given the transport installed (as celeryconfig does) and a client made as our locks and
+    # Celery's result backend make theirs
+    broker_redis.install()
+    with Connection(redis_url, transport_options={"visibility_timeout": 3600}) as conn:
+        clients = [conn.default_channel.client, redis.Redis.from_url(redis_url)]
+        # When each takes a connection
+        for client in clients:
+            connection = client.connection_pool.get_connection()
+            try:
+                # Then hiredis (a dependency) parses its replies, not redis-py's Python parser
+                assert isinstance(connection._parser, _HiredisParser)
+            finally:
+                client.connection_pool.release(connection)

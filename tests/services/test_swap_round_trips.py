@@ -49,7 +49,7 @@ def engine(proxied: tuple[RoundTripProxy, str]) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-def test_replacing_a_banned_chip_takes_four_round_trips(
+def test_replacing_a_banned_chip_takes_three_round_trips(
     engine: sa.Engine, wire: RoundTripProxy
 ) -> None:
     # Given a banned chip with 3 open conversations and a ready chip, far below producao_max
@@ -60,10 +60,10 @@ def test_replacing_a_banned_chip_takes_four_round_trips(
     # When it is replaced
     wire.reset()
     result = replacement.replace_chip(engine, old, "banned")
-    # Then: BEGIN + status, config and count; a growth slot + the chip's row; the ready chip +
+    # Then: BEGIN + status, config, count, a growth slot and the chip's row; the ready chip +
     # count; both chips, the conversations, the operation, message, alert reset + COMMIT
     assert result["status"] == "replaced"
-    assert wire.reset() == 4
+    assert wire.reset() == 3
     # And every write landed, as before
     assert chip_row(engine, ready).status == "active"
     assert chip_row(engine, old).status == "banned"
@@ -80,7 +80,7 @@ def test_replacing_a_banned_chip_takes_four_round_trips(
     assert result["operation_id"] == str(ops[0].id)
 
 
-def test_replacing_an_active_chip_takes_four_round_trips(
+def test_replacing_an_active_chip_takes_three_round_trips(
     engine: sa.Engine, wire: RoundTripProxy
 ) -> None:
     # Given a low-trust active chip with 2 open conversations and a ready chip
@@ -90,9 +90,9 @@ def test_replacing_an_active_chip_takes_four_round_trips(
     # When it is replaced (it adds no active chip: no growth slot)
     wire.reset()
     result = replacement.replace_chip(engine, old)
-    # Then four round trips did it: the first read with BEGIN, the chip's row, the ready chip,
-    # the writes with COMMIT
+    # Then three round trips did it: BEGIN with the config and the chip's row locked, the ready
+    # chip, the writes with COMMIT
     assert result["status"] == "replaced"
-    assert wire.reset() == 4
+    assert wire.reset() == 3
     assert chip_row(engine, old).status == "degraded"
     assert conversations_on(engine, ready) == 2

@@ -81,8 +81,7 @@ from orchestrator.store.repository.signals import (
 from orchestrator.store.repository.swaps import (
     MOVED,
     best_ready_and_count,
-    lock_chip_taking_slot,
-    status_config_active,
+    lock_first,
     swap_and_record,
 )
 from orchestrator.store.repository.tally_checks import (
@@ -123,7 +122,7 @@ __all__ = [
     "least_loaded_healthy_active",
     "load_config",
     "load_config_and_active",
-    "lock_chip_taking_slot",
+    "lock_first",
     "lock_growth_slots",
     "lock_if_serving",
     "move_conversations",
@@ -147,7 +146,6 @@ __all__ = [
     "serving_candidates",
     "set_connected",
     "settle_stranded_notes",
-    "status_config_active",
     "status_counts",
     "stranded_conversations",
     "stranded_in_range",

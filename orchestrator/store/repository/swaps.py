@@ -1,11 +1,12 @@
 """A swap's reads and writes, in as few statements as the rules allow (each one a round trip).
 
-The first read (the chip's status, pool_config and the active count) is one statement, and so is
-taking the best ready chip with the active count read after every lock; the writes are two: both chips'
-compare-and-set with the conversations moved, then the operation row, its Slack message and the
-alert reset. Each statement is built once, at import, with bind parameters: built per call, a
-statement costs more Python than its round trip (SQLAlchemy caches the compiled form either way,
-not the construct). Every function takes the caller's Connection; the caller owns the transaction.
+Three statements: BEGIN with the chip's status, pool_config, the active count and the chip's
+row locked (with a growth slot first for a banned chip); the best ready chip locked with the
+active count read after every lock; then both chips' compare-and-set, the conversations moved,
+the operation row, its Slack message and the alert reset, sent with the COMMIT. Each is built
+once, at import, and run by psycopg (store/pipelined.py): built per call, a statement costs
+more Python than its round trip. Every function takes the caller's Connection; the caller owns
+the transaction.
 """
 
 from __future__ import annotations
@@ -35,53 +36,66 @@ from orchestrator.store.schema import (
 _CHIP_ID = sa.bindparam("chip_id")
 UUID_TEXT = postgresql.UUID(as_uuid=False)
 
-#: The chip's status, pool_config and the active count (nothing locked).
-_FIRST_READ = pipelined.Statement(
-    sa.select(
-        pool_config,
-        active_sum().scalar_subquery().label("active_now"),
-        sa.select(chips.c.status)
-        .where(chips.c.id == _CHIP_ID)
-        .scalar_subquery()
-        .label("chip_status"),
+#: Prefix of the locked chip's columns in lock_first's row (pool_config has `id` too).
+_CHIP = "chip__"
+_CHIP_COLUMNS = tuple(column.name for column in chips.c)
+
+
+def _lock_first_query() -> sa.Select:
+    status = sa.select(chips.c.status).where(chips.c.id == _CHIP_ID).cte("chip_status")
+    active = sa.select(active_sum().scalar_subquery().label("n")).cte("active")
+    config = sa.select(pool_config).cte("config")
+    banned = sa.select(status.c.status).scalar_subquery() == "banned"
+    room = sa.select(config.c.producao_max).scalar_subquery() - sa.bindparam("slot_margin")
+    slot = (
+        sa.select(pool_growth_slots.c.slot)
+        .where(banned, sa.select(active.c.n).scalar_subquery() <= room)
+        .order_by(pool_growth_slots.c.slot)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .cte("slot")
     )
-)
+    locked = (
+        sa.select(chips)
+        .where(chips.c.id == _CHIP_ID, sa.or_(sa.not_(banned), sa.exists(sa.select(slot.c.slot))))
+        .with_for_update(of=chips)
+        .cte("locked")
+    )
+    return sa.select(
+        config,
+        active.c.n.label("active_now"),
+        sa.select(status.c.status).scalar_subquery().label("chip_status"),
+        *(column.label(_CHIP + column.name) for column in locked.c),
+    ).select_from(config.join(active, sa.true()).outerjoin(locked, sa.true()))
 
 
-def status_config_active(conn: sa.Connection, chip_id: str) -> tuple[str, PoolConfig, int]:
-    """The chip's status (unlocked), the pool_config row (unlocked) and the active count.
+#: BEGIN's statement: pool_config, the active count, the chip's status, and the chip's row
+#: locked (a banned chip's only once a growth slot is locked: lock order slots, then chips).
+_LOCK_FIRST = pipelined.Statement(_lock_first_query())
 
-    Rejected(unknown_chip) when no chip has that id. The transaction's first statement: its
-    BEGIN goes with it (pipelined.first).
+
+def lock_first(
+    conn: sa.Connection, chip_id: str, slot_margin: int
+) -> tuple[str, PoolConfig, Mapping | None]:
+    """The chip's status, pool_config and the chip's row locked: one statement, with BEGIN.
+
+    An active (or any not banned) chip's row is locked FOR UPDATE (waiting for another
+    transaction's lock as usual). A banned chip's row is locked only after a free growth slot
+    (FOR UPDATE SKIP LOCKED: never waits), and a slot is tried only while the active count is
+    at most producao_max - slot_margin (services/growth.py says why). The chip is None, with
+    nothing locked, when a banned chip took no slot (the caller then counts exactly), or when
+    the row was deleted while we waited for its lock. Rejected(unknown_chip) when no chip has
+    that id. The config and count are read before any wait for the chip's row, unlocked. The
+    transaction's first statement: its BEGIN goes with it (pipelined.first).
     """
-    row = pipelined.first(conn, _FIRST_READ, {"chip_id": chip_id})
+    row = pipelined.first(conn, _LOCK_FIRST, {"chip_id": chip_id, "slot_margin": slot_margin})
     config = config_from_row(row)
     if row["chip_status"] is None:
         raise Rejected(f"unknown chip {chip_id}", code="unknown_chip")
-    return row["chip_status"], config, int(row["active_now"])
-
-
-_SLOT = (
-    sa.select(pool_growth_slots.c.slot)
-    .order_by(pool_growth_slots.c.slot)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-    .cte("slot")
-)
-#: The chip's row locked, only once a free growth slot is locked (the slot first: lock order).
-_LOCK_WITH_SLOT = pipelined.Statement(
-    sa.select(chips)
-    .where(chips.c.id == _CHIP_ID, sa.exists(sa.select(_SLOT.c.slot)))
-    .with_for_update(of=chips)
-)
-
-
-def lock_chip_taking_slot(conn: sa.Connection, chip_id: str) -> Mapping | None:
-    """Take a free growth slot (SKIP LOCKED: never waits), then lock the chip's row: one statement.
-
-    None, with nothing locked, when every slot is held (or the chip is gone).
-    """
-    return pipelined.one(conn, _LOCK_WITH_SLOT, {"chip_id": chip_id})
+    chip = None
+    if row[_CHIP + "id"] is not None:
+        chip = {name: row[_CHIP + name] for name in _CHIP_COLUMNS}
+    return row["chip_status"], config, chip
 
 
 def _best_ready_query() -> sa.Select:
