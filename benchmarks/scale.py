@@ -41,7 +41,7 @@ from benchmarks.common import (
     scratch_database,
     timed,
 )
-from benchmarks.datagen import generate_pool, vacuum_analyze
+from benchmarks.datagen import SWAP_TABLES, generate_pool, vacuum_analyze
 from benchmarks.db_burst import backend_cpu, db_burst
 from benchmarks.seed_way import seed_cycle
 from orchestrator.adapters import locks
@@ -256,7 +256,7 @@ def swap_figures(
             per[variant]["rate"].append(result["per_second"])
             per[variant]["bursts"].append(result)
             restore(engine, ids)
-            vacuum_analyze(engine, tables=("chips", "chip_status_tally"))
+            vacuum_analyze(engine, tables=SWAP_TABLES)
     return {
         v: {
             "p50": median(f["p50"]),
@@ -281,7 +281,7 @@ def db_burst_figures(engine: sa.Engine, runs: int, burst_bans: int) -> dict:
             ban(engine, ids)
             per[variant].append(db_burst(engine, ids, before=variant == "before"))
             restore(engine, ids)
-            vacuum_analyze(engine, tables=("chips", "chip_status_tally"))
+            vacuum_analyze(engine, tables=SWAP_TABLES)
     return {
         variant: {key: median([r[key] for r in results]) for key in results[0]} | {"runs": results}
         for variant, results in per.items()
