@@ -72,7 +72,7 @@ def lock_for_exact_count(conn: sa.Connection) -> PoolConfig:
 def has_room(config: PoolConfig, growth: str | None, active: int) -> bool:
     """Whether this swap may add an active chip (always, when it adds none).
 
-    active: the count read after this swap's growth locks (repo.lock_chip_and_count).
+    active: the count read after this swap's growth locks (repo.best_ready_and_count).
     """
     if growth is None:
         return True

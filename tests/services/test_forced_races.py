@@ -320,3 +320,43 @@ def test_a_swap_whose_count_rose_near_producao_max_retries_and_counts_exactly(
     # And its retry counts exactly under pool_config and goes through
     assert replacement.replace_chip(clean_db, chip)["status"] == "replaced"
     assert active_count(clean_db) == 29
+
+
+def test_a_banned_swap_finding_every_growth_slot_held_locks_nothing_then_counts_exactly(
+    clean_db: sa.Engine,
+) -> None:
+    # Given a banned chip with 2 open conversations far below producao_max, a ready chip, and
+    # another session holding every growth slot
+    set_config(clean_db, producao_min=1, producao_max=100)
+    chip = make_chip(clean_db, "banned")
+    add_conversations(clean_db, chip, 2)
+    ready = make_chip(clean_db, "ready", trust=95)
+    holder = clean_db.connect()
+    holder.begin()
+    holder.execute(sa.text("SELECT slot FROM pool_growth_slots FOR UPDATE"))
+    calls = Calls()
+    try:
+        # When the swap runs: its first statement finds no free slot, so it counts exactly and
+        # waits for the slots
+        calls.start("swap", lambda: replacement.replace_chip(clean_db, chip))
+        wait_until(lambda: waiting_backends(clean_db) == 1)
+        # Then it waits holding pool_config, and not the chip's row (lock order: pool_config,
+        # slots, chips): another session can lock the chip without waiting
+        with clean_db.connect() as other:
+            with pytest.raises(sa.exc.DBAPIError, match="could not obtain lock"):
+                other.execute(sa.text("SELECT 1 FROM pool_config FOR UPDATE NOWAIT"))
+            other.rollback()
+            locked = other.execute(
+                sa.text("SELECT id FROM chips WHERE id = :id FOR UPDATE NOWAIT"), {"id": chip}
+            ).all()
+            other.rollback()
+        assert len(locked) == 1
+    finally:
+        holder.rollback()
+        holder.close()
+    # And once the slots are free it swaps, exactly once
+    (result,) = calls.join().values()
+    assert isinstance(result, dict), result
+    assert (result["status"], result["replacement_id"]) == ("replaced", ready)
+    assert conversations_on(clean_db, ready) == 2
+    assert chip_row(clean_db, chip).status == "banned"
