@@ -203,7 +203,7 @@ def worker_runs(
                 for v, (a, q) in VARIANTS.items()
             }
             # Not counted: every child connected, its statements prepared, a burst's pages read
-            # once (the first burst of a fresh worker cost ~1.5-2.5 ms more per swap).
+            # once (a fresh worker's first burst cost up to ~2-4 ms more per swap).
             for variant, (_, queue) in VARIANTS.items():
                 scale.latency(engine, app, queue, ids := scale.victims(engine, 12))
                 scale.restore(engine, ids)
