@@ -202,15 +202,8 @@ def worker_runs(
                 )
                 for v, (a, q) in VARIANTS.items()
             }
-            # Not counted: every child connected, its statements prepared, a burst's pages read
-            # once (a fresh worker's first burst cost up to ~2-4 ms more per swap).
             for variant, (_, queue) in VARIANTS.items():
-                scale.latency(engine, app, queue, ids := scale.victims(engine, 12))
-                scale.restore(engine, ids)
-                scale.burst(
-                    engine, redis_url, queue, ids := scale.victims(engine, 100), running[variant]
-                )
-                scale.restore(engine, ids)
+                scale.warm(engine, app, redis_url, queue, running[variant], bans=12)
                 vacuum_analyze(engine, tables=SWAP_TABLES)
             for run in range(runs):
                 order = list(VARIANTS)[run % 3 :] + list(VARIANTS)[: run % 3]
