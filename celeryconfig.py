@@ -7,7 +7,7 @@ unacknowledged message for different reasons, so the settings that depend on tha
 from kombu import Exchange, Queue
 
 from orchestrator import task_names as names
-from orchestrator.adapters import broker_redis
+from orchestrator.adapters import broker_redis, result_redis
 from orchestrator.app import bootstrap
 from orchestrator.app.settings import WORKER_QUEUES, broker_kind, get_settings
 
@@ -22,6 +22,10 @@ BROKER = broker_kind(broker_url)
 # Flower, `--wait` works, and a foreign client needs only these two URLs.
 result_backend = bootstrap.redis_url()
 result_expires = 7 * 24 * 3600  # keep a week of results for post-mortems
+# Celery's Redis result backend, storing each result in one round trip instead of two (it reads
+# the stored result first, to never overwrite a SUCCESS; orchestrator/adapters/result_redis.py
+# keeps that rule, inside Redis). Installed under the `redis` scheme: the URL reads as before.
+result_redis.install()
 
 # JSON only: a pickled message could run arbitrary code in a worker; refuse it.
 task_serializer = "json"

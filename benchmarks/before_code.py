@@ -23,6 +23,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 
 import sqlalchemy as sa
+from celery.app.backends import BACKEND_ALIASES
 from kombu import transport as kombu_transport
 from kombu.transport import TRANSPORT_ALIASES
 
@@ -232,11 +233,13 @@ def _previous_bindings() -> list[tuple[object, str, object]]:
 
 def apply_previous() -> None:
     """From now on, in this process, swaps run as before issue 23 (engines made from now on),
-    and kombu connections made from now on use kombu's own Redis transport."""
+    kombu connections made from now on use kombu's own Redis transport, and Celery apps that
+    have not yet touched their result backend Celery's own (two round trips per result)."""
     for owner, name, value in _previous_bindings():
         setattr(owner, name, value)
     TRANSPORT_ALIASES["redis"] = "kombu.transport.redis:Transport"
     getattr(kombu_transport, "_transport_cache", {}).pop("redis", None)
+    BACKEND_ALIASES["redis"] = "celery.backends.redis:RedisBackend"
 
 
 @contextlib.contextmanager

@@ -14,11 +14,15 @@ takes minutes); `--url` measures pools built that way. Per pool:
 - with `--profile-worker`, only: one worker with cProfile on (benchmarks.profiled_app) through a
   burst, its CPU by package (billiard, kombu, celery, SQLAlchemy, psycopg, redis, ours), the
   main process and the children apart;
+- with `--syscalls`, only: one worker through a burst under `strace -c` (benchmarks/syscalls.py):
+  system calls per swap of its main process, its children, the PostgreSQL backends and the
+  Redis server, and what one wake-up costs the machine (a pipe round trip's CPU);
 - real workers (`-c 4` prefork), side by side on their own queues, runs alternating: "now"
   (tasks), "watched" (now with task events on, as while Flower watches) and "previous"
   (benchmarks.previous_app): ban -> swap latency (one ban at a time) and a burst of bans sent at
   once, with CPU per swap of the worker (main process and children apart), the PostgreSQL
-  backends and the Redis server (read from `/proc` and Redis INFO), and the load average.
+  backends and the Redis server (read from `/proc` and Redis INFO), the load average and a pipe
+  round trip's CPU read just before each burst (how fast the VM is at that moment).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from collections.abc import Iterator
 import redis
 import sqlalchemy as sa
 
-from benchmarks import before_code, scale, workers
+from benchmarks import before_code, scale, syscalls, workers
 from benchmarks.common import (
     base_urls,
     describe_machine,
@@ -49,6 +53,7 @@ from benchmarks.common import (
     scratch_database,
 )
 from benchmarks.datagen import SWAP_TABLES, generate_pool, vacuum_analyze
+from benchmarks.db_burst import backend_cpu
 from orchestrator.app import bootstrap, handlers
 from orchestrator.app.settings import get_settings
 from orchestrator.dev.round_trips import round_trip_proxy
@@ -213,6 +218,7 @@ def worker_runs(
                     took = scale.latency(engine, app, queue, ids)
                     scale.restore(engine, ids)
                     ids = scale.victims(engine, burst)
+                    wake_up = syscalls.pipe_round_trip_cpu_us()
                     load = load_average()
                     main, rcpu = workers.cpu_seconds(worker.proc.pid), redis_cpu(rclient)
                     result = scale.burst(engine, redis_url, queue, ids, worker)
@@ -232,6 +238,7 @@ def worker_runs(
                         "redis_cpu_ms": rcpu * 1000 / swaps,
                         "replaced": result["statuses"]["replaced"],
                         "load": load,
+                        "pipe_round_trip_us": wake_up,
                     }.items():
                         per[variant].setdefault(key, []).append(value)
     finally:
@@ -303,6 +310,65 @@ def print_profile(chips: int, split: dict[str, dict[str, float]]) -> None:
     )
 
 
+# -- system calls ------------------------------------------------------------------------------
+
+
+def syscall_counts(url: str, redis_url: str, engine: sa.Engine, burst: int) -> dict:
+    """One worker ("now"), warmed, through one burst under `strace -c`: calls per swap, by process.
+
+    The worker's main process and its children, the PostgreSQL backends serving the pool's
+    database (the benchmark's own left out) and the Redis server (its pid from INFO).
+    """
+    app, rclient = workers.client(redis_url), redis.Redis.from_url(redis_url)
+    queue = "bench_syscalls"
+    try:
+        with workers.running_worker(url, redis_url, app, 4, queues=queue) as worker:
+            scale.warm(engine, app, redis_url, queue, worker, bans=12)
+            vacuum_analyze(engine, tables=SWAP_TABLES)
+            groups = {
+                "worker main process": [worker.proc.pid],
+                "worker children": worker.children(),
+                "PostgreSQL backends": sorted(backend_cpu(engine)),
+                "Redis server": [int(rclient.info("server")["process_id"])],
+            }
+            ids = scale.victims(engine, burst)
+            with syscalls.counting(groups) as counts:
+                result = scale.burst(engine, redis_url, queue, ids, worker)
+            scale.restore(engine, ids)
+    finally:
+        app.close()
+        rclient.close()
+    swaps = result["statuses"]["replaced"]
+    return {
+        "swaps": swaps,
+        "per_swap": {name: syscalls.per_swap(c, swaps) for name, c in counts.items()},
+        "pipe_round_trip_us": syscalls.pipe_round_trip_cpu_us(),
+    }
+
+
+def print_syscalls(chips: int, figures: dict) -> None:
+    """System calls per swap by process, the most frequent of each."""
+    rows = []
+    for name, calls in figures["per_swap"].items():
+        top = [(k, v) for k, v in calls.items() if k not in ("all", "failed")][:8]
+        rows.append(
+            [
+                name,
+                f"{calls['all']:.1f}",
+                f"{calls['failed']:.1f}",
+                ", ".join(f"{k} {v:.1f}" for k, v in top),
+            ]
+        )
+    rows.append(["all", f"{sum(c['all'] for c in figures['per_swap'].values()):.1f}", "", ""])
+    print_table(
+        f"{chips:,} chips: system calls per swap through a burst of {figures['swaps']}"
+        f" (strace -c; a pipe round trip costs {figures['pipe_round_trip_us']:.0f} µs of CPU"
+        " here now)",
+        ["process", "calls/swap", "failed", "most frequent"],
+        rows,
+    )
+
+
 # -- pools, and the run --------------------------------------------------------------------------
 
 
@@ -356,6 +422,10 @@ def measure(url: str, redis_url: str, args: argparse.Namespace) -> dict:
             figures["worker_profile"] = profile_worker(url, redis_url, engine, args.burst)
             print_profile(chips, figures["worker_profile"])
             return figures
+        if args.syscalls:
+            figures["syscalls"] = syscall_counts(url, redis_url, engine, args.burst)
+            print_syscalls(chips, figures["syscalls"])
+            return figures
         figures["in_process"] = in_process(url, redis_url, engine, args.swaps, args.runs)
         figures["workers"] = worker_runs(
             url, redis_url, engine, args.runs, args.latency_bans, args.burst
@@ -406,6 +476,7 @@ def print_pool(f: dict) -> None:
             "of it main process",
             "PostgreSQL CPU ms/swap",
             "Redis server CPU ms/swap",
+            "pipe round trip µs CPU",
         ],
         [
             [
@@ -418,6 +489,7 @@ def print_pool(f: dict) -> None:
                 ", ".join(f"{x:.1f}" for x in r["main_cpu_ms"]),
                 ", ".join(f"{x:.1f}" for x in r["postgres_cpu_ms"]),
                 ", ".join(f"{x:.1f}" for x in r["redis_cpu_ms"]),
+                ", ".join(f"{x:.0f}" for x in r["pipe_round_trip_us"]),
             ]
             for v, r in w.items()
         ],
@@ -437,8 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-worker", action="store_true", help="only profile one worker through a burst"
     )
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="only count one worker's system calls (and PostgreSQL's, Redis's) through a burst",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.syscalls and not syscalls.available():
+        parser.error("--syscalls needs strace, allowed to attach to this user's processes")
     database_url, redis_base = base_urls()
     results = []
     with free_redis_db(redis_base) as redis_url:

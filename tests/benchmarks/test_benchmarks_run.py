@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import syscalls
 from orchestrator.app.settings import ROOT
 from tests.support import servers
 
@@ -94,6 +95,47 @@ def test_the_swap_floor_benchmark_runs_and_counts_the_round_trips(tmp_path: Path
     assert (now["pings"], previous["pings"]) == (0, 1)
     for variant in ("now", "watched", "previous"):
         assert size["workers"][variant]["replaced"] == [20]
+
+
+@pytest.mark.db
+@pytest.mark.skipif(not syscalls.available(), reason="needs strace allowed to attach")
+def test_the_swap_floor_benchmark_counts_system_calls_per_swap(tmp_path: Path) -> None:
+    out = _run(
+        ["benchmarks.swap_floor", "--sizes", "2000", "--syscalls", "--burst", "20"], tmp_path
+    )
+    [size] = out
+    counts = size["syscalls"]
+    assert counts["swaps"] == 20
+    per_swap = counts["per_swap"]
+    assert set(per_swap) == {
+        "worker main process",
+        "worker children",
+        "PostgreSQL backends",
+        "Redis server",
+    }
+    # every swap reached PostgreSQL and Redis from the children, and both servers answered
+    assert per_swap["worker children"].get("sendto", 0) >= 4
+    assert per_swap["PostgreSQL backends"].get("sendto", 0) >= 1
+    assert per_swap["Redis server"]["all"] >= 4
+    assert counts["pipe_round_trip_us"] > 0
+
+
+def test_strace_summaries_are_read_with_their_failed_calls() -> None:
+    report = """% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 43.29    0.000400          13        30        13 openat
+ 19.81    0.000183           8        21           mmap
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.000583          11        51        13 total
+"""
+    counts = syscalls.parse(report)
+    assert counts == {"openat": (30, 13), "mmap": (21, 0)}
+    assert syscalls.per_swap(counts, 3) == {
+        "all": 17.0,
+        "failed": 13 / 3,
+        "openat": 10.0,
+        "mmap": 7.0,
+    }
 
 
 @pytest.mark.db
