@@ -91,29 +91,35 @@ def per_swap(counts: Mapping[str, tuple[int, int]], swaps: int) -> dict[str, flo
 def pipe_round_trip_cpu_us(round_trips: int = 5000) -> float:
     """CPU time (both processes, µs) of one message and its answer between two processes.
 
-    What a wake-up costs this machine now: a parent and a forked child pass one byte back and
-    forth over two pipes, each sleeping until the other writes. On bare metal a few µs; on a VM
-    the sleep and the wake-up cost far more, and more when the host is busy: a reading to put
-    beside each run's CPU per swap.
+    What a wake-up costs this machine now: a parent and a forked child, on two different CPUs
+    (as a worker and its database mostly are), pass one byte back and forth over two pipes,
+    each sleeping until the other writes. On bare metal a few µs; on a VM the sleep and the
+    wake-up cost far more, and more when the host is busy: a reading to put beside each run's
+    CPU per swap. (Left to the scheduler, the two sometimes share a CPU and the reading moves
+    by half.)
     """
+    cpus, saved = sorted(os.sched_getaffinity(0)), os.sched_getaffinity(0)
     child_reads, parent_writes = os.pipe()
     parent_reads, child_writes = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: answer every byte, then leave without Python's clean-up
         try:
+            os.sched_setaffinity(0, {cpus[-1]})
             for _ in range(round_trips):
                 os.read(child_reads, 1)
                 os.write(child_writes, b"x")
         finally:
             os._exit(0)
-    for fd in (child_reads, child_writes):
-        os.close(fd)
-    start = time.process_time()
-    for _ in range(round_trips):
-        os.write(parent_writes, b"x")
-        os.read(parent_reads, 1)
-    parent = time.process_time() - start
-    _, _, usage = os.wait4(pid, 0)
-    for fd in (parent_writes, parent_reads):
-        os.close(fd)
+    try:
+        os.sched_setaffinity(0, {cpus[0]})
+        start = time.process_time()
+        for _ in range(round_trips):
+            os.write(parent_writes, b"x")
+            os.read(parent_reads, 1)
+        parent = time.process_time() - start
+        _, _, usage = os.wait4(pid, 0)
+    finally:
+        os.sched_setaffinity(0, saved)
+        for fd in (child_reads, child_writes, parent_writes, parent_reads):
+            os.close(fd)
     return (parent + usage.ru_utime + usage.ru_stime) * 1e6 / round_trips
