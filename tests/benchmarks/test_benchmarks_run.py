@@ -120,6 +120,19 @@ def test_the_swap_floor_benchmark_counts_system_calls_per_swap(tmp_path: Path) -
     assert counts["pipe_round_trip_us"] > 0
 
 
+@pytest.mark.db
+def test_the_pool_choice_benchmark_swaps_every_ban_with_either_pool(tmp_path: Path) -> None:
+    out = _run(
+        ["benchmarks.pool_choice", "--size", "2000", "--runs", "2", "--burst", "20", "--solo", "2"],
+        tmp_path,
+    )
+    assert out["chips"] == 2000
+    assert set(out["kinds"]) == {"prefork -c 4", "solo x 2"}
+    for figures in out["kinds"].values():
+        assert figures["replaced"] == [20, 20]
+        assert all(x > 0 for x in figures["workers_cpu_ms"])
+
+
 def test_strace_summaries_are_read_with_their_failed_calls() -> None:
     report = """% time     seconds  usecs/call     calls    errors syscall
 ------ ----------- ----------- --------- --------- ----------------
