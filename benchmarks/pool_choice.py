@@ -7,8 +7,8 @@ The production worker is prefork (`-c 4`): a main process that talks to the brok
 children that run tasks, with a pipe between them; it is what enforces the hard time limit
 and requeues a task at once when its child dies. `-P solo` runs the task in the process that
 took it from the broker: no children, no pipes, one task at a time per process, so N of them
-on one queue for concurrency. Both consume the same queue name of their own, take bursts of
-bans in turn (runs alternating, each worker warmed first), and are measured as
+on one queue for concurrency. Each kind consumes a queue of its own; they take bursts of
+bans in turn (runs alternating, each kind warmed first) and are measured as
 benchmarks.swap_floor measures: CPU per swap of every worker process, the PostgreSQL backends
 and the Redis server, and swaps/s. A measurement for ops choosing a pool; compose runs prefork.
 """
