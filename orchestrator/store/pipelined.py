@@ -49,12 +49,19 @@ _DIALECT = psycopg_dialect.dialect()
 _DIALECT.statement_compiler = _LiteralValuesCompiler
 
 
+#: Longest SQL a Statement may be. psycopg turns `%(name)s` into `$n` on every execution and
+#: caches that work only for queries up to 4,096 bytes (psycopg._queries.
+#: MAX_CACHED_STATEMENT_LENGTH); a longer one is split by a regular expression every time.
+MAX_SQL_LENGTH = 4096
+
+
 class Statement:
     """SQL text of a Core construct for the driver (`%(name)s` parameters), compiled once.
 
     Values the construct binds itself (a status, a LIMIT) are written into the SQL; the
     caller's named parameters are sent. No expanding (IN-list) parameters: an array and
-    `= ANY` / `<> ALL` instead (refused here, at import).
+    `= ANY` / `<> ALL` instead; no SQL longer than MAX_SQL_LENGTH (both refused here, at
+    import).
     """
 
     def __init__(self, stmt: sa.ClauseElement) -> None:
@@ -62,6 +69,11 @@ class Statement:
         if "POSTCOMPILE" in str(compiled):
             raise ValueError("expanding parameters cannot be compiled once")
         self.sql = str(compiled)
+        if len(self.sql.encode()) > MAX_SQL_LENGTH:
+            raise ValueError(
+                f"{len(self.sql.encode())} bytes of SQL: psycopg would parse it again on every"
+                f" execution past {MAX_SQL_LENGTH}"
+            )
 
 
 @contextlib.contextmanager

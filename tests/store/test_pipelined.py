@@ -108,3 +108,20 @@ def test_a_connection_killed_mid_transaction_is_transient_and_replaced(
         conn.execute(sa.insert(alert_state).values(key="b", times_sent=1))
     assert keys(engine) == []
     assert_pooled_connection_is_clean(engine)  # a new connection: the dead one was dropped
+
+
+def test_a_statement_psycopg_would_parse_on_every_execution_is_refused_at_import() -> None:
+    wide = sa.select(*(sa.literal_column(f"{n} AS column_number_{n}") for n in range(300)))
+    with pytest.raises(ValueError, match="parse it again on every execution"):
+        pipelined.Statement(wide)
+
+
+def test_the_swap_statements_are_parsed_by_psycopg_once_not_on_every_execution() -> None:
+    """psycopg caches its %(name)s -> $n work for queries up to its own limit, not past it."""
+    from psycopg import _queries  # the limit is psycopg's own; fail loudly if it moves
+
+    from orchestrator.store.repository import swaps
+
+    assert pipelined.MAX_SQL_LENGTH <= _queries.MAX_CACHED_STATEMENT_LENGTH
+    for statement in (swaps._LOCK_FIRST, swaps._BEST_READY, swaps._SWAP_AND_RECORD):
+        assert len(statement.sql.encode()) <= pipelined.MAX_SQL_LENGTH

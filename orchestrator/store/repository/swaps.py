@@ -44,9 +44,8 @@ _CHIP_COLUMNS = tuple(column.name for column in chips.c)
 def _lock_first_query() -> sa.Select:
     status = sa.select(chips.c.status).where(chips.c.id == _CHIP_ID).cte("chip_status")
     active = sa.select(active_sum().scalar_subquery().label("n")).cte("active")
-    config = sa.select(pool_config).cte("config")
     banned = sa.select(status.c.status).scalar_subquery() == "banned"
-    room = sa.select(config.c.producao_max).scalar_subquery() - sa.bindparam("slot_margin")
+    room = sa.select(pool_config.c.producao_max).scalar_subquery() - sa.bindparam("slot_margin")
     slot = (
         sa.select(pool_growth_slots.c.slot)
         .where(banned, sa.select(active.c.n).scalar_subquery() <= room)
@@ -61,12 +60,14 @@ def _lock_first_query() -> sa.Select:
         .with_for_update(of=chips)
         .cte("locked")
     )
+    # pool_config read where it is used, not as a CTE of its own: its column list twice would
+    # take the SQL past what psycopg caches (pipelined.MAX_SQL_LENGTH). One row, one snapshot.
     return sa.select(
-        config,
+        pool_config,
         active.c.n.label("active_now"),
         sa.select(status.c.status).scalar_subquery().label("chip_status"),
         *(column.label(_CHIP + column.name) for column in locked.c),
-    ).select_from(config.join(active, sa.true()).outerjoin(locked, sa.true()))
+    ).select_from(pool_config.join(active, sa.true()).outerjoin(locked, sa.true()))
 
 
 #: BEGIN's statement: pool_config, the active count, the chip's status, and the chip's row
