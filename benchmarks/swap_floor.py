@@ -22,7 +22,8 @@ takes minutes); `--url` measures pools built that way. Per pool:
   (benchmarks.previous_app): ban -> swap latency (one ban at a time) and a burst of bans sent at
   once, with CPU per swap of the worker (main process and children apart), the PostgreSQL
   backends and the Redis server (read from `/proc` and Redis INFO), the load average and a pipe
-  round trip's CPU read just before each burst (how fast the VM is at that moment).
+  round trip's CPU and a fixed piece of Python work's (benchmarks/speed_probe.py) read just
+  before each burst (how fast the VM is at that moment).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from collections.abc import Iterator
 import redis
 import sqlalchemy as sa
 
-from benchmarks import before_code, scale, syscalls, workers
+from benchmarks import before_code, scale, speed_probe, syscalls, workers
 from benchmarks.common import (
     base_urls,
     describe_machine,
@@ -219,6 +220,7 @@ def worker_runs(
                     scale.restore(engine, ids)
                     ids = scale.victims(engine, burst)
                     wake_up = syscalls.pipe_round_trip_cpu_us()
+                    python_speed = speed_probe.python_work_cpu_ms()
                     load = load_average()
                     main, rcpu = workers.cpu_seconds(worker.proc.pid), redis_cpu(rclient)
                     result = scale.burst(engine, redis_url, queue, ids, worker)
@@ -239,6 +241,7 @@ def worker_runs(
                         "replaced": result["statuses"]["replaced"],
                         "load": load,
                         "pipe_round_trip_us": wake_up,
+                        "python_probe_ms": python_speed,
                     }.items():
                         per[variant].setdefault(key, []).append(value)
     finally:
@@ -477,6 +480,7 @@ def print_pool(f: dict) -> None:
             "PostgreSQL CPU ms/swap",
             "Redis server CPU ms/swap",
             "pipe round trip µs CPU",
+            "Python probe ms CPU",
         ],
         [
             [
@@ -490,6 +494,7 @@ def print_pool(f: dict) -> None:
                 ", ".join(f"{x:.1f}" for x in r["postgres_cpu_ms"]),
                 ", ".join(f"{x:.1f}" for x in r["redis_cpu_ms"]),
                 ", ".join(f"{x:.0f}" for x in r["pipe_round_trip_us"]),
+                ", ".join(f"{x:.0f}" for x in r.get("python_probe_ms", [])),
             ]
             for v, r in w.items()
         ],

@@ -95,6 +95,8 @@ def test_the_swap_floor_benchmark_runs_and_counts_the_round_trips(tmp_path: Path
     assert (now["pings"], previous["pings"]) == (0, 1)
     for variant in ("now", "watched", "previous"):
         assert size["workers"][variant]["replaced"] == [20]
+        # how fast the VM ran Python just before the burst (a CPU time, so above zero)
+        assert size["workers"][variant]["python_probe_ms"][0] > 0
 
 
 @pytest.mark.db
